@@ -1,0 +1,104 @@
+"""The serving contract: model names, signature inputs and outputs, artefact names.
+
+This is the single place where these names live (DESIGN.md, "Signatures"). The
+exporter, the local server, its tests and the client all import them from here. The
+module is pure Python so that the thin client can use it without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, Union
+
+SIGNATURE_NAME = "serving_default"
+
+# Model names in saved_models/ and in models.config.
+RETRIEVAL = "retrieval"
+RETRIEVAL_BRUTEFORCE = "retrieval_bruteforce"
+RANKING = "ranking"
+MODEL_NAMES = (RETRIEVAL, RETRIEVAL_BRUTEFORCE, RANKING)
+
+# Artefacts written next to the versions, or inside each version.
+MODELS_CONFIG = "models.config"
+BATCHING_CONFIG = "batching.config"
+MONITORING_CONFIG = "monitoring.config"
+METADATA_ASSET = "export_metadata.json"  # in <version>/assets/
+WARMUP_FILE = "tf_serving_warmup_requests"  # in <version>/assets.extra/
+
+# Input names: the feature names of the data contract.
+USER_ID = "user_id"
+WATCH_HISTORY = "watch_history"
+SEARCH_HISTORY = "search_history"
+GENDER = "gender"
+OCCUPATION = "occupation"
+REGION = "region"
+AGE = "age"
+REQUEST_TIME = "request_time"
+CANDIDATE_IDS = "candidate_ids"
+
+# Output names.
+ITEM_IDS = "item_ids"
+SCORES = "scores"
+EXPECTED_WATCH_TIME = "expected_watch_time"
+
+Dtype = Literal["string", "int64", "float32"]
+Default = Union[str, int, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor of a signature.
+
+    Attributes:
+        name: the input or output key.
+        dtype: "string", "int64" or "float32".
+        rank: 1 for [B], 2 for [B, N] (the second dimension is free).
+        default: what an unknown value is sent as; for rank 2, the pad value.
+    """
+
+    name: str
+    dtype: Dtype
+    rank: int
+    default: Default = ""
+
+    def to_json(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+USER_INPUTS: tuple[TensorSpec, ...] = (
+    TensorSpec(USER_ID, "string", 1, ""),
+    TensorSpec(WATCH_HISTORY, "string", 2, ""),
+    TensorSpec(SEARCH_HISTORY, "string", 2, ""),
+    TensorSpec(GENDER, "string", 1, ""),
+    TensorSpec(OCCUPATION, "string", 1, ""),
+    TensorSpec(REGION, "string", 1, ""),
+    TensorSpec(AGE, "int64", 1, 0),
+    TensorSpec(REQUEST_TIME, "int64", 1, 0),
+)
+RETRIEVAL_INPUTS = USER_INPUTS
+RANKING_INPUTS: tuple[TensorSpec, ...] = USER_INPUTS + (TensorSpec(CANDIDATE_IDS, "string", 2, ""),)
+
+RETRIEVAL_OUTPUTS: tuple[TensorSpec, ...] = (
+    TensorSpec(ITEM_IDS, "string", 2, ""),
+    TensorSpec(SCORES, "float32", 2, 0.0),
+)
+RANKING_OUTPUTS: tuple[TensorSpec, ...] = (
+    TensorSpec(SCORES, "float32", 2, 0.0),
+    TensorSpec(EXPECTED_WATCH_TIME, "float32", 2, 0.0),
+)
+
+INPUTS_BY_MODEL: dict[str, tuple[TensorSpec, ...]] = {
+    RETRIEVAL: RETRIEVAL_INPUTS,
+    RETRIEVAL_BRUTEFORCE: RETRIEVAL_INPUTS,
+    RANKING: RANKING_INPUTS,
+}
+OUTPUTS_BY_MODEL: dict[str, tuple[TensorSpec, ...]] = {
+    RETRIEVAL: RETRIEVAL_OUTPUTS,
+    RETRIEVAL_BRUTEFORCE: RETRIEVAL_OUTPUTS,
+    RANKING: RANKING_OUTPUTS,
+}
+
+
+def shard_model_name(shard: int) -> str:
+    """The TF Serving model name of one shard of a sharded retrieval index."""
+    return f"{RETRIEVAL}_shard_{shard}"

@@ -1,0 +1,42 @@
+"""Two-stage recommender: YouTube-DNN candidate generation + NeuMF ranking, served by TF Serving."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="recommender",
+    version="0.1.0",
+    description=__doc__,
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["trainer", "trainer.*", "serving", "serving.*", "bench", "bench.*"]),
+    package_data={"serving": ["*.config", "*.yml", "_protos/**/*.py"]},
+    install_requires=[
+        "tensorflow==2.20.*",
+        "tf-keras==2.20.*",
+        "tensorflow-recommenders==0.7.7",
+        "scann==1.4.2",
+        "tensorflow-serving-api==2.20.*",
+        "grpcio>=1.60",
+        "protobuf>=5.28",
+        "numpy>=1.26",
+        "pandas>=2.1",
+        "pyyaml>=6.0",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "requests>=2.31",
+            "psutil>=5.9",
+        ],
+        "bench": [
+            "implicit>=0.7.2",
+            "faiss-cpu>=1.8",
+            "annoy>=1.17",
+            "matplotlib>=3.8",
+            "psutil>=5.9",
+        ],
+        "dev": ["ruff>=0.5", "mypy>=1.10", "grpcio-tools>=1.60"],
+    },
+)

@@ -1,0 +1,12 @@
+"""Training, evaluation and export of the two-stage recommender.
+
+TensorFlow Recommenders needs the legacy Keras 2 (tf-keras): the environment is set
+here, before anything in the package imports TensorFlow, so no user has to.
+"""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# Keep TensorFlow's start-up noise (CUDA probing, oneDNN notices) out of the user's view.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")

@@ -1,0 +1,337 @@
+"""Typed run configuration: YAML files into dataclasses, with CLI overrides.
+
+Every field of every section is also a command-line flag (`--retrieval.epochs 3`), so
+`python -m trainer.task --help` lists them all. An unknown key, a value of the wrong type
+or an impossible value raises `ConfigError` naming the key, e.g.
+`retrieval.epochs: expected int, got 'three' (str)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+import types
+import typing
+from typing import Any, Literal, Union
+
+import yaml
+
+MOVIELENS_SOURCES = ("ml-100k", "ml-1m", "ml-20m", "ml-25m", "ml-32m", "ml-latest-small")
+SOURCES = ("synthetic",) + MOVIELENS_SOURCES
+RETRIEVAL_FEATURES = (
+    "user_id",
+    "watch_history",
+    "search_history",
+    "demographics",
+    "region",
+    "example_age",
+    "item_genres",
+    "item_title",
+    "item_age",
+)
+RANKING_MODELS = ("itempop", "mf", "gmf", "mlp", "neumf", "neumf_pretrained", "full")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the offending key."""
+
+
+@dataclasses.dataclass
+class SyntheticConfig:
+    """Size and shape of the synthetic YouTube-like logs (source `synthetic`)."""
+
+    num_users: int = 2000
+    num_items: int = 1000
+    num_topics: int = 20
+    latent_dim: int = 16
+    events_per_user: int = 40
+    num_regions: int = 10
+    search_probability: float = 0.3
+    days: int = 120
+    seed: int = 7
+
+    def validate(self) -> None:
+        _positive(self, "synthetic", "num_users", "num_items", "num_topics", "latent_dim", "events_per_user",
+                  "num_regions", "days")
+        _probability(self, "synthetic", "search_probability")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the events come from and how they are split."""
+
+    source: str = "synthetic"
+    data_dir: Union[str, None] = None
+    cache_dir: str = "~/.cache/recommender"
+    download: bool = True
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1
+    eval_negatives: int = 99
+    history_length: int = 20
+    search_history_length: int = 10
+    min_events_per_user: int = 2
+    seed: int = 42
+
+    def validate(self) -> None:
+        if self.source not in SOURCES:
+            raise ConfigError(f"data.source: unknown source {self.source!r}; choose one of {', '.join(SOURCES)}")
+        _probability(self, "data", "validation_fraction", "test_fraction")
+        if self.validation_fraction + self.test_fraction >= 1.0:
+            raise ConfigError(
+                "data.validation_fraction + data.test_fraction must be < 1, got "
+                f"{self.validation_fraction} + {self.test_fraction}"
+            )
+        _positive(self, "data", "eval_negatives", "history_length", "search_history_length", "min_events_per_user")
+
+
+@dataclasses.dataclass
+class RetrievalConfig:
+    """The candidate generator (Covington et al. 2016) as a TFRS two-tower model."""
+
+    features: list[str] = dataclasses.field(default_factory=lambda: list(RETRIEVAL_FEATURES))
+    embedding_dim: int = 32
+    tower_layers: list[int] = dataclasses.field(default_factory=lambda: [64, 32])
+    share_item_embeddings: bool = True
+    l2_normalize: bool = False
+    temperature: float = 1.0
+    logq_correction: bool = True
+    remove_accidental_hits: bool = True
+    optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
+    learning_rate: float = 0.005
+    batch_size: int = 512
+    epochs: int = 5
+    early_stopping_patience: int = 2
+    eval_ks: list[int] = dataclasses.field(default_factory=lambda: [10, 50, 100])
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.features) - set(RETRIEVAL_FEATURES))
+        if unknown:
+            raise ConfigError(
+                f"retrieval.features: unknown feature(s) {unknown}; choose from {', '.join(RETRIEVAL_FEATURES)}"
+            )
+        _positive(self, "retrieval", "embedding_dim", "learning_rate", "batch_size", "epochs", "temperature")
+        _all_positive(self, "retrieval", "tower_layers", "eval_ks")
+
+
+@dataclasses.dataclass
+class RankingConfig:
+    """The ranking stage: the NCF family with the YouTube ranking features."""
+
+    model: str = "full"
+    compare: list[str] = dataclasses.field(default_factory=lambda: ["itempop", "mf", "gmf", "mlp", "neumf"])
+    embedding_dim: int = 16
+    mlp_layers: list[int] = dataclasses.field(default_factory=lambda: [64, 32, 16])
+    num_negatives: int = 4
+    pretrain_alpha: float = 0.5
+    optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
+    learning_rate: float = 0.001
+    batch_size: int = 256
+    epochs: int = 5
+    rerank_candidates: int = 100
+
+    def validate(self) -> None:
+        for name in [self.model, *self.compare]:
+            if name not in RANKING_MODELS:
+                raise ConfigError(f"ranking.model: unknown model {name!r}; choose one of {', '.join(RANKING_MODELS)}")
+        _positive(self, "ranking", "embedding_dim", "num_negatives", "learning_rate", "batch_size", "epochs",
+                  "rerank_candidates")
+        _all_positive(self, "ranking", "mlp_layers")
+        _probability(self, "ranking", "pretrain_alpha")
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """What is written to the TF Serving layout of saved_models/."""
+
+    output_dir: str = "saved_models"
+    max_k: int = 100
+    scann_target_recall: float = 0.95
+    scann_brute_force_below: int = 20000
+    keep_versions: int = 2
+    num_shards: int = 1
+    warmup_requests: int = 3
+
+    def validate(self) -> None:
+        _positive(self, "export", "max_k", "keep_versions", "num_shards", "warmup_requests")
+        _probability(self, "export", "scann_target_recall")
+
+
+@dataclasses.dataclass
+class Config:
+    """A whole run: data, both models and the export."""
+
+    run_dir: str = "runs"
+    seed: int = 42
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
+    retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
+    ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+
+    def validate(self) -> None:
+        for section in (self.data, self.synthetic, self.retrieval, self.ranking, self.export):
+            section.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: Union[str, pathlib.Path, None] = None, overrides: Union[dict[str, Any], None] = None) -> Config:
+    """Reads a YAML config (or the defaults), applies `overrides` ({"a.b": value}) and validates.
+
+    Raises:
+        ConfigError: the file is missing or not a mapping, or a key, type or value is wrong.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = pathlib.Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
+        raw = loaded
+    config = _build(Config, raw, prefix="")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(config, dotted, value)
+    config.validate()
+    return config
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds one `--section.field` flag for every config field (values are parsed as YAML)."""
+    group = parser.add_argument_group("config overrides (any field of the YAML config)")
+    for dotted, field_type, default in _leaf_fields(Config, ""):
+        group.add_argument(
+            f"--{dotted}",
+            dest=f"override:{dotted}",
+            metavar=_type_name(field_type).upper(),
+            default=argparse.SUPPRESS,
+            help=f"default {default!r}",
+        )
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The `--section.field` flags that were given, as {"section.field": parsed value}."""
+    overrides = {}
+    for key, text in vars(args).items():
+        if key.startswith("override:"):
+            overrides[key.removeprefix("override:")] = yaml.safe_load(text) if isinstance(text, str) else text
+    return overrides
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        where = f" in section {prefix.rstrip('.')!r}" if prefix else ""
+        raise ConfigError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}{where}; "
+                          f"known keys: {', '.join(sorted(names))}")
+    instance = cls()
+    for name, value in raw.items():
+        key = prefix + name
+        if dataclasses.is_dataclass(hints[name]):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a mapping of fields, got {value!r}")
+            setattr(instance, name, _build(hints[name], value, key + "."))
+        else:
+            setattr(instance, name, _check_type(key, value, hints[name]))
+    return instance
+
+
+def _set_dotted(config: Config, dotted: str, value: Any) -> None:
+    *path, leaf = dotted.split(".")
+    target: Any = config
+    for part in path:
+        if not dataclasses.is_dataclass(target) or not hasattr(target, part):
+            raise ConfigError(f"unknown config key {dotted!r}")
+        target = getattr(target, part)
+    if not dataclasses.is_dataclass(target) or leaf not in {f.name for f in dataclasses.fields(target)}:
+        raise ConfigError(f"unknown config key {dotted!r}")
+    hint = typing.get_type_hints(type(target))[leaf]
+    if dataclasses.is_dataclass(hint):
+        raise ConfigError(f"{dotted} is a section; set one of its fields, e.g. --{dotted}.<field>")
+    setattr(target, leaf, _check_type(dotted, value, hint))
+
+
+def _check_type(key: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        for option in args:
+            try:
+                return _check_type(key, value, option)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_type_name(hint)}, got {value!r} ({type(value).__name__})")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list of {_type_name(args[0])}, got {value!r}")
+        return [_check_type(f"{key}[{i}]", item, args[0]) for i, item in enumerate(value)]
+    if hint is type(None):
+        if value is not None:
+            raise ConfigError(f"{key}: expected null, got {value!r}")
+        return None
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
+        raise ConfigError(f"{key}: expected {_type_name(hint)}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if origin is Literal:
+        return "|".join(str(a) for a in typing.get_args(hint))
+    if origin is list:
+        return f"list[{_type_name(typing.get_args(hint)[0])}]"
+    if hint is type(None):
+        return "null"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _leaf_fields(cls: type, prefix: str) -> list[tuple[str, Any, Any]]:
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    leaves = []
+    for field in dataclasses.fields(cls):
+        hint = hints[field.name]
+        if dataclasses.is_dataclass(hint):
+            leaves.extend(_leaf_fields(hint, prefix + field.name + "."))
+        else:
+            leaves.append((prefix + field.name, hint, getattr(defaults, field.name)))
+    return leaves
+
+
+def _positive(section: Any, name: str, *fields: str) -> None:
+    for field in fields:
+        value = getattr(section, field)
+        if value <= 0:
+            raise ConfigError(f"{name}.{field}: must be > 0, got {value!r}")
+
+
+def _all_positive(section: Any, name: str, *fields: str) -> None:
+    for field in fields:
+        values = getattr(section, field)
+        if not values or any(v <= 0 for v in values):
+            raise ConfigError(f"{name}.{field}: must be a non-empty list of positive numbers, got {values!r}")
+
+
+def _probability(section: Any, name: str, *fields: str) -> None:
+    for field in fields:
+        value = getattr(section, field)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name}.{field}: must be in [0, 1], got {value!r}")

@@ -1,0 +1,192 @@
+"""The data contract of DESIGN.md: one event table, a user table and an item table.
+
+Every source (synthetic, MovieLens, your own logs) is mapped onto these three pandas
+tables. A source that lacks a column leaves it missing (NaN / None), and the models use
+only what the data has (see `Dataset.available`).
+
+Column dtypes after `validate_*`:
+    events: user_id str, item_id str, timestamp int64, rating float64 (NaN = missing),
+            watch_time float64 (NaN = missing), query object (str or None).
+    users:  user_id str, gender str ("" = unknown), age int64 (0 = unknown),
+            occupation str, region str.
+    items:  item_id str, title str, genres object (list[str]), release_time int64 (0 = unknown).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+EVENT_COLUMNS = ("user_id", "item_id", "timestamp", "rating", "watch_time", "query")
+USER_COLUMNS = ("user_id", "gender", "age", "occupation", "region")
+ITEM_COLUMNS = ("item_id", "title", "genres", "release_time")
+
+
+class DataError(ValueError):
+    """Input data that breaks the contract; the message names the table, file or column."""
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A source mapped onto the contract.
+
+    Attributes:
+        name: the source, e.g. "synthetic" or "ml-100k".
+        events: the event table, sorted by (timestamp, user_id).
+        users: one row per user id (every user of `events` appears).
+        items: one row per item id (every item of `events` appears).
+        ground_truth: for synthetic data, the planted model (see `trainer.data.synthetic`).
+    """
+
+    name: str
+    events: pd.DataFrame
+    users: pd.DataFrame
+    items: pd.DataFrame
+    ground_truth: Optional[Any] = None
+
+    def available(self) -> set[str]:
+        """The optional columns that hold at least one known value."""
+        present = set()
+        for column in ("rating", "watch_time"):
+            if self.events[column].notna().any():
+                present.add(column)
+        if self.events["query"].map(bool, na_action="ignore").fillna(False).any():
+            present.add("query")
+        for column in ("gender", "occupation", "region"):
+            if (self.users[column] != "").any():
+                present.add(column)
+        if (self.users["age"] > 0).any():
+            present.add("age")
+        if (self.items["title"] != "").any():
+            present.add("title")
+        if self.items["genres"].map(len).gt(0).any():
+            present.add("genres")
+        if (self.items["release_time"] > 0).any():
+            present.add("release_time")
+        return present
+
+
+def validate_events(events: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Checks and normalises an event table; raises DataError naming `source` and the column."""
+    _require(events, ("user_id", "item_id", "timestamp"), "events", source)
+    if events.empty:
+        raise DataError(f"{source}: the event table is empty")
+    out = pd.DataFrame(
+        {
+            "user_id": _ids(events["user_id"], "user_id", source),
+            "item_id": _ids(events["item_id"], "item_id", source),
+            "timestamp": _integers(events["timestamp"], "timestamp", source),
+            "rating": _floats(events.get("rating"), len(events), "rating", source),
+            "watch_time": _floats(events.get("watch_time"), len(events), "watch_time", source),
+            "query": _optional_strings(events.get("query"), len(events)),
+        }
+    )
+    if (out["watch_time"] < 0).any():
+        row = int(np.flatnonzero(out["watch_time"].to_numpy() < 0)[0])
+        raise DataError(f"{source}: watch_time must be >= 0, row {row} has {out['watch_time'].iloc[row]}")
+    return out.sort_values(["timestamp", "user_id"], kind="stable").reset_index(drop=True)
+
+
+def validate_users(users: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Checks and normalises a user table (unknown strings become "", unknown age 0)."""
+    _require(users, ("user_id",), "users", source)
+    out = pd.DataFrame({"user_id": _ids(users["user_id"], "user_id", source)})
+    for column in ("gender", "occupation", "region"):
+        out[column] = _strings(users.get(column), len(users))
+    age = users.get("age")
+    out["age"] = 0 if age is None else _integers(age.fillna(0), "age", source)
+    _unique(out, "user_id", "users", source)
+    return out[list(USER_COLUMNS)]
+
+
+def validate_items(items: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Checks and normalises an item table (genres become lists, unknown release_time 0)."""
+    _require(items, ("item_id",), "items", source)
+    out = pd.DataFrame({"item_id": _ids(items["item_id"], "item_id", source)})
+    out["title"] = _strings(items.get("title"), len(items))
+    genres = items.get("genres")
+    out["genres"] = [[] for _ in range(len(items))] if genres is None else [_genre_list(g) for g in genres]
+    release = items.get("release_time")
+    out["release_time"] = 0 if release is None else _integers(release.fillna(0), "release_time", source)
+    _unique(out, "item_id", "items", source)
+    return out[list(ITEM_COLUMNS)]
+
+
+def complete_tables(events: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Adds a row with unknown features for every user or item of `events` missing from its table."""
+    missing_users = sorted(set(events["user_id"]) - set(users["user_id"]))
+    if missing_users:
+        users = pd.concat([users, validate_users(pd.DataFrame({"user_id": missing_users}), "users")],
+                          ignore_index=True)
+    missing_items = sorted(set(events["item_id"]) - set(items["item_id"]))
+    if missing_items:
+        items = pd.concat([items, validate_items(pd.DataFrame({"item_id": missing_items}), "items")],
+                          ignore_index=True)
+    return users, items
+
+
+def _require(table: pd.DataFrame, columns: tuple[str, ...], name: str, source: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DataError(f"{source}: the {name} table lacks column(s) {missing}; it has {list(table.columns)}")
+
+
+def _ids(column: pd.Series, name: str, source: str) -> pd.Series:
+    if column.isna().any():
+        row = int(np.flatnonzero(column.isna().to_numpy())[0])
+        raise DataError(f"{source}: {name} is missing in row {row}")
+    ids = column.astype(str).str.strip()
+    if (ids == "").any():
+        row = int(np.flatnonzero((ids == "").to_numpy())[0])
+        raise DataError(f"{source}: {name} is empty in row {row}")
+    return ids
+
+
+def _integers(column: pd.Series, name: str, source: str) -> pd.Series:
+    numbers = pd.to_numeric(column, errors="coerce")
+    bad = numbers.isna() | (numbers != np.floor(numbers))
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{source}: {name} must be an integer, row {row} has {column.iloc[row]!r}")
+    return numbers.astype(np.int64)
+
+
+def _floats(column: Optional[pd.Series], length: int, name: str, source: str) -> pd.Series:
+    if column is None:
+        return pd.Series(np.full(length, np.nan))
+    numbers = pd.to_numeric(column, errors="coerce")
+    bad = numbers.isna() & column.notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{source}: {name} must be a number, row {row} has {column.iloc[row]!r}")
+    return numbers.astype(np.float64).reset_index(drop=True)
+
+
+def _strings(column: Optional[pd.Series], length: int) -> pd.Series:
+    if column is None:
+        return pd.Series([""] * length, dtype=object)
+    return column.fillna("").astype(str).str.strip().reset_index(drop=True)
+
+
+def _optional_strings(column: Optional[pd.Series], length: int) -> pd.Series:
+    if column is None:
+        return pd.Series([None] * length, dtype=object)
+    return column.map(lambda q: q if isinstance(q, str) and q.strip() else None).reset_index(drop=True)
+
+
+def _genre_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [g for g in (part.strip() for part in value.split("|")) if g]
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    return [str(g) for g in value]
+
+
+def _unique(table: pd.DataFrame, column: str, name: str, source: str) -> None:
+    duplicated = table[column].duplicated()
+    if duplicated.any():
+        value = table[column][duplicated].iloc[0]
+        raise DataError(f"{source}: the {name} table repeats {column} {value!r}")
