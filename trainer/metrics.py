@@ -1,0 +1,89 @@
+"""Top-K ranking metrics in NumPy, shared by retrieval, ranking and the benchmarks.
+
+Two protocols:
+- sampled (NCF, He et al. 2017): each user has one held-out item scored against N sampled
+  negatives; `rank_of_target` gives its 0-based rank, then `hit_rate_at_k` and
+  `ndcg_at_k_single`. Ties count against the target (pessimistic), so a model that scores
+  everything equally gets no credit.
+- full corpus: each user has a set of relevant items and a top-K list; `recall_at_k` and
+  `ndcg_at_k` average over users with at least one relevant item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import numpy as np
+
+
+def rank_of_target(target_scores: np.ndarray, negative_scores: np.ndarray) -> np.ndarray:
+    """0-based rank of each user's held-out item among its negatives.
+
+    Args:
+        target_scores: [U] score of the held-out item.
+        negative_scores: [U, N] scores of the sampled negatives.
+
+    Returns:
+        [U] int64, the number of negatives scored at least as high as the target.
+    """
+    target_scores = np.asarray(target_scores, dtype=np.float64)
+    negative_scores = np.asarray(negative_scores, dtype=np.float64)
+    if negative_scores.ndim != 2 or negative_scores.shape[0] != target_scores.shape[0]:
+        raise ValueError(
+            f"negative_scores must be [U, N] with U = {target_scores.shape[0]}, got shape {negative_scores.shape}"
+        )
+    return (negative_scores >= target_scores[:, None]).sum(axis=1).astype(np.int64)
+
+
+def hit_rate_at_k(ranks: np.ndarray, k: int) -> float:
+    """HR@k: the fraction of users whose held-out item ranks in the top k. Args: ranks [U] 0-based."""
+    return float(np.mean(np.asarray(ranks) < k))
+
+
+def ndcg_at_k_single(ranks: np.ndarray, k: int) -> float:
+    """NDCG@k with one relevant item: mean of 1 / log2(rank + 2) over users with rank < k. Args: ranks [U]."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    gains = np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
+    return float(np.mean(gains))
+
+
+def recall_at_k(top_k: Sequence[Sequence[str]], relevant: Sequence[Collection[str]], k: int) -> float:
+    """Recall@k = |top-k ∩ relevant| / |relevant|, averaged over users with relevant items.
+
+    Args:
+        top_k: [U, >=k] ranked item ids per user.
+        relevant: [U] sets of relevant item ids.
+    """
+    values = [
+        len(set(list(ranked)[:k]) & set(rel)) / len(rel)
+        for ranked, rel in zip(top_k, relevant, strict=True)
+        if len(rel)
+    ]
+    return float(np.mean(values)) if values else 0.0
+
+
+def ndcg_at_k(top_k: Sequence[Sequence[str]], relevant: Sequence[Collection[str]], k: int) -> float:
+    """Binary-relevance NDCG@k averaged over users with relevant items (ideal DCG uses min(|relevant|, k))."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    values = []
+    for ranked, rel in zip(top_k, relevant, strict=True):
+        if not len(rel):
+            continue
+        rel_set = set(rel)
+        gains = np.array([item in rel_set for item in list(ranked)[:k]], dtype=np.float64)
+        ideal = discounts[: min(len(rel_set), k)].sum()
+        values.append(float((gains * discounts[: len(gains)]).sum() / ideal))
+    return float(np.mean(values)) if values else 0.0
+
+
+def auc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
+    """Mean per-user AUC of one positive against its negatives (ties count one half).
+
+    Args:
+        positive_scores: [U].
+        negative_scores: [U, N].
+    """
+    positive = np.asarray(positive_scores, dtype=np.float64)[:, None]
+    negative = np.asarray(negative_scores, dtype=np.float64)
+    wins = (positive > negative).sum(axis=1) + 0.5 * (positive == negative).sum(axis=1)
+    return float(np.mean(wins / negative.shape[1]))
