@@ -24,6 +24,11 @@ BATCHING_CONFIG = "batching.config"
 MONITORING_CONFIG = "monitoring.config"
 METADATA_ASSET = "export_metadata.json"  # in <version>/assets/
 WARMUP_FILE = "tf_serving_warmup_requests"  # in <version>/assets.extra/
+# Keys of the export metadata (JSON) that the client reads: the signature block written by
+# trainer.export.layout.signature_metadata, and {item_id: title} where the data has titles.
+METADATA_INPUTS = "inputs"
+METADATA_OUTPUTS = "outputs"
+METADATA_ITEM_TITLES = "item_titles"
 
 # Input names: the feature names of the data contract.
 USER_ID = "user_id"

@@ -50,11 +50,21 @@ class SyntheticConfig:
     search_probability: float = 0.3
     days: int = 120
     seed: int = 7
+    temperature: float = 0.6
+    popularity_skew: float = 0.6
+    new_item_fraction: float = 0.3
 
     def validate(self) -> None:
         _positive(self, "synthetic", "num_users", "num_items", "num_topics", "latent_dim", "events_per_user",
-                  "num_regions", "days")
-        _probability(self, "synthetic", "search_probability")
+                  "num_regions", "days", "temperature")
+        _probability(self, "synthetic", "search_probability", "new_item_fraction")
+        if self.popularity_skew < 0:
+            raise ConfigError(f"synthetic.popularity_skew: must be >= 0, got {self.popularity_skew!r}")
+        if self.events_per_user * 2 > self.num_items:
+            raise ConfigError(
+                f"synthetic.events_per_user ({self.events_per_user}) must be at most half of synthetic.num_items "
+                f"({self.num_items}): a user never watches the same item twice"
+            )
 
 
 @dataclasses.dataclass
@@ -102,7 +112,9 @@ class RetrievalConfig:
     batch_size: int = 512
     epochs: int = 5
     early_stopping_patience: int = 2
+    early_stopping_k: int = 100
     eval_ks: list[int] = dataclasses.field(default_factory=lambda: [10, 50, 100])
+    eval_max_users: int = 2000
 
     def validate(self) -> None:
         unknown = sorted(set(self.features) - set(RETRIEVAL_FEATURES))
@@ -110,7 +122,15 @@ class RetrievalConfig:
             raise ConfigError(
                 f"retrieval.features: unknown feature(s) {unknown}; choose from {', '.join(RETRIEVAL_FEATURES)}"
             )
-        _positive(self, "retrieval", "embedding_dim", "learning_rate", "batch_size", "epochs", "temperature")
+        if not {"user_id", "watch_history", "search_history", "demographics", "region"} & set(self.features):
+            raise ConfigError(
+                "retrieval.features: the query tower needs at least one of user_id, watch_history, "
+                f"search_history, demographics, region; got {self.features}"
+            )
+        _positive(self, "retrieval", "embedding_dim", "learning_rate", "batch_size", "epochs", "temperature",
+                  "early_stopping_k", "eval_max_users")
+        if self.early_stopping_patience < 0:
+            raise ConfigError(f"retrieval.early_stopping_patience: must be >= 0, got {self.early_stopping_patience!r}")
         _all_positive(self, "retrieval", "tower_layers", "eval_ks")
 
 
@@ -129,15 +149,33 @@ class RankingConfig:
     batch_size: int = 256
     epochs: int = 5
     rerank_candidates: int = 100
+    # NeuMF fine-tuning after pretraining (the paper switches to plain SGD; Adam at a lower rate also works).
+    pretrained_optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
+    pretrained_learning_rate: float = 0.0002
+    feature_embedding_dim: int = 8
+    num_quantiles: int = 100
+    l2_regularization: float = 0.0
+    # Epochs without a better validation HR@10 before training stops (0 = never stop early).
+    early_stopping_patience: int = 2
+    eval_ks: list[int] = dataclasses.field(default_factory=lambda: [10, 50])
+    # Held-out events (and full-ranking users) evaluated per split; a random subset above this.
+    eval_max_examples: int = 5000
+    resume: bool = True
 
     def validate(self) -> None:
-        for name in [self.model, *self.compare]:
-            if name not in RANKING_MODELS:
-                raise ConfigError(f"ranking.model: unknown model {name!r}; choose one of {', '.join(RANKING_MODELS)}")
+        for key, names in (("model", [self.model]), ("compare", self.compare)):
+            for name in names:
+                if name not in RANKING_MODELS:
+                    raise ConfigError(
+                        f"ranking.{key}: unknown model {name!r}; choose one of {', '.join(RANKING_MODELS)}")
         _positive(self, "ranking", "embedding_dim", "num_negatives", "learning_rate", "batch_size", "epochs",
-                  "rerank_candidates")
-        _all_positive(self, "ranking", "mlp_layers")
+                  "rerank_candidates", "pretrained_learning_rate", "feature_embedding_dim", "num_quantiles",
+                  "eval_max_examples")
+        _all_positive(self, "ranking", "mlp_layers", "eval_ks")
         _probability(self, "ranking", "pretrain_alpha")
+        if self.l2_regularization < 0 or self.early_stopping_patience < 0:
+            raise ConfigError("ranking.l2_regularization and ranking.early_stopping_patience must be >= 0, got "
+                              f"{self.l2_regularization} and {self.early_stopping_patience}")
 
 
 @dataclasses.dataclass

@@ -87,3 +87,40 @@ def auc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
     negative = np.asarray(negative_scores, dtype=np.float64)
     wins = (positive > negative).sum(axis=1) + 0.5 * (positive == negative).sum(axis=1)
     return float(np.mean(wins / negative.shape[1]))
+
+
+def weighted_per_user_loss(
+    positive_scores: np.ndarray, negative_scores: np.ndarray, positive_watch_time: np.ndarray
+) -> float:
+    """The weighted, per-user loss of Covington et al. 2016 (section 4.3), over held-out pairs.
+
+    Each held-out positive is paired with the negatives shown to (here: sampled for) the same
+    user. When a negative scores higher than its positive, the positive's watch time counts as
+    mispredicted (a tie counts one half). The loss is the mispredicted watch time as a fraction
+    of the watch time of all pairs: sum_p T_p * m_p / sum_p T_p, where m_p is the share of p's
+    negatives that beat it. 0 is perfect; a model that scores everything alike gets 0.5.
+
+    Args:
+        positive_scores: [P].
+        negative_scores: [P, N] (N >= 1).
+        positive_watch_time: [P] >= 0 (NaN = unknown: the pair weighs one average watch).
+
+    Raises:
+        ValueError: shapes that do not line up, negative watch times, or no watch time at all.
+    """
+    positive = np.asarray(positive_scores, dtype=np.float64)
+    negative = np.asarray(negative_scores, dtype=np.float64)
+    watch_time = np.asarray(positive_watch_time, dtype=np.float64)
+    if negative.ndim != 2 or negative.shape[0] != positive.shape[0] or watch_time.shape != positive.shape:
+        raise ValueError(
+            f"expected positive_scores [P], negative_scores [P, N], positive_watch_time [P]; got "
+            f"{positive.shape}, {negative.shape}, {watch_time.shape}"
+        )
+    known = np.isfinite(watch_time)
+    if (watch_time[known] < 0).any():
+        raise ValueError("positive_watch_time must be >= 0")
+    watch_time = np.where(known, watch_time, watch_time[known].mean() if known.any() else 1.0)
+    if watch_time.sum() <= 0:
+        raise ValueError("positive_watch_time sums to 0: the loss is undefined")
+    beaten = (negative > positive[:, None]).mean(axis=1) + 0.5 * (negative == positive[:, None]).mean(axis=1)
+    return float((watch_time * beaten).sum() / watch_time.sum())

@@ -15,7 +15,7 @@ Column dtypes after `validate_*`:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,7 +45,7 @@ class Dataset:
     events: pd.DataFrame
     users: pd.DataFrame
     items: pd.DataFrame
-    ground_truth: Optional[Any] = None
+    ground_truth: Any | None = None
 
     def available(self) -> set[str]:
         """The optional columns that hold at least one known value."""
@@ -72,6 +72,7 @@ class Dataset:
 def validate_events(events: pd.DataFrame, source: str) -> pd.DataFrame:
     """Checks and normalises an event table; raises DataError naming `source` and the column."""
     _require(events, ("user_id", "item_id", "timestamp"), "events", source)
+    events = events.reset_index(drop=True)  # the columns below are rebuilt by position
     if events.empty:
         raise DataError(f"{source}: the event table is empty")
     out = pd.DataFrame(
@@ -93,6 +94,7 @@ def validate_events(events: pd.DataFrame, source: str) -> pd.DataFrame:
 def validate_users(users: pd.DataFrame, source: str) -> pd.DataFrame:
     """Checks and normalises a user table (unknown strings become "", unknown age 0)."""
     _require(users, ("user_id",), "users", source)
+    users = users.reset_index(drop=True)  # the columns below are rebuilt by position
     out = pd.DataFrame({"user_id": _ids(users["user_id"], "user_id", source)})
     for column in ("gender", "occupation", "region"):
         out[column] = _strings(users.get(column), len(users))
@@ -105,6 +107,7 @@ def validate_users(users: pd.DataFrame, source: str) -> pd.DataFrame:
 def validate_items(items: pd.DataFrame, source: str) -> pd.DataFrame:
     """Checks and normalises an item table (genres become lists, unknown release_time 0)."""
     _require(items, ("item_id",), "items", source)
+    items = items.reset_index(drop=True)  # the columns below are rebuilt by position
     out = pd.DataFrame({"item_id": _ids(items["item_id"], "item_id", source)})
     out["title"] = _strings(items.get("title"), len(items))
     genres = items.get("genres")
@@ -154,7 +157,7 @@ def _integers(column: pd.Series, name: str, source: str) -> pd.Series:
     return numbers.astype(np.int64)
 
 
-def _floats(column: Optional[pd.Series], length: int, name: str, source: str) -> pd.Series:
+def _floats(column: pd.Series | None, length: int, name: str, source: str) -> pd.Series:
     if column is None:
         return pd.Series(np.full(length, np.nan))
     numbers = pd.to_numeric(column, errors="coerce")
@@ -165,13 +168,13 @@ def _floats(column: Optional[pd.Series], length: int, name: str, source: str) ->
     return numbers.astype(np.float64).reset_index(drop=True)
 
 
-def _strings(column: Optional[pd.Series], length: int) -> pd.Series:
+def _strings(column: pd.Series | None, length: int) -> pd.Series:
     if column is None:
         return pd.Series([""] * length, dtype=object)
     return column.fillna("").astype(str).str.strip().reset_index(drop=True)
 
 
-def _optional_strings(column: Optional[pd.Series], length: int) -> pd.Series:
+def _optional_strings(column: pd.Series | None, length: int) -> pd.Series:
     if column is None:
         return pd.Series([None] * length, dtype=object)
     return column.map(lambda q: q if isinstance(q, str) and q.strip() else None).reset_index(drop=True)

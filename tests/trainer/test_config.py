@@ -1,0 +1,78 @@
+"""Config loading: YAML into typed dataclasses, CLI overrides, errors that name the key."""
+
+import argparse
+import pathlib
+
+import pytest
+
+from trainer import config as config_lib
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    config = config_lib.load_config(path)
+    assert config.data.source in config_lib.SOURCES
+
+
+def test_defaults_equal_default_yaml():
+    assert config_lib.load_config(ROOT / "configs" / "default.yaml").synthetic == config_lib.load_config().synthetic
+
+
+def test_yaml_values_and_overrides_apply(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("retrieval:\n  epochs: 7\n  tower_layers: [128, 64]\nranking:\n  learning_rate: 1\n")
+    config = config_lib.load_config(path, {"retrieval.epochs": 9})
+    assert config.retrieval.epochs == 9
+    assert config.retrieval.tower_layers == [128, 64]
+    assert config.ranking.learning_rate == 1.0 and isinstance(config.ranking.learning_rate, float)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("retrieval:\n  epochz: 3\n", "retrieval.epochz"),
+        ("bogus: 1\n", "bogus"),
+        ("retrieval:\n  epochs: three\n", "retrieval.epochs: expected int, got 'three'"),
+        ("retrieval:\n  epochs: true\n", "retrieval.epochs: expected int"),
+        ("retrieval:\n  epochs: 0\n", "retrieval.epochs: must be > 0"),
+        ("retrieval:\n  tower_layers: [64, -1]\n", "retrieval.tower_layers"),
+        ("retrieval:\n  features: [user_id, telepathy]\n", "telepathy"),
+        ("retrieval:\n  optimizer: rmsprop\n", "retrieval.optimizer: expected one of"),
+        ("data:\n  source: ml-5m\n", "data.source: unknown source 'ml-5m'"),
+        ("data:\n  test_fraction: 0.6\n  validation_fraction: 0.5\n", "must be < 1"),
+        ("ranking:\n  model: deepfm\n", "ranking.model: unknown model 'deepfm'"),
+        ("export: 3\n", "export: expected a mapping"),
+        ("- a\n- b\n", "must hold a mapping"),
+        ("retrieval: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_configs_name_the_key(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(config_lib.ConfigError, match=message.replace("[", r"\[")):
+        config_lib.load_config(path)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(config_lib.ConfigError, match="nope.yaml does not exist"):
+        config_lib.load_config(tmp_path / "nope.yaml")
+
+
+def test_every_field_is_a_flag_parsed_as_yaml():
+    parser = argparse.ArgumentParser()
+    config_lib.add_config_flags(parser)
+    args = parser.parse_args(["--retrieval.tower_layers", "[8, 4]", "--data.source", "ml-100k",
+                              "--export.scann_target_recall", "0.9"])
+    overrides = config_lib.overrides_from_args(args)
+    assert overrides == {"retrieval.tower_layers": [8, 4], "data.source": "ml-100k",
+                         "export.scann_target_recall": 0.9}
+    config = config_lib.load_config(None, overrides)
+    assert config.retrieval.tower_layers == [8, 4]
+
+
+@pytest.mark.parametrize("dotted", ["retrieval.nope", "nope.epochs", "retrieval"])
+def test_unknown_override_is_an_error(dotted):
+    with pytest.raises(config_lib.ConfigError, match=dotted.split(".")[0]):
+        config_lib.load_config(None, {dotted: 1})

@@ -1,0 +1,47 @@
+"""Loads the configured source as a validated `Dataset` (DESIGN.md, "Data contract")."""
+
+from __future__ import annotations
+
+import logging
+
+from trainer.config import MOVIELENS_SOURCES, DataConfig, SyntheticConfig
+from trainer.data.schema import DataError, Dataset
+
+LOGGER = logging.getLogger("trainer")
+
+
+def load_dataset(data: DataConfig, synthetic: SyntheticConfig) -> Dataset:
+    """The dataset of `data.source` ("synthetic" or a MovieLens name).
+
+    Users with fewer than `data.min_events_per_user` events are removed from the events
+    (logged with their count), since neither split protocol can evaluate them.
+
+    Raises:
+        DataError: the source is unknown, its files are missing or malformed, or nothing is left.
+    """
+    if data.source == "synthetic":
+        from trainer.data.synthetic import generate
+
+        dataset = generate(synthetic)
+    elif data.source in MOVIELENS_SOURCES:
+        from trainer.data.movielens import load_movielens
+
+        dataset = load_movielens(data.source, data.data_dir, data.cache_dir, data.download)
+    else:
+        raise DataError(f"unknown data source {data.source!r}; choose synthetic or one of {', '.join(MOVIELENS_SOURCES)}")
+    return drop_sparse_users(dataset, data.min_events_per_user)
+
+
+def drop_sparse_users(dataset: Dataset, min_events_per_user: int) -> Dataset:
+    """`dataset` without the events of users that have fewer than `min_events_per_user` events."""
+    counts = dataset.events.groupby("user_id")["item_id"].transform("size")
+    keep = counts >= min_events_per_user
+    if keep.all():
+        return dataset
+    dropped_users = dataset.events.loc[~keep, "user_id"].nunique()
+    LOGGER.info("%s: dropping %d events of %d users with fewer than %d events (data.min_events_per_user)",
+                dataset.name, int((~keep).sum()), dropped_users, min_events_per_user)
+    events = dataset.events[keep].reset_index(drop=True)
+    if events.empty:
+        raise DataError(f"{dataset.name}: no user has at least {min_events_per_user} events (data.min_events_per_user)")
+    return Dataset(dataset.name, events, dataset.users, dataset.items, dataset.ground_truth)
