@@ -18,7 +18,7 @@ setup(
         "scann==1.4.2",
         "tensorflow-serving-api==2.20.*",
         "grpcio>=1.60",
-        "protobuf>=5.28",
+        "protobuf>=7.35.1",  # the vendored serving/_protos gencode (grpcio-tools 1.85) checks it
         "numpy>=1.26",
         "pandas>=2.1",
         "pyyaml>=6.0",

@@ -1,0 +1,1 @@
+"""Generated protobuf modules (python -m serving._protos.generate)."""

@@ -1,0 +1,209 @@
+"""trainer.export.layout: version numbering, atomic publishing, metadata, warmup records, signature models."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+
+from serving import contract
+from trainer.export import layout
+
+
+def _write_marker(text: str):
+    def write(folder):
+        (folder / "marker.txt").write_text(text)
+
+    return write
+
+
+@pytest.mark.parametrize(
+    "children, expected",
+    [([], 1), (["1"], 2), (["1", "3", "abc", "0"], 4), (["2", ".tmp-7-ab12cd34"], 8), (["10", "9"], 11)],
+)
+def test_next_version(tmp_path, children, expected):
+    for name in children:
+        (tmp_path / name).mkdir()
+    assert layout.next_version(tmp_path) == expected
+
+
+def test_next_version_of_a_missing_base_is_1(tmp_path):
+    assert layout.next_version(tmp_path / "absent") == 1
+
+
+def test_versions_grow_and_an_existing_version_is_never_overwritten(tmp_path):
+    base = tmp_path / "ranking"
+    first = layout.publish_version(base, _write_marker("first"))
+    second = layout.publish_version(base, _write_marker("second"))
+    assert (first.name, second.name) == ("1", "2")
+    assert (first / "marker.txt").read_text() == "first"
+    assert (second / "marker.txt").read_text() == "second"
+    (base / "7").mkdir()
+    assert layout.publish_version(base, _write_marker("third")).name == "8"
+    assert layout.list_versions(base) == [1, 2, 7, 8]
+
+
+def test_a_failing_write_leaves_no_version_and_no_temporary_folder(tmp_path):
+    base = tmp_path / "retrieval"
+    layout.publish_version(base, _write_marker("kept"))
+
+    def failing(folder):
+        (folder / "saved_model.pb").write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        layout.publish_version(base, failing)
+    assert sorted(child.name for child in base.iterdir()) == ["1"]
+    assert (base / "1" / "marker.txt").read_text() == "kept"
+
+
+def test_the_version_appears_only_when_complete(tmp_path):
+    base = tmp_path / "m"
+    seen_during_write = []
+
+    def write(folder):
+        (folder / "a").write_text("a")
+        seen_during_write.append(layout.list_versions(base))
+        assert folder.parent == base and not folder.name.isdigit()
+
+    layout.publish_version(base, write)
+    assert seen_during_write == [[]]
+    assert layout.list_versions(base) == [1]
+
+
+def test_an_empty_export_is_refused(tmp_path):
+    with pytest.raises(layout.ExportError, match="wrote nothing"):
+        layout.publish_version(tmp_path / "m", lambda folder: None)
+    assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_concurrent_exports_get_distinct_versions(tmp_path):
+    base = tmp_path / "m"
+    published = []
+
+    def export(index):
+        published.append(layout.publish_version(base, _write_marker(str(index))))
+
+    threads = [threading.Thread(target=export, args=(index,)) for index in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(int(path.name) for path in published) == list(range(1, 7))
+    markers = sorted(int((path / "marker.txt").read_text()) for path in published)
+    assert markers == list(range(6))
+
+
+def test_metadata_round_trip_converts_numpy_values(tmp_path):
+    metadata = {
+        "metrics": {"recall@10": np.float32(0.25), "n": np.int64(7)},
+        "embedding_norms": np.array([1.5, 2.0]),
+        "source": tmp_path / "data",
+        **layout.signature_metadata(contract.RANKING_INPUTS, contract.RANKING_OUTPUTS),
+    }
+    layout.write_metadata(tmp_path, metadata)
+    loaded = layout.read_metadata(tmp_path)
+    assert loaded["metrics"] == {"recall@10": 0.25, "n": 7}
+    assert loaded["embedding_norms"] == [1.5, 2.0]
+    assert loaded["source"] == str(tmp_path / "data")
+    raw = json.loads((tmp_path / "assets" / contract.METADATA_ASSET).read_text())
+    assert raw == loaded
+
+
+def test_signature_metadata_lists_every_input_with_its_default():
+    block = layout.signature_metadata(contract.RANKING_INPUTS, contract.RANKING_OUTPUTS)
+    assert list(block[contract.METADATA_INPUTS]) == [spec.name for spec in contract.RANKING_INPUTS]
+    assert block[contract.METADATA_INPUTS]["age"] == {"dtype": "int64", "rank": 1, "default": 0}
+    assert block[contract.METADATA_INPUTS]["watch_history"] == {"dtype": "string", "rank": 2, "default": ""}
+    assert block[contract.METADATA_INPUTS]["candidate_ids"]["rank"] == 2
+    assert list(block[contract.METADATA_OUTPUTS]) == ["scores", "expected_watch_time"]
+    assert block["signature_name"] == contract.SIGNATURE_NAME
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(None, "does not exist"), ("{not json", "not valid JSON"), ("[1, 2]", "JSON object")],
+)
+def test_bad_metadata_is_reported(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / "assets").mkdir()
+        (tmp_path / "assets" / contract.METADATA_ASSET).write_text(content)
+    with pytest.raises(layout.ExportError, match=message):
+        layout.read_metadata(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "metadata, message",
+    [({"model": object()}, "object"), ({"metrics": {"recall": [0.5, float("nan")]}}, r"\['metrics'\]\['recall'\]\[1\]"),
+     ({"loss": np.float32("inf")}, r"\['loss'\] is not a finite number")],
+)
+def test_unserialisable_metadata_is_reported(tmp_path, metadata, message):
+    with pytest.raises(layout.ExportError, match=message):
+        layout.write_metadata(tmp_path, metadata)
+    assert not (tmp_path / "assets" / contract.METADATA_ASSET).exists()
+
+
+def test_warmup_requests_round_trip(tmp_path):
+    requests = [
+        {"user_id": np.array(["u1", "u2"]), "watch_history": np.array([["", "i1"], ["i2", "i3"]]),
+         "age": np.array([31, 0], np.int64)},
+        {"user_id": np.array(["u3"]), "watch_history": np.array([[""]]), "age": np.array([7], np.int64)},
+    ]
+    layout.write_warmup_requests(tmp_path, contract.RETRIEVAL, requests)
+    raw = [prediction_log_pb2.PredictionLog.FromString(record.numpy())
+           for record in tf.data.TFRecordDataset(str(tmp_path / "assets.extra" / contract.WARMUP_FILE))]
+    assert len(raw) == 2
+    for log, expected in zip(raw, requests):
+        request = log.predict_log.request
+        assert (request.model_spec.name, request.model_spec.signature_name) == (contract.RETRIEVAL,
+                                                                                contract.SIGNATURE_NAME)
+        assert set(request.inputs) == set(expected)
+        for name, array in expected.items():
+            decoded = tf.make_ndarray(request.inputs[name])
+            want = np.char.encode(array, "utf-8") if array.dtype.kind == "U" else array
+            np.testing.assert_array_equal(decoded, want)
+            assert decoded.dtype == want.dtype or array.dtype.kind == "U"
+    assert [log.predict_log.request for log in layout.read_warmup_requests(tmp_path)] == \
+        [log.predict_log.request for log in raw]
+
+
+def test_warmup_needs_requests(tmp_path):
+    with pytest.raises(layout.ExportError, match="no warmup requests"):
+        layout.write_warmup_requests(tmp_path, contract.RANKING, [])
+
+
+class _Doubler(tf.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = tf.Variable(2.0)
+
+    @tf.function(input_signature=[layout.tf_input_signature(contract.RANKING_INPUTS)])
+    def serve(self, features):
+        lengths = tf.cast(tf.strings.length(features[contract.CANDIDATE_IDS]), tf.float32)
+        age = tf.cast(features[contract.AGE], tf.float32)[:, None]
+        scores = self.scale * lengths + age
+        return {contract.SCORES: scores, contract.EXPECTED_WATCH_TIME: tf.exp(-scores)}
+
+
+def test_save_signature_model_serves_the_function_under_serving_default(tmp_path):
+    module = _Doubler()
+
+    def write(folder):
+        layout.save_signature_model(module, module.serve, folder)
+        layout.write_metadata(folder, layout.signature_metadata(contract.RANKING_INPUTS, contract.RANKING_OUTPUTS))
+
+    version = layout.publish_version(tmp_path / contract.RANKING, write)
+    loaded = tf.saved_model.load(str(version))
+    assert list(loaded.signatures) == [contract.SIGNATURE_NAME]
+    signature = loaded.signatures[contract.SIGNATURE_NAME]
+    assert set(signature.structured_input_signature[1]) == {spec.name for spec in contract.RANKING_INPUTS}
+    features = {spec.name: tf.constant([[""]] if spec.rank == 2 else [""]) if spec.dtype == "string"
+                else tf.constant([5], tf.int64) for spec in contract.RANKING_INPUTS}
+    features[contract.CANDIDATE_IDS] = tf.constant([["ab", "abcd", ""]])
+    outputs = signature(**features)
+    np.testing.assert_allclose(outputs[contract.SCORES].numpy(), [[2 * 2 + 5, 2 * 4 + 5, 5]])
+    assert layout.read_metadata(version)[contract.METADATA_INPUTS]["age"]["default"] == 0
