@@ -1,0 +1,169 @@
+"""The request logic shared by the gRPC and REST front ends (TF Serving's ServerCore + servables).
+
+Every call holds one model version (`ModelManager.acquire`) from the moment it is resolved
+until its answer is built, so a version swap never fails it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from google.protobuf import json_format
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    predict_pb2,
+    regression_pb2,
+)
+
+from serving import classify_regress, contract
+from serving.batching import BatchScheduler
+from serving.errors import invalid_argument
+from serving.model_manager import ModelManager, Servable
+from serving.tensor_codec import from_tensor_proto, to_tensor_proto
+
+SIGNATURE_DEF_FIELD = "signature_def"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRequest:
+    """Which model version a request asks for: a version number, a label, or (neither) the latest."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None
+
+    @classmethod
+    def from_spec(cls, spec: model_pb2.ModelSpec) -> ModelRequest:
+        choice = spec.WhichOneof("version_choice")
+        return cls(spec.name, spec.version.value if choice == "version" else None,
+                   spec.version_label if choice == "version_label" else None)
+
+
+def _response_spec(servable: Servable, signature_name: str = "") -> model_pb2.ModelSpec:
+    spec = model_pb2.ModelSpec(name=servable.name, signature_name=signature_name)
+    spec.version.value = servable.version
+    return spec
+
+
+def _dict(message: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+
+
+class ServingCore:
+    """Predict, Classify, Regress, metadata and status over the manager's served versions."""
+
+    def __init__(self, manager: ModelManager, batcher: BatchScheduler | None = None) -> None:
+        self.manager = manager
+        self.batcher = batcher
+
+    def acquire(self, request: ModelRequest) -> Any:
+        """Context manager holding the requested version (see ModelManager.acquire)."""
+        return self.manager.acquire(request.name, request.version, request.label)
+
+    def run_signature(self, servable: Servable, signature_name: str, inputs: Mapping[str, Any],
+                      output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
+        """Runs a signature on a held version, through the batch scheduler when batching is on.
+
+        Args:
+            servable: the held version.
+            signature_name: the SignatureDef key ("" = serving_default).
+            inputs: alias -> array, e.g. user_id [B] bytes.
+            output_filter: output aliases to fetch (default all).
+        """
+        signature_name = signature_name or contract.SIGNATURE_NAME
+        if self.batcher is None:
+            return servable.model.run(signature_name, inputs, output_filter)
+        model = servable.model
+        signature = model.signature_def(signature_name)
+        missing_or_extra = set(inputs) != set(signature.inputs)
+        if missing_or_extra or any(np.ndim(value) == 0 for value in inputs.values()):
+            return model.run(signature_name, inputs, output_filter)  # invalid or unbatchable: answer it directly
+        arrays = {name: np.asarray(value) for name, value in inputs.items()}
+        key = (servable.name, servable.version, id(model), signature_name, tuple(output_filter))
+        return self.batcher.run(key, arrays, lambda batch: model.run(signature_name, batch, output_filter))
+
+    def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        """gRPC Predict: tensors decoded, the signature run, outputs encoded as TF Serving does."""
+        inputs = {alias: from_tensor_proto(proto, alias) for alias, proto in request.inputs.items()}
+        with self.acquire(ModelRequest.from_spec(request.model_spec)) as servable:
+            signature_name = request.model_spec.signature_name or contract.SIGNATURE_NAME
+            outputs = self.run_signature(servable, signature_name, inputs, tuple(request.output_filter))
+            response = predict_pb2.PredictResponse(model_spec=_response_spec(servable, signature_name))
+        for alias, value in outputs.items():
+            response.outputs[alias].CopyFrom(to_tensor_proto(value))
+        return response
+
+    def classify(self, request: classification_pb2.ClassificationRequest) -> classification_pb2.ClassificationResponse:
+        with self.acquire(ModelRequest.from_spec(request.model_spec)) as servable:
+            name = request.model_spec.signature_name or contract.SIGNATURE_NAME
+            result = classify_regress.classify(
+                name, servable.model.signature_def(name), request.input,
+                lambda sig, inputs, filt: self.run_signature(servable, sig, inputs, filt))
+            return classification_pb2.ClassificationResponse(model_spec=_response_spec(servable, name), result=result)
+
+    def regress(self, request: regression_pb2.RegressionRequest) -> regression_pb2.RegressionResponse:
+        with self.acquire(ModelRequest.from_spec(request.model_spec)) as servable:
+            name = request.model_spec.signature_name or contract.SIGNATURE_NAME
+            result = classify_regress.regress(
+                name, servable.model.signature_def(name), request.input,
+                lambda sig, inputs, filt: self.run_signature(servable, sig, inputs, filt))
+            return regression_pb2.RegressionResponse(model_spec=_response_spec(servable, name), result=result)
+
+    def metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
+                 ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        """GetModelMetadata: the SignatureDefMap of the version (the only metadata TF Serving serves)."""
+        fields = list(request.metadata_field)
+        if not fields:
+            raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
+        for field in fields:
+            if field != SIGNATURE_DEF_FIELD:
+                raise invalid_argument(f"Metadata field {field} is not supported")
+        with self.acquire(ModelRequest.from_spec(request.model_spec)) as servable:
+            response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=_response_spec(servable))
+            signature_map = get_model_metadata_pb2.SignatureDefMap()
+            for key, signature in servable.model.meta_graph_def.signature_def.items():
+                signature_map.signature_def[key].CopyFrom(signature)
+        response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
+        return response
+
+    def metadata_json(self, request: ModelRequest) -> dict[str, Any]:
+        """The REST metadata body: {"model_spec": {...}, "metadata": {"signature_def": {...}}}."""
+        proto_request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[SIGNATURE_DEF_FIELD])
+        proto_request.model_spec.name = request.name
+        if request.version is not None:
+            proto_request.model_spec.version.value = request.version
+        elif request.label:
+            proto_request.model_spec.version_label = request.label
+        response = self.metadata(proto_request)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata[SIGNATURE_DEF_FIELD].Unpack(signature_map)
+        return {"model_spec": _dict(response.model_spec), "metadata": {SIGNATURE_DEF_FIELD: _dict(signature_map)}}
+
+    def status(self, request: get_model_status_pb2.GetModelStatusRequest
+               ) -> get_model_status_pb2.GetModelStatusResponse:
+        """GetModelStatus: each version's state and last error (labels resolve to their version)."""
+        if not request.HasField("model_spec"):
+            raise invalid_argument("Missing ModelSpec")
+        model = ModelRequest.from_spec(request.model_spec)
+        version = model.version
+        if model.label:
+            version = self.manager.resolve_version(model.name, label=model.label)
+        return get_model_status_pb2.GetModelStatusResponse(
+            model_version_status=self.manager.status(model.name, version))
+
+    def status_json(self, request: ModelRequest) -> dict[str, Any]:
+        """The REST status body: {"model_version_status": [{"version", "state", "status"}]}."""
+        proto_request = get_model_status_pb2.GetModelStatusRequest()
+        proto_request.model_spec.name = request.name
+        if request.version is not None:
+            proto_request.model_spec.version.value = request.version
+        elif request.label:
+            proto_request.model_spec.version_label = request.label
+        return _dict(self.status(proto_request))

@@ -1,0 +1,125 @@
+"""gRPC front end: tensorflow.serving.PredictionService and ModelService with the official protos."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any, TypeVar
+
+import grpc
+from tensorflow_serving.apis import (
+    model_management_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
+
+from serving.core import ServingCore
+from serving.errors import ServingError, unimplemented
+from serving.model_config import ConfigError, models_from_proto
+from serving.monitoring import Metrics
+
+LOG = logging.getLogger(__name__)
+ENTRYPOINT = "GRPC"
+# TF Serving accepts large requests (e.g. long candidate lists); gRPC's 4 MB default is too small.
+MAX_MESSAGE_BYTES = 2**31 - 1
+Response = TypeVar("Response")
+
+
+def _call(metrics: Metrics | None, api: str, model_name: str, context: grpc.ServicerContext,
+          handler: Callable[[], Response]) -> Response:
+    """Runs a handler; a ServingError becomes the RPC status, anything else INTERNAL (never a crash)."""
+    started = time.perf_counter()
+    code, message = grpc.StatusCode.OK, ""
+    try:
+        return handler()
+    except ServingError as error:
+        code, message = error.code, error.message
+    except Exception as error:  # reported to the caller as INTERNAL, logged with its traceback
+        LOG.exception("%s on model %s failed", api, model_name)
+        code, message = grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"
+    finally:
+        if metrics is not None:
+            metrics.record_request(model_name, api, ENTRYPOINT, str(code.name), time.perf_counter() - started)
+    context.abort(code, message)
+    raise AssertionError("unreachable: context.abort raises")
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Predict, Classify, Regress and GetModelMetadata."""
+
+    def __init__(self, core: ServingCore, metrics: Metrics | None = None) -> None:
+        self._core = core
+        self._metrics = metrics
+
+    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return _call(self._metrics, "Predict", request.model_spec.name, context,
+                     lambda: self._core.predict(request))
+
+    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return _call(self._metrics, "Classify", request.model_spec.name, context,
+                     lambda: self._core.classify(request))
+
+    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return _call(self._metrics, "Regress", request.model_spec.name, context,
+                     lambda: self._core.regress(request))
+
+    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return _call(self._metrics, "GetModelMetadata", request.model_spec.name, context,
+                     lambda: self._core.metadata(request))
+
+    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
+        def multi_inference() -> Any:
+            raise unimplemented("MultiInference is not implemented by this server")
+
+        return _call(self._metrics, "MultiInference", "", context, multi_inference)
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    """GetModelStatus and HandleReloadConfigRequest."""
+
+    def __init__(self, core: ServingCore, metrics: Metrics | None = None) -> None:
+        self._core = core
+        self._metrics = metrics
+
+    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return _call(self._metrics, "GetModelStatus", request.model_spec.name, context,
+                     lambda: self._core.status(request))
+
+    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
+        def reload() -> model_management_pb2.ReloadConfigResponse:
+            try:
+                models = models_from_proto(request.config)
+            except ConfigError as error:
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from error
+            self._core.manager.reload(models)
+            return model_management_pb2.ReloadConfigResponse()
+
+        return _call(self._metrics, "HandleReloadConfigRequest", "", context, reload)
+
+
+def create_grpc_server(core: ServingCore, address: str, max_workers: int,
+                       metrics: Metrics | None = None) -> tuple[grpc.Server, int]:
+    """A started-ready (not yet started) gRPC server bound to `address` ("host:port").
+
+    Returns:
+        The server and the port it bound (useful with port 0).
+
+    Raises:
+        RuntimeError: when the address cannot be bound.
+    """
+    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+               ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+               ("grpc.so_reuseport", 0)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+                         options=options)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core, metrics), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core, metrics), server)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as error:
+        raise RuntimeError(f"Cannot bind the gRPC server to {address}: {error}") from error
+    if port == 0:
+        raise RuntimeError(f"Cannot bind the gRPC server to {address}")
+    return server, port

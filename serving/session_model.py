@@ -1,0 +1,312 @@
+"""A SavedModel run the way TF Serving runs it: a TF1 session, SignatureDef tensors fed and fetched by name.
+
+TF Serving does not call the Python `tf.function`s of a SavedModel: it loads the MetaGraph
+tagged "serve" into a `Session` and calls `Session::Run` with the tensor names that the
+SignatureDef lists. This module does the same through the C++ callable API (no Python-side
+shape checks, so an input of shape [3] may be fed to a [-1, 1] placeholder exactly as TF
+Serving allows), after registering the ScaNN custom ops so that a ScaNN index loads.
+
+Usage:
+    model = SessionModel.load(Path("saved_models/ranking/3"))
+    outputs = model.run("serving_default", {"user_id": np.array([b"42"]), ...})
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import trainer  # noqa: F401  (sets the TensorFlow environment before TensorFlow loads)
+
+# isort: split
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+
+from serving import contract
+from serving.errors import (
+    ServingError,
+    code_from_number,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+    unavailable,
+)
+
+LOG = logging.getLogger(__name__)
+SERVE_TAGS = ("serve",)
+_SCANN_OPS_MODULE = "scann.scann_ops.py.scann_ops"
+
+
+def register_custom_ops() -> bool:
+    """Loads the ScaNN TensorFlow ops (namespace `Scann`) into this process; idempotent.
+
+    Returns:
+        True when the ops are registered, False when ScaNN is not installed (stock models still load).
+    """
+    try:
+        importlib.import_module(_SCANN_OPS_MODULE)
+    except ImportError as error:
+        LOG.warning("ScaNN ops not registered (%s): models using them will fail to load", error)
+        return False
+    return True
+
+
+def _dtype_name(dtype_enum: int) -> str:
+    return str(tf.dtypes.as_dtype(dtype_enum).name)
+
+
+def _shape_dims(tensor_info: meta_graph_pb2.TensorInfo) -> list[int] | None:
+    """The declared dims (-1 for unknown), or None when the rank is unknown."""
+    shape = tensor_info.tensor_shape
+    if shape.unknown_rank:
+        return None
+    return [int(dim.size) for dim in shape.dim]
+
+
+def _shape_compatible(declared: list[int] | None, actual: tuple[int, ...]) -> bool:
+    if declared is None:
+        return True
+    if len(declared) != len(actual):
+        return False
+    return all(want in (-1, got) for want, got in zip(declared, actual))
+
+
+class SessionModel:
+    """One loaded SavedModel version: its session, its MetaGraphDef and cached callables.
+
+    Thread-safe: `run` may be called from many threads at once (TF sessions are).
+    """
+
+    def __init__(self, session: tf.compat.v1.Session, meta_graph_def: meta_graph_pb2.MetaGraphDef,
+                 export_dir: Path) -> None:
+        self._session = session
+        self.meta_graph_def = meta_graph_def
+        self.export_dir = export_dir
+        self._callables: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def load(cls, export_dir: Path | str, tags: Sequence[str] = SERVE_TAGS,
+             session_config: config_pb2.ConfigProto | None = None) -> SessionModel:
+        """Loads a SavedModel version directory into a new graph and session.
+
+        Args:
+            export_dir: the version directory (holding saved_model.pb and variables/).
+            tags: the MetaGraph tags to load (TF Serving uses {"serve"}).
+            session_config: optional session options (thread pools).
+
+        Raises:
+            ServingError: NOT_FOUND when there is no SavedModel there, or the TF error's code
+                (e.g. NOT_FOUND for an unregistered op) with a message naming the directory.
+        """
+        export_dir = Path(export_dir)
+        if not tf.compat.v1.saved_model.contains_saved_model(str(export_dir)):
+            raise not_found(f"No SavedModel (saved_model.pb) found in {export_dir}")
+        register_custom_ops()
+        graph = tf.Graph()
+        session = tf.compat.v1.Session(graph=graph, config=session_config)
+        try:
+            with graph.as_default():
+                meta_graph_def = tf.compat.v1.saved_model.loader.load(session, list(tags), str(export_dir))
+        except tf.errors.OpError as error:
+            session.close()
+            raise ServingError(code_from_number(error.error_code),
+                               f"Failed to load SavedModel from {export_dir}: {error.message}") from error
+        except (ValueError, RuntimeError, OSError) as error:
+            session.close()
+            raise ServingError(grpc.StatusCode.UNKNOWN, f"Failed to load SavedModel from {export_dir}: {error}") from error
+        return cls(session, meta_graph_def, export_dir)
+
+    @property
+    def signature_names(self) -> tuple[str, ...]:
+        """The SignatureDef keys, sorted (internal ones such as __saved_model_init_op included)."""
+        return tuple(sorted(self.meta_graph_def.signature_def))
+
+    def signature_def(self, name: str = contract.SIGNATURE_NAME) -> meta_graph_pb2.SignatureDef:
+        """The SignatureDef `name` ("" means serving_default).
+
+        Raises:
+            ServingError: FAILED_PRECONDITION `Serving signature key "<name>" not found.` (TF Serving's words).
+        """
+        name = name or contract.SIGNATURE_NAME
+        if name not in self.meta_graph_def.signature_def:
+            raise failed_precondition(f'Serving signature key "{name}" not found.')
+        return self.meta_graph_def.signature_def[name]
+
+    def run(self, signature_name: str, inputs: Mapping[str, Any],
+            output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
+        """Runs a signature: feeds its input tensors by name, fetches its output tensors.
+
+        Args:
+            signature_name: the SignatureDef key ("" means serving_default).
+            inputs: input alias -> array-like. Every signature input is required (as in TF Serving).
+                Lists are converted to the signature dtype; arrays must already have it (strings
+                may be str, bytes or object arrays). Shapes are whatever the graph accepts,
+                e.g. user_id [B], watch_history [B, H].
+            output_filter: the output aliases to fetch (default: all of them).
+
+        Returns:
+            output alias -> array (strings as object arrays of bytes), e.g. item_ids [B, K], scores [B, K].
+
+        Raises:
+            ServingError: FAILED_PRECONDITION for an unknown signature; INVALID_ARGUMENT for missing,
+                extra or mistyped inputs, unknown output aliases and inputs the graph rejects.
+        """
+        signature = self.signature_def(signature_name)
+        _check_input_names(signature, inputs)
+        inputs = _with_defaults(signature, inputs)
+        aliases = sorted(inputs)
+        feeds = [_as_feed(alias, signature.inputs[alias], inputs[alias]) for alias in aliases]
+        output_aliases = _select_outputs(signature, output_filter)
+        fetch = self._callable(tuple(signature.inputs[a].name for a in aliases),
+                               tuple(signature.outputs[a].name for a in output_aliases))
+        try:
+            values = fetch(*feeds)
+        except tf.errors.OpError as error:
+            raise ServingError(code_from_number(error.error_code),
+                               _explain_run_error(error.message, signature, aliases, feeds)) from error
+        return {alias: np.asarray(value) for alias, value in zip(output_aliases, values)}
+
+    def _callable(self, feed_names: tuple[str, ...], fetch_names: tuple[str, ...]) -> Any:
+        key = (feed_names, fetch_names)
+        with self._lock:
+            if self._closed:
+                raise unavailable(f"Model {self.export_dir} has been unloaded")
+            if key not in self._callables:
+                options = config_pb2.CallableOptions(feed=list(feed_names), fetch=list(fetch_names))
+                try:
+                    # The C++ Session::MakeCallable API: what TF Serving's Session::Run amounts to.
+                    self._callables[key] = self._session._make_callable_from_options(options)
+                except tf.errors.OpError as error:
+                    raise ServingError(code_from_number(error.error_code), error.message) from error
+            return self._callables[key]
+
+    def close(self) -> None:
+        """Releases the session; later `run` calls fail with UNAVAILABLE."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._callables.clear()
+        self._session.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _check_input_names(signature: meta_graph_pb2.SignatureDef, inputs: Mapping[str, Any]) -> None:
+    """TF Serving's checks, in its order: the count first, then each alias."""
+    requested, declared = set(inputs), set(signature.inputs)
+    if len(requested) > len(declared) or (len(requested) < len(declared) and not signature.defaults):
+        extra, missing = sorted(requested - declared), sorted(declared - requested)
+        raise invalid_argument(
+            f"input size does not match signature: {len(requested)}!={len(declared)} "
+            f"len({{{','.join(sorted(requested))}}}) != len({{{','.join(sorted(declared))}}}). "
+            f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}.")
+    unknown = sorted(requested - declared)
+    if unknown:
+        raise invalid_argument(
+            f"input tensor alias not found in signature: {unknown[0]}. Inputs expected to be in the set "
+            f"{{{','.join(sorted(declared))}}}.")
+    missing = sorted(declared - requested - set(signature.defaults))
+    if missing:
+        raise invalid_argument(f"Missing but required: {{{','.join(missing)}}} (no default in the signature).")
+
+
+def _with_defaults(signature: meta_graph_pb2.SignatureDef, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The inputs, completed with the signature's default values for the ones left out."""
+    completed = dict(inputs)
+    for alias, tensor_proto in signature.defaults.items():
+        if alias not in completed:
+            completed[alias] = tf.make_ndarray(tensor_proto)
+    return completed
+
+
+def _select_outputs(signature: meta_graph_pb2.SignatureDef, output_filter: Sequence[str]) -> list[str]:
+    if not output_filter:
+        return sorted(signature.outputs)
+    seen: set[str] = set()
+    for alias in output_filter:
+        if alias not in signature.outputs:
+            raise invalid_argument(
+                f"output tensor alias not found in signature: {alias} Outputs expected to be in the set "
+                f"{{{','.join(sorted(signature.outputs))}}}.")
+        if alias in seen:
+            raise invalid_argument(f"duplicate output tensor alias: {alias}")
+        seen.add(alias)
+    return list(output_filter)
+
+
+def _as_feed(alias: str, tensor_info: meta_graph_pb2.TensorInfo, value: Any) -> np.ndarray:
+    """Converts one input to the array fed to the session, checking its dtype against the signature."""
+    want = tf.dtypes.as_dtype(tensor_info.dtype)
+    if want == tf.string:
+        array = value if isinstance(value, np.ndarray) else np.asarray(value, dtype=object)
+        return _as_string_feed(alias, array)
+    if not isinstance(value, np.ndarray):
+        try:
+            return np.asarray(value, dtype=want.as_numpy_dtype)
+        except (TypeError, ValueError) as error:
+            raise invalid_argument(f"input '{alias}' cannot be converted to {want.name}: {error}") from error
+    if value.dtype != np.dtype(want.as_numpy_dtype):
+        raise _type_mismatch(alias, want.name, _numpy_dtype_name(value))
+    return value
+
+
+def _as_string_feed(alias: str, array: np.ndarray) -> np.ndarray:
+    """Bytes arrays pass as they are; str items are UTF-8 encoded; anything else is a type mismatch."""
+    if array.dtype.kind == "S":
+        return array
+    if array.dtype.kind == "U":
+        return np.vectorize(_as_bytes, otypes=[object])(array) if array.size else array.astype(object)
+    if array.dtype.kind == "O":
+        items = array.reshape(-1)
+        if all(isinstance(item, bytes) for item in items):
+            return array
+        if all(isinstance(item, (bytes, str)) for item in items):
+            return np.vectorize(_as_bytes, otypes=[object])(array)
+    raise _type_mismatch(alias, "string", _numpy_dtype_name(array))
+
+
+def _as_bytes(item: str | bytes) -> bytes:
+    return item.encode("utf-8") if isinstance(item, str) else item
+
+
+def _numpy_dtype_name(array: np.ndarray) -> str:
+    if array.dtype.kind == "O":
+        odd = next((item for item in array.reshape(-1) if not isinstance(item, (bytes, str))), None)
+        return "string" if odd is None else f"object ({type(odd).__name__})"
+    if array.dtype.kind in "US":
+        return "string"
+    try:
+        return str(tf.dtypes.as_dtype(array.dtype).name)
+    except TypeError:
+        return str(array.dtype)
+
+
+def _type_mismatch(alias: str, want: str, got: str) -> ServingError:
+    tf_words = {"float32": "float", "float64": "double"}
+    return invalid_argument(
+        f"Type mismatch for input '{alias}': actual {tf_words.get(got, got)} vs. expect {tf_words.get(want, want)}")
+
+
+def _explain_run_error(message: str, signature: meta_graph_pb2.SignatureDef, aliases: Sequence[str],
+                       feeds: Sequence[np.ndarray]) -> str:
+    """TF's message, plus the inputs whose shapes disagree with the signature (the likely cause)."""
+    mismatches = []
+    for alias, feed in zip(aliases, feeds):
+        declared = _shape_dims(signature.inputs[alias])
+        if not _shape_compatible(declared, feed.shape):
+            mismatches.append(f"input '{alias}' has shape {list(feed.shape)} but the signature declares {declared}")
+    message = message.strip()
+    return f"{message} ({'; '.join(mismatches)})" if mismatches else message
