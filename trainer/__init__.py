@@ -7,6 +7,7 @@ here, before anything in the package imports TensorFlow, so no user has to.
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-# Keep TensorFlow's start-up noise (CUDA probing, oneDNN notices) out of the user's view.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Keep TensorFlow's start-up noise (CUDA probing, oneDNN notices) out of the user's view. Errors
+# still surface as Python exceptions; set TF_CPP_MIN_LOG_LEVEL=0 to see TensorFlow's C++ log.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")

@@ -78,6 +78,7 @@ def attach_log_file(run: RunContext) -> logging.Handler:
     """Sends the trainer's log to the console and to <run>/train.log; returns the file handler."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # TensorFlow's absl handler on the root logger would print every line twice
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
     handler = logging.FileHandler(run.root / "train.log")
     handler.setFormatter(formatter)

@@ -68,6 +68,7 @@ def run_task(config: config_lib.Config, run_name: str | None = None, export: boo
     from trainer.export.server_configs import write_server_configs
     from serving import contract
 
+    _quiet_tensorflow()
     run = RunContext(pathlib.Path(config.run_dir) / (run_name or _timestamp()))
     handler = attach_log_file(run)
     try:
@@ -139,6 +140,12 @@ class _stage:
             timings = self.run.metrics().get("wall_time_s", {})
             timings[self.name] = round(seconds, 3)
             self.run.record_metrics("wall_time_s", timings)
+
+
+def _quiet_tensorflow() -> None:
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
 
 
 def _timestamp() -> str:
