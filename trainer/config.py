@@ -158,6 +158,9 @@ class RankingConfig:
     # Epochs without a better validation HR@10 before training stops (0 = never stop early).
     early_stopping_patience: int = 2
     eval_ks: list[int] = dataclasses.field(default_factory=lambda: [10, 50])
+    # Of the num_negatives per watch, how many come from the retrieval candidates of the same context
+    # (when the run has a retrieval model) rather than uniformly from all items.
+    hard_negatives: int = 2
     # Held-out events (and full-ranking users) evaluated per split; a random subset above this.
     eval_max_examples: int = 5000
     resume: bool = True
@@ -173,6 +176,9 @@ class RankingConfig:
                   "eval_max_examples")
         _all_positive(self, "ranking", "mlp_layers", "eval_ks")
         _probability(self, "ranking", "pretrain_alpha")
+        if not 0 <= self.hard_negatives <= self.num_negatives:
+            raise ConfigError(f"ranking.hard_negatives: must be in [0, ranking.num_negatives = {self.num_negatives}], "
+                              f"got {self.hard_negatives}")
         if self.l2_regularization < 0 or self.early_stopping_patience < 0:
             raise ConfigError("ranking.l2_regularization and ranking.early_stopping_patience must be >= 0, got "
                               f"{self.l2_regularization} and {self.early_stopping_patience}")

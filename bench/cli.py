@@ -1,0 +1,73 @@
+"""What every benchmark section shares: its command line and the JSON it writes.
+
+A section's JSON is `{"section", "command", "quick", "started", "wall_s", "machine", "baseline", ...figures}`.
+The report renders `tables` (a list of {"title", "columns", "rows"}) and `notes` generically; any other
+key is the section's own figures (see bench/report.py for how each known section is shown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import pathlib
+import shlex
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from bench.machine import machine_info
+
+
+def section_parser(description: str) -> argparse.ArgumentParser:
+    """The flags every section takes: `--out FILE.json` and `--quick`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=pathlib.Path, required=True, help="where to write the results JSON")
+    parser.add_argument("--quick", action="store_true", help="a small run that finishes in well under a minute")
+    return parser
+
+
+class SectionResult:
+    """Collects one section's figures and writes them, with the machine and the wall time, as JSON."""
+
+    def __init__(self, section: str, quick: bool) -> None:
+        self.section = section
+        self.quick = quick
+        self.started = datetime.datetime.now(datetime.UTC)
+        self._start = time.perf_counter()
+        self.payload: dict[str, Any] = {}
+
+    def write(self, out: pathlib.Path) -> pathlib.Path:
+        """Writes the JSON to `out` (parents created) and returns the path."""
+        document = {
+            "section": self.section,
+            "command": command_line(),
+            "quick": self.quick,
+            "started": self.started.isoformat(timespec="seconds"),
+            "wall_s": round(time.perf_counter() - self._start, 2),
+            "machine": machine_info(),
+            **self.payload,
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(document, indent=2, default=json_default) + "\n")
+        return out
+
+
+def command_line() -> str:
+    """The command that is running, as `python -m <module> <args>` when started with -m."""
+    module = getattr(sys.modules.get("__main__"), "__spec__", None)
+    head = ["python", "-m", module.name] if module is not None else ["python", sys.argv[0]]
+    return shlex.join(head + sys.argv[1:])
+
+
+def json_default(value: Any) -> Any:
+    """JSON for NumPy scalars/arrays and paths."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, pathlib.Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

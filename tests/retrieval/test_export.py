@@ -1,0 +1,152 @@
+"""Exports loaded in a fresh process the way TF Serving loads them answer like the in-memory model."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from serving import contract
+from trainer.export.layout import read_metadata, read_warmup_requests, signature_metadata
+from trainer.retrieval.export import default_request, export_retrieval, sample_requests
+from trainer.retrieval.inference import retrieve
+from trainer.retrieval.servability import ServabilityError, check_servable, custom_ops, graph_ops
+
+RUNNER = pathlib.Path(__file__).with_name("fresh_session_runner.py")
+MODELS = (contract.RETRIEVAL, contract.RETRIEVAL_BRUTEFORCE)
+SCORE_TOLERANCE = 1e-4
+TREE_TARGET = 0.8
+
+
+def request_sets(data) -> dict[str, dict[str, np.ndarray]]:
+    """Real requests, and three kinds of requests about nobody we know (all must be served alike)."""
+    real = {name: values[:16] for name, values in sample_requests(data).items()}
+    strangers = dict(default_request(3))
+    strangers.update(
+        user_id=np.array(["nobody", "", "nobody_else"], dtype=object),
+        watch_history=np.array([["never_seen", ""], ["", ""], ["also_never", "nor_this"]], dtype=object),
+        search_history=np.array([["qqq"], [""], ["zzz"]], dtype=object),
+        gender=np.array(["?", "", "?"], dtype=object),
+        region=np.array(["atlantis", "", ""], dtype=object),
+        request_time=np.array([5, 0, 7], dtype=np.int64),
+    )
+    empty = dict(default_request(3))  # histories of width 0
+    wide = dict(real)  # a longer history than in training, "" padded at the start
+    wide[contract.WATCH_HISTORY] = np.concatenate([np.full((16, 25), "", dtype=object), real[contract.WATCH_HISTORY]],
+                                                  axis=1)
+    return {"real": real, "strangers": strangers, "empty": empty, "wide": wide}
+
+
+@pytest.fixture(scope="module")
+def tree_exported(trained, data, config, tmp_path_factory) -> pathlib.Path:
+    """`retrieval` with a tree-AH index: the brute-force threshold below the catalogue size.
+
+    A 200-item tree of 14 leaves is coarse, so the target is lowered to be sure a tree qualifies.
+    """
+    export = dataclasses.replace(config.export, scann_brute_force_below=100, scann_target_recall=TREE_TARGET)
+    return export_retrieval(trained, data, export, tmp_path_factory.mktemp("tree"))[contract.RETRIEVAL]
+
+
+@pytest.fixture(scope="module")
+def served(exported, tree_exported, data, tmp_path_factory) -> dict[str, np.ndarray]:
+    folder = tmp_path_factory.mktemp("fresh")
+    stored = {f"{set_name}/{name}": np.asarray(values).astype(str) if np.asarray(values).dtype == object else values
+              for set_name, inputs in request_sets(data).items() for name, values in inputs.items()}
+    np.savez(folder / "requests.npz", **stored)
+    models = [f"{name}={exported[name]}" for name in MODELS] + [f"tree={tree_exported}"]
+    completed = subprocess.run([sys.executable, str(RUNNER), str(folder / "requests.npz"), str(folder / "out.npz"),
+                                *models], check=False, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    with np.load(folder / "out.npz") as outputs:
+        return {key: outputs[key] for key in outputs.files}
+
+
+def assert_same_top_k(ids: np.ndarray, scores: np.ndarray, expected_ids: np.ndarray, expected_scores: np.ndarray):
+    """Scores equal within tolerance; ids equal wherever the score is not tied with a neighbour."""
+    np.testing.assert_allclose(scores, expected_scores, atol=SCORE_TOLERANCE, rtol=1e-5)
+    gaps = np.abs(np.diff(expected_scores, axis=1))
+    untied = np.ones_like(expected_scores, dtype=bool)
+    untied[:, 1:] &= gaps > SCORE_TOLERANCE
+    untied[:, :-1] &= gaps > SCORE_TOLERANCE
+    assert (ids[untied] == expected_ids[untied].astype(str)).all()
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("request_set", ["real", "strangers", "empty", "wide"])
+def test_fresh_process_answers_like_the_in_memory_model(served, trained, data, config, model, request_set):
+    inputs = request_sets(data)[request_set]
+    expected_ids, expected_scores = retrieve(trained, inputs, config.export.max_k)
+    ids, scores = served[f"{model}/{request_set}/{contract.ITEM_IDS}"], served[f"{model}/{request_set}/scores"]
+    assert ids.shape == scores.shape == (len(inputs[contract.USER_ID]), config.export.max_k)
+    assert_same_top_k(ids, scores, expected_ids, expected_scores)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_unknown_users_and_items_and_empty_histories_are_served_as_nobody(served, model):
+    nobody = served[f"{model}/empty/scores"][0]
+    for request_set in ("strangers", "empty"):
+        np.testing.assert_allclose(served[f"{model}/{request_set}/scores"], np.tile(nobody, (3, 1)), atol=1e-5)
+    assert not np.allclose(served[f"{model}/real/scores"][0], nobody, atol=1e-3)
+
+
+def test_tree_index_loads_in_a_session_and_meets_its_recall_target(served, tree_exported, config):
+    metadata = read_metadata(tree_exported)
+    params = metadata["index"]["scann"]["params"]
+    assert not params["brute_force"] and params["reorder"] > config.export.max_k
+    assert metadata["index"]["scann"]["recall"] >= TREE_TARGET
+    assert metadata[f"scann_recall_at_{config.export.max_k}_vs_brute_force"] >= TREE_TARGET - 0.05
+    exact, approximate = served[f"{contract.RETRIEVAL_BRUTEFORCE}/real/item_ids"], served["tree/real/item_ids"]
+    overlap = np.mean([len(set(a) & set(e)) / len(e) for a, e in zip(approximate, exact)])
+    assert overlap >= TREE_TARGET - 0.1
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_warmup_requests_replay(served, exported, config, model):
+    logs = read_warmup_requests(exported[model])
+    assert len(logs) == config.export.warmup_requests
+    assert all(log.predict_log.request.model_spec.name == model for log in logs)
+    for i in range(len(logs)):
+        assert served[f"{model}/warmup/{i}/{contract.ITEM_IDS}"].shape == (1, config.export.max_k)
+
+
+def test_bruteforce_uses_stock_ops_only(exported):
+    assert custom_ops(exported[contract.RETRIEVAL_BRUTEFORCE]) == set()
+    assert check_servable(exported[contract.RETRIEVAL_BRUTEFORCE]) == set()
+    assert {"MatMul", "TopKV2"} <= graph_ops(exported[contract.RETRIEVAL_BRUTEFORCE])
+
+
+def test_scann_export_needs_nothing_but_the_scann_namespace(exported):
+    used = check_servable(exported[contract.RETRIEVAL], allowed_namespaces=["Scann"])
+    assert used and all(op.startswith("Scann>") for op in used)
+    with pytest.raises(ServabilityError, match="Scann>"):
+        check_servable(exported[contract.RETRIEVAL])
+
+
+def test_metadata_records_signature_measurements_and_titles(exported, config, data):
+    for model in MODELS:
+        metadata = read_metadata(exported[model])
+        assert metadata["inputs"] == signature_metadata(contract.RETRIEVAL_INPUTS, contract.RETRIEVAL_OUTPUTS)["inputs"]
+        assert metadata["model"] == model and metadata["k"] == config.export.max_k
+        recall = metadata[f"scann_recall_at_{config.export.max_k}_vs_brute_force"]
+        assert recall >= config.export.scann_target_recall
+        assert all(value > 0 for latency in metadata["latency_ms"].values() for value in latency.values())
+        titles = dict(zip(data.catalog.item_ids, data.catalog.titles))
+        assert metadata[contract.METADATA_ITEM_TITLES] == {i: t for i, t in titles.items() if t}
+    # Below the brute-force threshold ScaNN scores exactly, as ScaNN's rules advise.
+    assert read_metadata(exported[contract.RETRIEVAL])["index"]["scann"]["params"]["brute_force"]
+
+
+def test_misaligned_embeddings_are_refused(trained, data, config, tmp_path):
+    broken = dataclasses.replace(trained, item_embeddings=trained.item_embeddings[:-1])
+    with pytest.raises(ValueError, match="must be aligned"):
+        export_retrieval(broken, data, config.export, tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_retrieve_rejects_k_beyond_the_catalogue(trained, data):
+    with pytest.raises(ValueError, match="catalogue size"):
+        retrieve(trained, sample_requests(data), len(trained.item_ids) + 1)

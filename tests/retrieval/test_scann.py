@@ -1,0 +1,76 @@
+"""ScaNN tuning: exact below the threshold, the target recall against brute force above it (100k items)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from trainer.retrieval.scann_index import ScannLayer, ScannParams, build_searcher
+from trainer.retrieval.scann_tuning import exact_top_k, recall_against, tree_candidates, tune_scann
+
+TARGET = 0.95
+
+
+def clustered_vectors(rng: np.random.Generator, count: int, dim: int, clusters: int, spread: float) -> np.ndarray:
+    """Points around random cluster centres: [count, dim] float32."""
+    centres = rng.normal(size=(clusters, dim))
+    return (centres[rng.integers(0, clusters, count)] + spread * rng.normal(size=(count, dim))).astype(np.float32)
+
+
+def test_exact_top_k_matches_a_full_sort():
+    rng = np.random.default_rng(1)
+    items, queries = rng.normal(size=(500, 8)).astype(np.float32), rng.normal(size=(30, 8)).astype(np.float32)
+    expected = np.argsort(-(queries @ items.T), axis=1, kind="stable")[:, :25]
+    np.testing.assert_array_equal(exact_top_k(queries, items, 25, batch_size=7), expected)
+
+
+def test_recall_against_counts_the_overlap():
+    assert recall_against(np.array([[1, 2, 3], [4, 5, 6]]), np.array([[3, 2, 9], [7, 8, 9]])) == pytest.approx(1 / 3)
+
+
+def test_tree_candidates_follow_scanns_rules():
+    candidates = tree_candidates(250_000, k=100)
+    assert {p.num_leaves for p in candidates} == {500}
+    assert all(p.reorder > 100 and 1 <= p.num_leaves_to_search <= 500 for p in candidates)
+
+
+def test_small_corpora_get_exact_search():
+    rng = np.random.default_rng(2)
+    items, queries = rng.normal(size=(3000, 16)).astype(np.float32), rng.normal(size=(20, 16)).astype(np.float32)
+    tuning = tune_scann(items, queries, k=50, target_recall=TARGET, brute_force_below=20_000)
+    assert tuning.params.brute_force and tuning.recall == 1.0 and not tuning.sweep
+
+
+def test_tuned_index_reaches_the_target_on_100k_items_for_unseen_queries():
+    rng = np.random.default_rng(3)
+    items = clustered_vectors(rng, 100_000, 32, clusters=200, spread=0.7)
+    tuning_queries = rng.normal(size=(300, 32)).astype(np.float32)
+    tuning = tune_scann(items, tuning_queries, k=100, target_recall=TARGET, brute_force_below=20_000)
+    assert not tuning.params.brute_force
+    assert tuning.params.num_leaves == round(math.sqrt(100_000)) and tuning.params.reorder > 100
+    assert tuning.recall >= TARGET
+    cheaper = [row for row in tuning.sweep if row["params"]["num_leaves_to_search"] < tuning.params.num_leaves_to_search]
+    assert cheaper and min(row["recall"] for row in cheaper) < TARGET  # the sweep did have to search
+    # A fresh searcher with the chosen parameters, through the TFRS layer, on queries never used in tuning.
+    fresh_queries = rng.normal(size=(200, 32)).astype(np.float32)
+    layer = ScannLayer(tuning.params, k=100)
+    layer.index(items, np.array([f"item{i}" for i in range(len(items))]))
+    scores, ids = layer(fresh_queries)
+    found = np.array([[int(i[4:]) for i in row] for row in ids.numpy().astype(str)])
+    assert recall_against(found, exact_top_k(fresh_queries, items, 100)) >= TARGET - 0.01
+    assert np.all(np.diff(scores.numpy(), axis=1) <= 1e-5)  # best first
+
+
+def test_brute_force_searcher_is_exact():
+    rng = np.random.default_rng(4)
+    items, queries = rng.normal(size=(2000, 8)).astype(np.float32), rng.normal(size=(10, 8)).astype(np.float32)
+    searcher = build_searcher(items, ScannParams(brute_force=True), k=10)
+    found = searcher.search_batched(queries, final_num_neighbors=10).indices.numpy()
+    np.testing.assert_array_equal(np.sort(found, axis=1), np.sort(exact_top_k(queries, items, 10), axis=1))
+
+
+def test_too_few_queries_is_an_error():
+    with pytest.raises(ValueError, match="at least 2 queries"):
+        tune_scann(np.zeros((30_000, 4), np.float32), np.zeros((1, 4), np.float32), 10, TARGET, 20_000)

@@ -1,0 +1,83 @@
+"""Training on planted synthetic data: recovery of the structure, logQ, early stopping, resume after a kill."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from tensorflow.python.summary.summary_iterator import summary_iterator
+
+from trainer.retrieval.evaluate import evaluate_scores
+from trainer.retrieval.train import sampling_probability, temporal_eval_set, train_retrieval
+from trainer.run import RunContext
+
+
+class Killed(Exception):
+    """Stands for the process being killed after an epoch's checkpoint."""
+
+
+def test_planted_structure_is_recovered_far_above_popularity(trained, config, data):
+    metrics = trained.metrics
+    assert metrics["recall@10"] >= 1.8 * metrics["popularity_recall@10"]
+    assert metrics["recall@50"] >= metrics["popularity_recall@50"] + 0.15
+    # The planted model's own ranking is the ceiling; a good generator gets well over half of it.
+    truth = data.dataset.ground_truth
+    columns = np.array([list(truth.item_ids).index(i) for i in data.catalog.item_ids])
+    ceiling = evaluate_scores(lambda batch: truth.scores(batch["user_id"])[:, columns],
+                              temporal_eval_set(config, data, "test"), [10])
+    assert metrics["recall@10"] >= 0.5 * ceiling["recall@10"]
+
+
+def test_metrics_and_summaries_land_in_the_run_folder(small_config, data, tmp_path):
+    run = RunContext(tmp_path)
+    result = train_retrieval(small_config(**{"retrieval.epochs": 2}), data, run)
+    recorded = json.loads((tmp_path / "metrics.json").read_text())["retrieval"]
+    assert recorded["recall@10"] == pytest.approx(result.metrics["recall@10"])
+    assert recorded["history"]["val_recall"] == pytest.approx(result.history["val_recall"])
+    steps = sorted(event.step for path in run.tensorboard_dir("retrieval").iterdir()
+                   for event in summary_iterator(str(path)) if any(v.tag == "val_recall" for v in event.summary.value))
+    assert steps == [1, 2]
+
+
+def test_sampling_probability_is_the_item_frequency():
+    ids = np.array(["a", "b", "a", "c", "a", "b"], dtype=object)
+    np.testing.assert_allclose(sampling_probability(ids), [3 / 6, 2 / 6, 3 / 6, 1 / 6, 3 / 6, 2 / 6])
+
+
+def test_early_stopping_ends_training_when_validation_recall_stalls(small_config, data, tmp_path):
+    # A learning rate this small cannot move validation recall, so patience 1 stops after epoch 2.
+    stalled = small_config(**{"retrieval.epochs": 6, "retrieval.early_stopping_patience": 1,
+                              "retrieval.optimizer": "sgd", "retrieval.learning_rate": 1e-12})
+    result = train_retrieval(stalled, data, RunContext(tmp_path))
+    assert result.metrics["epochs_trained"] == 2
+    assert result.history["val_recall"][0] == result.history["val_recall"][1]
+
+
+def test_a_killed_run_resumes_after_its_last_epoch(small_config, data, tmp_path):
+    config = small_config(**{"retrieval.epochs": 2, "retrieval.early_stopping_patience": 0})
+    records: dict[int, dict[str, float]] = {}
+
+    def kill_after_first(epoch: int, record: dict[str, float]) -> None:
+        records[epoch] = record
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_retrieval(config, data, RunContext(tmp_path), epoch_callback=kill_after_first)
+    resumed = train_retrieval(config, data, RunContext(tmp_path), epoch_callback=kill_after_first)
+    assert sorted(records) == [1, 2]
+    assert resumed.metrics["epochs_trained"] == 2
+    assert resumed.history["val_recall"] == [records[epoch]["val_recall"] for epoch in (1, 2)]
+    # The optimiser state came back too: its step counter continues from the killed run's epoch.
+    steps_per_epoch = int(np.ceil(len(data.train_examples["item_id"]) / config.retrieval.batch_size))
+    assert int(resumed.model.optimizer.iterations.numpy()) == 2 * steps_per_epoch
+
+
+def test_without_validation_users_all_epochs_run_unvalidated(small_config, data, tmp_path):
+    no_validation = dataclasses.replace(data, split=dataclasses.replace(data.split, validation=data.split.validation[:0]))
+    config = small_config(**{"retrieval.epochs": 2, "retrieval.early_stopping_patience": 1})
+    result = train_retrieval(config, no_validation, RunContext(tmp_path))
+    assert result.metrics["epochs_trained"] == 2 and set(result.history) == {"loss"}
+    assert result.metrics["recall@50"] > result.metrics["popularity_recall@50"]

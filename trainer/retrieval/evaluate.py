@@ -1,0 +1,182 @@
+"""Offline evaluation of candidate generation.
+
+Two protocols:
+- temporal (what serving faces): every user with events in a later period gets one request
+  built from their earlier events; all catalogue items are ranked, the items already in the
+  user's history are excluded (the client drops them too), and Recall@K / NDCG@K are taken
+  against the later period's items that the user had not seen before.
+- the TFRS tutorial protocol: a random 80/20 split of the events and
+  `tfrs.metrics.FactorizedTopK` top-K categorical accuracy over all candidates (no
+  exclusions), so figures compare with the TFRS tutorials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from trainer import metrics
+from trainer.data.examples import query_examples
+from trainer.retrieval.model import RetrievalModel, embed_items, embed_queries
+
+ScoreFn = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+@dataclasses.dataclass
+class EvalSet:
+    """Requests and answers of the temporal protocol.
+
+    Attributes:
+        queries: the serving inputs of U users (`query_examples`), U rows.
+        relevant: [U] catalogue rows of each user's unseen target items (never empty).
+        seen_users, seen_items: [E] (user row, catalogue row) pairs excluded from the ranking.
+    """
+
+    queries: dict[str, np.ndarray]
+    relevant: list[np.ndarray]
+    seen_users: np.ndarray
+    seen_items: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.relevant)
+
+
+def build_eval_set(history_events: pd.DataFrame, target_events: pd.DataFrame, users: pd.DataFrame,
+                   catalog_item_ids: np.ndarray, request_time: int, history_length: int,
+                   search_history_length: int, max_users: int, seed: int) -> EvalSet:
+    """The temporal protocol's requests: users with unseen items in `target_events`, at most `max_users`.
+
+    Args:
+        history_events: what is known at request time (e.g. the training split).
+        target_events: the period to predict (e.g. the validation split).
+        users: the user table.
+        catalog_item_ids: [M] the ranked corpus; every event item must be in it.
+        request_time: the request time of every query.
+        history_length, search_history_length: H and S of the requests.
+        max_users: a seeded random sample of this many users is kept when there are more.
+        seed: the sample's seed.
+    """
+    item_index = pd.Index(catalog_item_ids)
+    seen = _user_items(history_events, item_index)
+    targets = _user_items(target_events, item_index)
+    relevant = {user: items - seen.get(user, set()) for user, items in targets.items()}
+    user_ids = np.array(sorted(user for user, items in relevant.items() if items), dtype=object)
+    if len(user_ids) > max_users:
+        user_ids = np.sort(np.random.default_rng(seed).choice(user_ids, max_users, replace=False))
+    queries = query_examples(history_events, users, user_ids, request_time, history_length, search_history_length)
+    pairs = [(row, item) for row, user in enumerate(user_ids) for item in seen.get(user, ())]
+    seen_users = np.array([row for row, _ in pairs], dtype=np.int64)
+    seen_items = np.array([item for _, item in pairs], dtype=np.int64)
+    return EvalSet(queries, [np.array(sorted(relevant[u]), dtype=np.int64) for u in user_ids], seen_users, seen_items)
+
+
+def _user_items(events: pd.DataFrame, item_index: pd.Index) -> dict[str, set[int]]:
+    rows = item_index.get_indexer(events["item_id"].to_numpy(dtype=object))
+    if (rows < 0).any():
+        unknown = events["item_id"].to_numpy(dtype=object)[rows < 0][:5].tolist()
+        raise ValueError(f"evaluation: event item id(s) {unknown} are not in the item catalogue")
+    grouped: dict[str, set[int]] = {}
+    for user, row in zip(events["user_id"].to_numpy(dtype=object), rows.tolist()):
+        grouped.setdefault(user, set()).add(row)
+    return grouped
+
+
+def top_k_excluding_seen(score_fn: ScoreFn, eval_set: EvalSet, k: int, batch_size: int = 512) -> np.ndarray:
+    """Catalogue rows [U, k] of the best-scored unseen items per user, best first.
+
+    Args:
+        score_fn: a batch of query rows -> scores [b, M] over the catalogue.
+        eval_set: the requests and the excluded (user, item) pairs.
+        k: list length (at most M).
+    """
+    size = len(eval_set)
+    result = []
+    for start in range(0, size, batch_size):
+        batch = {name: values[start:start + batch_size] for name, values in eval_set.queries.items()}
+        scores = np.array(score_fn(batch), dtype=np.float32)
+        in_batch = (eval_set.seen_users >= start) & (eval_set.seen_users < start + batch_size)
+        scores[eval_set.seen_users[in_batch] - start, eval_set.seen_items[in_batch]] = -np.inf
+        result.append(_top_k_rows(scores, min(k, scores.shape[1])))
+    return np.concatenate(result) if result else np.zeros((0, k), dtype=np.int64)
+
+
+def _top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
+
+
+def ranking_metrics(top_rows: np.ndarray, relevant: Sequence[np.ndarray], ks: Sequence[int]) -> dict[str, float]:
+    """recall@k and ndcg@k for each k. Args: top_rows [U, >=max(ks)]; relevant [U] row arrays."""
+    ranked: Any = top_rows.tolist()  # catalogue rows stand in for item ids
+    answers: Any = [rows.tolist() for rows in relevant]
+    result = {}
+    for k in sorted(set(ks)):
+        result[f"recall@{k}"] = metrics.recall_at_k(ranked, answers, k)
+        result[f"ndcg@{k}"] = metrics.ndcg_at_k(ranked, answers, k)
+    return result
+
+
+def evaluate_scores(score_fn: ScoreFn, eval_set: EvalSet, ks: Sequence[int]) -> dict[str, float]:
+    """The temporal protocol's Recall@K / NDCG@K of a scorer."""
+    return ranking_metrics(top_k_excluding_seen(score_fn, eval_set, max(ks)), eval_set.relevant, ks)
+
+
+def embedding_scorer(embed: Callable[[dict[str, np.ndarray]], np.ndarray], item_embeddings: np.ndarray) -> ScoreFn:
+    """A scorer from a query embedder and item embeddings [M, d]: dot products [b, M]."""
+    return lambda batch: embed(batch) @ item_embeddings.T
+
+
+def evaluate_model(model: RetrievalModel, item_ids: np.ndarray, eval_set: EvalSet, ks: Sequence[int],
+                   item_embeddings: np.ndarray | None = None) -> dict[str, float]:
+    """The temporal protocol's metrics of a two-tower model over the catalogue `item_ids` [M].
+
+    Args:
+        item_embeddings: [M, d] when already computed (else embedded here).
+    """
+    if item_embeddings is None:
+        item_embeddings = embed_items(model.candidate_tower, item_ids)
+    return evaluate_scores(embedding_scorer(lambda batch: embed_queries(model.query_tower, batch), item_embeddings),
+                           eval_set, ks)
+
+
+def popularity_scorer(train_events: pd.DataFrame, catalog_item_ids: np.ndarray) -> ScoreFn:
+    """The most-watched-items baseline: every user gets the training counts [b, M]."""
+    counts = pd.Index(catalog_item_ids).get_indexer(train_events["item_id"].to_numpy(dtype=object))
+    popularity = np.bincount(counts[counts >= 0], minlength=len(catalog_item_ids)).astype(np.float32)
+    return lambda batch: np.broadcast_to(popularity, (len(batch["user_id"]), popularity.size))
+
+
+def factorized_top_k_accuracy(query_embeddings: np.ndarray, true_item_ids: np.ndarray, item_ids: np.ndarray,
+                              item_embeddings: np.ndarray, ks: Sequence[int] = (1, 5, 10, 50, 100),
+                              batch_size: int = 4096) -> dict[str, float]:
+    """TFRS `FactorizedTopK` top-K categorical accuracy (the TFRS tutorials' metric).
+
+    Args:
+        query_embeddings: [N, d] one query per held-out event.
+        true_item_ids: [N] str, the watched item of each event.
+        item_ids: [M] str, the candidates.
+        item_embeddings: [M, d] aligned with `item_ids`.
+        ks: the cut-offs (each <= M).
+    """
+    ks = tuple(k for k in ks if k <= len(item_ids))
+    index = tfrs.layers.factorized_top_k.BruteForce(k=max(ks))
+    index.index(tf.constant(item_embeddings, tf.float32), tf.constant(np.asarray(item_ids).astype(str)))
+    metric = tfrs.metrics.FactorizedTopK(candidates=index, ks=ks)
+    positions = pd.Index(item_ids).get_indexer(np.asarray(true_item_ids, dtype=object))
+    if (positions < 0).any():
+        raise ValueError("factorized_top_k_accuracy: some held-out items are not among the candidates")
+    for start in range(0, len(positions), batch_size):
+        rows = positions[start:start + batch_size]
+        metric.update_state(
+            tf.constant(query_embeddings[start:start + batch_size], tf.float32),
+            tf.constant(item_embeddings[rows], tf.float32),
+            true_candidate_ids=tf.constant(np.asarray(item_ids).astype(str)[rows]),
+        )
+    return {f"top_{k}_accuracy": float(value.numpy()) for k, value in zip(ks, metric.result())}

@@ -1,0 +1,316 @@
+"""The candidate generation network of Covington et al. (2016) as a TFRS two-tower model.
+
+Query tower: user id, the masked mean of the watched items' embeddings, the masked mean of
+the search-token embeddings, gender, age bucket, occupation, region and the example age
+(`example_age` in [0, 1] during training; absent = 0 at serving, as in the paper), concatenated
+and passed through a ReLU tower. Candidate tower: item id, the mean of its genre and title
+token embeddings and its age at the end of training, through a tower of the same shape.
+
+Unknown values never fail and never add noise: padding ("", lookup index 0) and
+out-of-vocabulary values (index 1, e.g. a user or item unseen in training) embed to zero
+vectors and are left out of the means, so an unknown user with an empty history is
+represented by whatever else is known about them.
+
+The candidate tower reads an item's genres, title tokens and release time from the item
+catalogue given at construction (constant tables indexed by the item id), so training and
+indexing take item ids only. Towers: `tower_layers` = [h1, ..., d]: ReLU layers h1.. and a
+linear output of size d (the embedding both towers share); `embedding_dim` is the size of each
+input feature embedding.
+
+No file IO here: the model is built from arrays the data layer provides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tf_keras as keras
+
+from trainer.config import RetrievalConfig
+from trainer.retrieval.features import FeatureSet
+
+SECONDS_PER_DAY = 86_400
+PAD_INDEX, OOV_INDEX = 0, 1
+
+
+class VocabularyLike(Protocol):
+    """The training-split vocabularies (trainer.data.vocab.Vocabularies)."""
+
+    @property
+    def user_ids(self) -> Sequence[str]: ...
+    @property
+    def item_ids(self) -> Sequence[str]: ...
+    @property
+    def genders(self) -> Sequence[str]: ...
+    @property
+    def occupations(self) -> Sequence[str]: ...
+    @property
+    def regions(self) -> Sequence[str]: ...
+    @property
+    def genres(self) -> Sequence[str]: ...
+    @property
+    def title_tokens(self) -> Sequence[str]: ...
+    @property
+    def query_tokens(self) -> Sequence[str]: ...
+
+
+class CatalogLike(Protocol):
+    """The item catalogue (trainer.data.catalog.ItemCatalog): arrays aligned by row."""
+
+    @property
+    def item_ids(self) -> np.ndarray: ...
+    @property
+    def genres(self) -> np.ndarray: ...
+    @property
+    def title_tokens(self) -> np.ndarray: ...
+    @property
+    def release_time(self) -> np.ndarray: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelContext:
+    """What the model is built from, besides the config.
+
+    Attributes:
+        features: the active inputs.
+        vocab: the training vocabularies.
+        catalog: every item that the index will hold.
+        t_max: the latest training timestamp (unix seconds): item ages are measured from it.
+        age_boundaries: upper-exclusive bucket edges for the `age` input (years or source code).
+    """
+
+    features: FeatureSet
+    vocab: VocabularyLike
+    catalog: CatalogLike
+    t_max: int
+    age_boundaries: Sequence[int]
+
+
+def string_lookup(vocabulary: Sequence[str]) -> keras.layers.StringLookup:
+    """"" -> 0 (padding), unseen -> 1 (OOV), vocabulary[i] -> i + 2 (as Vocabularies.lookup)."""
+    return keras.layers.StringLookup(vocabulary=list(vocabulary), mask_token="", num_oov_indices=1)
+
+
+class KnownEmbedding(keras.layers.Layer):
+    """An embedding of lookup indices in which padding and out-of-vocabulary rows are zero."""
+
+    def __init__(self, vocabulary_size: int, dim: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.embedding = keras.layers.Embedding(vocabulary_size + 2, dim)
+
+    def call(self, indices: tf.Tensor) -> tf.Tensor:
+        """Args: indices [...] int64. Returns [..., dim], zero where indices < 2."""
+        vectors = self.embedding(indices)
+        return vectors * tf.cast(indices > OOV_INDEX, vectors.dtype)[..., tf.newaxis]
+
+
+def masked_mean(vectors: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+    """Mean over axis 1 of the known entries (index > 1); zero for a row without any.
+
+    Args:
+        vectors: [B, N, D].
+        indices: [B, N] lookup indices of the entries.
+
+    Returns:
+        [B, D].
+    """
+    known = tf.cast(indices > OOV_INDEX, vectors.dtype)
+    count = tf.reduce_sum(known, axis=1, keepdims=True)
+    return tf.reduce_sum(vectors * known[..., tf.newaxis], axis=1) / tf.maximum(count, 1.0)
+
+
+def tower(layer_sizes: Sequence[int], name: str) -> keras.Sequential:
+    """ReLU layers for all sizes but the last, then a linear layer of the last size."""
+    layers: list[keras.layers.Layer] = [keras.layers.Dense(size, activation="relu") for size in layer_sizes[:-1]]
+    layers.append(keras.layers.Dense(layer_sizes[-1]))
+    return keras.Sequential(layers, name=name)
+
+
+class ItemIdEmbedding(keras.layers.Layer):
+    """Item id -> embedding (zero for unknown ids); shared by both towers when configured."""
+
+    def __init__(self, item_ids: Sequence[str], dim: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lookup = string_lookup(item_ids)
+        self.embedding = KnownEmbedding(len(item_ids), dim)
+
+    def call(self, ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Args: ids [...] string. Returns (vectors [..., dim], lookup indices [...])."""
+        indices = self.lookup(ids)
+        return self.embedding(indices), indices
+
+
+class QueryTower(keras.Model):
+    """User context -> query embedding [B, d].
+
+    Inputs (a dict; keys of inactive features may be absent): user_id [B] string,
+    watch_history [B, H] string, search_history [B, S] string, gender, occupation, region [B]
+    string, age [B] int64, example_age [B] float32 (absent = 0, the serving value).
+    """
+
+    def __init__(self, config: RetrievalConfig, context: ModelContext, history_items: ItemIdEmbedding) -> None:
+        super().__init__(name="query_tower")
+        self.features = context.features
+        vocab, dim = context.vocab, config.embedding_dim
+        self.categorical: dict[str, tuple[keras.layers.StringLookup, KnownEmbedding]] = {}
+        for name, values in (("user_id", vocab.user_ids), ("gender", vocab.genders),
+                             ("occupation", vocab.occupations), ("region", vocab.regions)):
+            if getattr(self.features, name) and len(values):
+                self.categorical[name] = (string_lookup(values), KnownEmbedding(len(values), dim, name=f"{name}_emb"))
+        self.history_items = history_items if self.features.watch_history else None
+        self.search_tokens: tuple[keras.layers.StringLookup, KnownEmbedding] | None = None
+        if self.features.search_history and len(vocab.query_tokens):
+            self.search_tokens = (string_lookup(vocab.query_tokens),
+                                  KnownEmbedding(len(vocab.query_tokens), dim, name="search_emb"))
+        self.age_boundaries = tf.constant(list(context.age_boundaries), tf.int64)
+        self.age_embedding = KnownEmbedding(len(context.age_boundaries) + 1, dim, name="age_emb")
+        self.tower = tower(config.tower_layers, "query_mlp")
+        self.l2_normalize = config.l2_normalize
+
+    def get_config(self) -> dict[str, Any]:
+        return {"features": self.features.enabled()}
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        parts = [embedding(lookup(inputs[name])) for name, (lookup, embedding) in self.categorical.items()]
+        if self.history_items is not None:
+            vectors, indices = self.history_items(inputs["watch_history"])
+            parts.append(masked_mean(vectors, indices))
+        if self.search_tokens is not None:
+            lookup, embedding = self.search_tokens
+            indices = lookup(inputs["search_history"])
+            parts.append(masked_mean(embedding(indices), indices))
+        if self.features.age:
+            parts.append(self.age_embedding(self._age_bucket(inputs["age"])))
+        if self.features.example_age:
+            parts.append(_example_age_features(inputs, batch_like=inputs["user_id"]))
+        output = self.tower(tf.concat(parts, axis=1), training=training)
+        return tf.math.l2_normalize(output, axis=1) if self.l2_normalize else output
+
+    def _age_bucket(self, age: tf.Tensor) -> tf.Tensor:
+        """0 for an unknown age (<= 0), else 2 + the bucket."""
+        age = tf.cast(age, tf.int64)
+        bucket = tf.cast(tf.searchsorted(self.age_boundaries, age, side="right"), tf.int64) + 2
+        return tf.where(age > 0, bucket, tf.zeros_like(bucket))
+
+
+def _example_age_features(inputs: dict[str, tf.Tensor], batch_like: tf.Tensor) -> tf.Tensor:
+    """[x, x^2, sqrt(x)] of the example age (the paper's powers of a normalised continuous feature)."""
+    if "example_age" in inputs:
+        age = tf.clip_by_value(tf.cast(inputs["example_age"], tf.float32), 0.0, 1.0)
+    else:
+        age = tf.zeros(tf.shape(batch_like)[:1], tf.float32)
+    return tf.stack([age, tf.square(age), tf.sqrt(age)], axis=1)
+
+
+class CandidateTower(keras.Model):
+    """Item ids [B] string -> candidate embeddings [B, d], with item features from static catalogue tables."""
+
+    def __init__(self, config: RetrievalConfig, context: ModelContext, items: ItemIdEmbedding) -> None:
+        super().__init__(name="candidate_tower")
+        self.features = context.features
+        vocab, catalog, dim = context.vocab, context.catalog, config.embedding_dim
+        self.items = items
+        self.catalog_rows = string_lookup([str(i) for i in catalog.item_ids])
+        self.token_tables: list[tuple[tf.Tensor, KnownEmbedding]] = []
+        for active, values, table in ((self.features.item_genres, vocab.genres, catalog.genres),
+                                      (self.features.item_title, vocab.title_tokens, catalog.title_tokens)):
+            if active and len(values) and np.shape(table)[1]:
+                self.token_tables.append((_token_table(values, table), KnownEmbedding(len(values), dim)))
+        self.item_age_table = _item_age_table(catalog.release_time, context.t_max) if self.features.item_age else None
+        self.tower = tower(config.tower_layers, "candidate_mlp")
+        self.l2_normalize = config.l2_normalize
+
+    def get_config(self) -> dict[str, Any]:
+        return {"features": self.features.enabled()}
+
+    def call(self, item_ids: tf.Tensor, training: bool = False) -> tf.Tensor:
+        vectors, _ = self.items(item_ids)
+        parts = [vectors]
+        rows = self.catalog_rows(item_ids)
+        for table, embedding in self.token_tables:
+            tokens = tf.gather(table, rows)
+            parts.append(masked_mean(embedding(tokens), tokens))
+        if self.item_age_table is not None:
+            parts.append(tf.gather(self.item_age_table, rows))
+        output = self.tower(tf.concat(parts, axis=1), training=training)
+        return tf.math.l2_normalize(output, axis=1) if self.l2_normalize else output
+
+
+def _token_table(vocabulary: Sequence[str], tokens: np.ndarray) -> tf.Tensor:
+    """[M + 2, T] int64 lookup indices of each catalogue row's tokens; rows 0, 1 (unknown item) are padding."""
+    indices = string_lookup(vocabulary)(tf.constant(np.asarray(tokens, dtype=object).astype(str)))
+    padding = tf.zeros([2, tf.shape(indices)[1]], tf.int64)
+    return tf.concat([padding, indices], axis=0)
+
+
+def _item_age_table(release_time: np.ndarray, t_max: int) -> tf.Tensor:
+    """[M + 2, 2] float32: (log1p(age in days) / its catalogue maximum, 1 if the release time is known)."""
+    release = np.asarray(release_time, dtype=np.int64)
+    known = release > 0
+    days = np.where(known, np.maximum(t_max - release, 0) / SECONDS_PER_DAY, 0.0)
+    log_days = np.log1p(days)
+    scale = max(float(log_days.max(initial=0.0)), 1.0)
+    table = np.stack([log_days / scale, known.astype(np.float64)], axis=1).astype(np.float32)
+    return tf.constant(np.concatenate([np.zeros((2, 2), np.float32), table]))
+
+
+class RetrievalModel(tfrs.models.Model):
+    """The two towers and the in-batch softmax retrieval task.
+
+    Training batches hold the query inputs, `item_id` [B] string (the watched item) and,
+    with logQ correction, `candidate_probability` [B] float32 (the item's sampling probability).
+    """
+
+    def __init__(self, config: RetrievalConfig, context: ModelContext) -> None:
+        super().__init__()
+        items = ItemIdEmbedding(context.vocab.item_ids, config.embedding_dim, name="item_id_emb")
+        history_items = items if config.share_item_embeddings else ItemIdEmbedding(
+            context.vocab.item_ids, config.embedding_dim, name="history_item_emb")
+        self.query_tower = QueryTower(config, context, history_items)
+        self.candidate_tower = CandidateTower(config, context, items)
+        self.logq_correction = config.logq_correction
+        self.remove_accidental_hits = config.remove_accidental_hits
+        self.task = tfrs.tasks.Retrieval(
+            temperature=None if config.temperature == 1.0 else config.temperature,
+            remove_accidental_hits=config.remove_accidental_hits,
+        )
+
+    def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        queries = self.query_tower(features, training=training)
+        candidates = self.candidate_tower(features["item_id"], training=training)
+        return self.task(
+            queries,
+            candidates,
+            candidate_sampling_probability=features["candidate_probability"] if self.logq_correction else None,
+            candidate_ids=features["item_id"] if self.remove_accidental_hits else None,
+            compute_metrics=False,
+        )
+
+
+def embed_items(candidate_tower: CandidateTower, item_ids: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    """Candidate embeddings of `item_ids` [M] -> [M, d] float32."""
+    ids = np.asarray(item_ids, dtype=object).astype(str)
+    chunks = [candidate_tower(tf.constant(ids[i:i + batch_size])).numpy() for i in range(0, len(ids), batch_size)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, candidate_tower.tower.layers[-1].units), np.float32)
+
+
+def embed_queries(query_tower: QueryTower, features: dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
+    """Query embeddings of a feature dict (rows [N]) -> [N, d] float32; missing example_age = 0."""
+    names = [name for name in ("user_id", "watch_history", "search_history", "gender", "occupation", "region",
+                               "age", "example_age") if name in features]
+    size = len(features["user_id"])
+    chunks = []
+    for start in range(0, size, batch_size):
+        batch = {name: tf.constant(_tensor_ready(features[name][start:start + batch_size])) for name in names}
+        chunks.append(query_tower(batch).numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, query_tower.tower.layers[-1].units), np.float32)
+
+
+def _tensor_ready(array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array)
+    return array.astype(str) if array.dtype == object else array

@@ -1,0 +1,89 @@
+"""ScaNN searchers (TensorFlow ops, namespace `Scann`) and the TFRS layer that serves them.
+
+A `ScannParams` fixes one searcher: exact (ScaNN's own brute force, for small corpora) or a
+partitioning tree with anisotropic hashing (AH) scoring and exact re-scoring of the best
+`reorder` candidates. `ScannLayer` is `tfrs.layers.factorized_top_k.ScaNN` built from such
+params, so the exported index is exactly the searcher that was tuned and measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Any
+
+import numpy as np
+import tensorflow_recommenders as tfrs
+import tf_keras as keras
+from scann.scann_ops.py import scann_ops
+
+# ScaNN's rule of thumb: anisotropic quantization threshold 0.2 for dot-product search.
+AH_THRESHOLD = 0.2
+DISTANCE = "dot_product"
+# ScaNN trains the tree on a sample of this many points (its own default).
+TREE_TRAINING_SAMPLE = 100_000
+
+
+@dataclasses.dataclass(frozen=True)
+class ScannParams:
+    """One ScaNN configuration.
+
+    Attributes:
+        brute_force: exact scoring of every item (no tree, no hashing).
+        num_leaves: tree partitions (about sqrt(n)).
+        num_leaves_to_search: partitions searched per query.
+        reorder: candidates re-scored exactly after AH scoring (> K).
+        dimensions_per_block: AH block size (2 is ScaNN's recommended default).
+    """
+
+    brute_force: bool
+    num_leaves: int = 0
+    num_leaves_to_search: int = 0
+    reorder: int = 0
+    dimensions_per_block: int = 2
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def build_searcher(embeddings: Any, params: ScannParams, k: int, shared_name: str | None = None
+                   ) -> scann_ops.ScannSearcher:
+    """Builds a ScaNN searcher over `embeddings` [M, d] float32 returning `k` neighbours by default."""
+    builder = scann_ops.builder(embeddings, k, DISTANCE)
+    if params.brute_force:
+        builder = builder.score_brute_force()
+    else:
+        builder = builder.tree(
+            num_leaves=params.num_leaves,
+            num_leaves_to_search=params.num_leaves_to_search,
+            training_sample_size=min(int(np.shape(embeddings)[0]), TREE_TRAINING_SAMPLE),
+        )
+        builder = builder.score_ah(params.dimensions_per_block, anisotropic_quantization_threshold=AH_THRESHOLD)
+        builder = builder.reorder(params.reorder)
+    return builder.build(shared_name=shared_name)
+
+
+class ScannLayer(tfrs.layers.factorized_top_k.ScaNN):
+    """The TFRS ScaNN top-K layer with its searcher built from `ScannParams`.
+
+    Call it with query embeddings [B, d] (or raw features when `query_model` is given); it
+    returns (scores [B, k], identifiers [B, k]).
+    """
+
+    def __init__(self, params: ScannParams, k: int, query_model: keras.Model | None = None,
+                 name: str | None = None) -> None:
+        super().__init__(
+            query_model=query_model,
+            k=k,
+            num_leaves=max(params.num_leaves, 1),
+            num_leaves_to_search=max(params.num_leaves_to_search, 1),
+            dimensions_per_block=params.dimensions_per_block,
+            num_reordering_candidates=params.reorder or None,
+            name=name,
+        )
+        self.params = params
+        self._build_searcher = lambda candidates: build_searcher(
+            candidates, params, k, shared_name=f"{self.name}/{uuid.uuid4()}")
+
+    def get_config(self) -> dict[str, Any]:
+        return {"params": self.params.to_json(), "k": self._k}

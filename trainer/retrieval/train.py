@@ -1,0 +1,288 @@
+"""Training the candidate generator: in-batch softmax with logQ correction, validation and early stopping.
+
+Every epoch ends with full-corpus validation on the temporal split (requests built from the
+training events, validation-period items as answers), a checkpoint of everything needed to
+continue (model, optimiser, epoch, early-stopping state, history) and a checkpoint of the
+best model so far. A run that is killed and started again with the same run folder resumes
+after its last finished epoch; at the end the best epoch's weights are restored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import pathlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+import tf_keras as keras
+
+from trainer.config import Config, RetrievalConfig
+from trainer.data.bundle import TrainingData
+from trainer.data.examples import example_age
+from trainer.data.pipeline import AGE_BUCKETS, make_dataset
+from trainer.retrieval.evaluate import EvalSet, build_eval_set, evaluate_model, evaluate_scores, popularity_scorer
+from trainer.retrieval.features import FeatureSet, dropped_features
+from trainer.retrieval.model import CatalogLike, ModelContext, RetrievalModel, VocabularyLike, embed_items
+from trainer.run import RunContext
+
+STAGE = "retrieval"
+EpochCallback = Callable[[int, dict[str, float]], None]
+Validator = Callable[[RetrievalModel], dict[str, float]]
+
+
+@dataclasses.dataclass
+class RetrievalResult:
+    """A trained candidate generator.
+
+    Attributes:
+        model: the two towers (best validation epoch).
+        metrics: test-period metrics (recall@K, ndcg@K, popularity_recall@K, ...) and training facts.
+        history: per-epoch loss and validation metrics.
+        item_embeddings: [M, d] candidate embeddings aligned with `item_ids`.
+        item_ids: [M] the catalogue (data.catalog.item_ids).
+        features: the inputs the towers use.
+        config: the retrieval config it was trained with.
+    """
+
+    model: RetrievalModel
+    metrics: dict[str, float]
+    history: dict[str, list[float]]
+    item_embeddings: np.ndarray
+    item_ids: np.ndarray
+    features: FeatureSet
+    config: RetrievalConfig
+
+
+def train_retrieval(config: Config, data: TrainingData, run: RunContext,
+                    epoch_callback: EpochCallback | None = None) -> RetrievalResult:
+    """Trains, validates and tests the candidate generator; records metrics in the run folder.
+
+    Args:
+        config: the run config (`config.retrieval` above all).
+        data: the prepared data.
+        run: the run folder (metrics, TensorBoard, checkpoints).
+        epoch_callback: called after each finished (and checkpointed) epoch with (epoch, its record).
+    """
+    retrieval = config.retrieval
+    log = run.log
+    dropped = dropped_features(retrieval.features, data.available_features)
+    if dropped:
+        log.info("retrieval: the data has no columns for features %s; they are left out", dropped)
+    result = fit_and_evaluate(config, data, retrieval.features, run.checkpoint_dir(STAGE),
+                              run.tensorboard_dir(STAGE), log, epoch_callback)
+    run.record_metrics(STAGE, {**result.metrics, "features": result.features.enabled(), "dropped_features": dropped,
+                               "history": result.history})
+    return result
+
+
+def fit_and_evaluate(config: Config, data: TrainingData, features: list[str],
+                     checkpoint_dir: pathlib.Path | None, tensorboard_dir: pathlib.Path | None,
+                     log: logging.Logger, epoch_callback: EpochCallback | None = None) -> RetrievalResult:
+    """Builds the model for `features`, trains it on the temporal split and evaluates on its test period."""
+    retrieval = config.retrieval
+    keras.utils.set_random_seed(config.seed)
+    feature_set = FeatureSet.resolve(features, data.available_features)
+    model = build_model(retrieval, feature_set, data.vocab, data.catalog, data.t_max)
+    validation = temporal_eval_set(config, data, "validation")
+    ks = sorted(set(retrieval.eval_ks) | {retrieval.early_stopping_k})
+    validate: Validator | None = None
+    if len(validation):
+        validate = functools.partial(evaluate_model, item_ids=data.catalog.item_ids, eval_set=validation, ks=ks)
+    else:
+        log.warning("retrieval: no user has unseen items in the validation period; training all %d epochs "
+                    "without validation or early stopping", retrieval.epochs)
+    history = fit(model, retrieval, training_features(data), validate, config.seed, checkpoint_dir,
+                  tensorboard_dir, log, epoch_callback)
+    item_embeddings = embed_items(model.candidate_tower, data.catalog.item_ids)
+    test = temporal_eval_set(config, data, "test")
+    ks = retrieval.eval_ks
+    scores = evaluate_model(model, data.catalog.item_ids, test, ks, item_embeddings)
+    baseline = evaluate_scores(popularity_scorer(data.split.train, data.catalog.item_ids), test, ks)
+    metrics: dict[str, float] = {**scores, **{f"popularity_{name}": value for name, value in baseline.items()}}
+    metrics.update(epochs_trained=float(len(history["loss"])), test_users=float(len(test)))
+    if history.get("val_recall"):
+        metrics["best_epoch"] = float(int(np.argmax(history["val_recall"])) + 1)
+    log.info("retrieval test: %s", {name: round(value, 4) for name, value in metrics.items()})
+    return RetrievalResult(model, metrics, history, item_embeddings, data.catalog.item_ids, feature_set, retrieval)
+
+
+def build_model(retrieval: RetrievalConfig, features: FeatureSet, vocab: VocabularyLike, catalog: CatalogLike,
+                t_max: int) -> RetrievalModel:
+    """The two-tower model over training vocabularies and the item catalogue (item ages measured from t_max)."""
+    context = ModelContext(features, vocab, catalog, t_max, tuple(int(b) for b in AGE_BUCKETS))
+    return RetrievalModel(retrieval, context)
+
+
+def training_features(data: TrainingData) -> dict[str, np.ndarray]:
+    """The training examples plus `example_age` and the items' in-batch sampling probability (for logQ)."""
+    return training_features_of(data.train_examples, data.t_max, data.t_span)
+
+
+def training_features_of(examples: dict[str, np.ndarray], t_max: int, t_span: int) -> dict[str, np.ndarray]:
+    """`event_examples` of training events [N] plus example_age [N] and candidate_probability [N]."""
+    examples = dict(examples)
+    examples["example_age"] = example_age(examples["request_time"], t_max, t_span)
+    examples["candidate_probability"] = sampling_probability(examples["item_id"])
+    return {name: values for name, values in examples.items() if name not in ("watch_time", "rating")}
+
+
+def sampling_probability(item_ids: np.ndarray) -> np.ndarray:
+    """[N] float32: the frequency of each row's item among all rows (the chance it is a sampled negative)."""
+    _, inverse, counts = np.unique(np.asarray(item_ids, dtype=object).astype(str), return_inverse=True,
+                                   return_counts=True)
+    return (counts[inverse] / len(item_ids)).astype(np.float32)
+
+
+def temporal_eval_set(config: Config, data: TrainingData, period: str) -> EvalSet:
+    """Requests for the validation period (history = train) or the test period (history = train + validation)."""
+    split = data.split
+    if period == "validation":
+        history, targets, start = split.train, split.validation, split.validation_start
+    elif period == "test":
+        history, targets, start = pd.concat([split.train, split.validation], ignore_index=True), split.test, \
+            split.test_start
+    else:
+        raise ValueError(f"unknown evaluation period {period!r}; use 'validation' or 'test'")
+    return build_eval_set(history, targets, data.dataset.users, data.catalog.item_ids, start, data.history_length,
+                          data.search_history_length, config.retrieval.eval_max_users, config.seed)
+
+
+def make_optimizer(retrieval: RetrievalConfig) -> keras.optimizers.Optimizer:
+    optimizers = {"adam": keras.optimizers.Adam, "adagrad": keras.optimizers.Adagrad,
+                  "sgd": keras.optimizers.SGD}
+    return optimizers[retrieval.optimizer](learning_rate=retrieval.learning_rate)
+
+
+class _Progress(tf.Module):
+    """The training state that a checkpoint carries besides the weights (restored with them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.record = tf.Variable("{}", dtype=tf.string, trainable=False)
+
+    def state(self) -> dict[str, Any]:
+        loaded = json.loads(self.record.numpy().decode())
+        return {"history": loaded.get("history", {}), "best": loaded.get("best", -1.0),
+                "bad_epochs": loaded.get("bad_epochs", 0), "stopped": loaded.get("stopped", False)}
+
+    def save_state(self, epoch: int, state: dict[str, Any]) -> None:
+        self.epoch.assign(epoch)
+        self.record.assign(json.dumps(state))
+
+
+def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.ndarray],
+        validate: Validator | None, seed: int, checkpoint_dir: pathlib.Path | None,
+        tensorboard_dir: pathlib.Path | None, log: logging.Logger,
+        epoch_callback: EpochCallback | None = None) -> dict[str, list[float]]:
+    """Trains `model` for up to `retrieval.epochs` epochs, resuming from `checkpoint_dir` if it holds a run.
+
+    Args:
+        model: the model (its weights end as the best validation epoch's).
+        retrieval: epochs, batch size, optimiser, early stopping.
+        train: the training feature dict (`training_features`).
+        validate: the per-epoch validation (model -> metrics with recall@early_stopping_k); None trains all
+            epochs without validation.
+        seed: the shuffle seed.
+        checkpoint_dir: where to checkpoint and resume; None keeps everything in memory.
+        tensorboard_dir: where to write summaries; None writes none.
+        log: the run log.
+        epoch_callback: called with (epoch, record) after each finished epoch.
+
+    Returns:
+        The per-epoch history: loss, val_recall (recall@early_stopping_k) and val_<metric>.
+    """
+    optimizer = make_optimizer(retrieval)
+    model.compile(optimizer=optimizer)
+    progress = _Progress()
+    checkpoints = _Checkpoints(model, optimizer, progress, checkpoint_dir)
+    start = checkpoints.restore_latest()
+    state = progress.state()
+    if start:
+        log.info("retrieval: resuming after epoch %d from %s", start, checkpoint_dir)
+    dataset = make_dataset(train, retrieval.batch_size, shuffle=True, seed=seed + start)
+    writer = tf.summary.create_file_writer(str(tensorboard_dir)) if tensorboard_dir is not None else None
+    for epoch in range(start + 1, retrieval.epochs + 1):
+        if state["stopped"]:
+            break
+        loss = float(model.fit(dataset, epochs=1, verbose=0).history["loss"][-1])
+        record = {"loss": loss}
+        if validate is not None:
+            record.update({f"val_{name}": value for name, value in validate(model).items()})
+            record["val_recall"] = record[f"val_recall@{retrieval.early_stopping_k}"]
+        _update_state(state, record, retrieval.early_stopping_patience, checkpoints)
+        progress.save_state(epoch, state)
+        checkpoints.save_latest(epoch)
+        _write_summaries(writer, epoch, record)
+        log.info("retrieval epoch %d: %s", epoch, {name: round(value, 4) for name, value in record.items()})
+        if epoch_callback is not None:
+            epoch_callback(epoch, record)
+    checkpoints.restore_best()
+    return state["history"]
+
+
+def _update_state(state: dict[str, Any], record: dict[str, float], patience: int, checkpoints: _Checkpoints) -> None:
+    for name, value in record.items():
+        state["history"].setdefault(name, []).append(value)
+    if "val_recall" not in record:
+        return
+    if record["val_recall"] > state["best"]:
+        state["best"], state["bad_epochs"] = record["val_recall"], 0
+        checkpoints.save_best()
+    else:
+        state["bad_epochs"] += 1
+        state["stopped"] = patience > 0 and state["bad_epochs"] >= patience
+
+
+def _write_summaries(writer: Any | None, epoch: int, record: dict[str, float]) -> None:
+    if writer is None:
+        return
+    with writer.as_default():
+        for name, value in record.items():
+            tf.summary.scalar(name.replace("@", "_at_"), value, step=epoch)
+    writer.flush()
+
+
+class _Checkpoints:
+    """The latest full checkpoint (resume) and the best model checkpoint (early stopping)."""
+
+    def __init__(self, model: RetrievalModel, optimizer: keras.optimizers.Optimizer, progress: _Progress,
+                 directory: pathlib.Path | None) -> None:
+        self.model = model
+        self.best_weights: list[np.ndarray] | None = None
+        self.latest: tf.train.CheckpointManager | None = None
+        self.best: tf.train.CheckpointManager | None = None
+        if directory is not None:
+            full = tf.train.Checkpoint(model=model, optimizer=optimizer, progress=progress)
+            self.latest = tf.train.CheckpointManager(full, str(directory / "latest"), max_to_keep=2)
+            self.best = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(directory / "best"),
+                                                   max_to_keep=1)
+
+    def restore_latest(self) -> int:
+        """Restores the latest full checkpoint; returns its epoch (0 when there is none)."""
+        if self.latest is None or self.latest.latest_checkpoint is None:
+            return 0
+        self.latest.checkpoint.restore(self.latest.latest_checkpoint).assert_existing_objects_matched().expect_partial()
+        return int(self.latest.checkpoint.progress.epoch.numpy())
+
+    def save_latest(self, epoch: int) -> None:
+        if self.latest is not None:
+            self.latest.save(checkpoint_number=epoch)
+
+    def save_best(self) -> None:
+        if self.best is not None:
+            self.best.save()
+        else:
+            self.best_weights = self.model.get_weights()
+
+    def restore_best(self) -> None:
+        if self.best is not None and self.best.latest_checkpoint is not None:
+            self.best.checkpoint.restore(self.best.latest_checkpoint).expect_partial()
+        elif self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
