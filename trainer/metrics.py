@@ -16,6 +16,24 @@ from collections.abc import Collection, Sequence
 import numpy as np
 
 
+def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the k highest scores per row, best first.
+
+    Args:
+        scores: [U, M].
+        k: 1 <= k <= M.
+
+    Returns:
+        [U, k] int64.
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 2 or not 0 < k <= scores.shape[1]:
+        raise ValueError(f"top_k_indices: need scores [U, M] and 0 < k <= M, got shape {scores.shape} and k={k}")
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1).astype(np.int64)
+
+
 def rank_of_target(target_scores: np.ndarray, negative_scores: np.ndarray) -> np.ndarray:
     """0-based rank of each user's held-out item among its negatives.
 

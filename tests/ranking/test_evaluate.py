@@ -1,0 +1,89 @@
+"""Evaluation and two-stage re-ranking with a popularity model whose scores are known exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from serving import contract
+from trainer.ranking.evaluate import evaluate_full, evaluate_sampled, score_inputs, top_k_full
+from trainer.ranking.models import ItemPop
+from trainer.ranking.protocol import FullRankingSet, SampledSet
+from trainer.ranking.two_stage import candidates_after_exclusion, evaluate_two_stage
+
+
+def strings(rows) -> np.ndarray:
+    return np.array(rows, dtype=object)
+
+
+@pytest.fixture()
+def popularity(hand_space) -> ItemPop:
+    """Training positives: a three times, b twice, c once (logits log 4, log 3, log 2, 0 for d)."""
+    model = ItemPop(hand_space)
+    candidates = strings([["a"], ["a"], ["a"], ["b"], ["b"], ["c"]])
+    model.fit_statistics({contract.CANDIDATE_IDS: candidates}, np.ones((6, 1)))
+    return model
+
+
+def contexts(users: list[str]) -> dict[str, np.ndarray]:
+    return {contract.USER_ID: strings(users), contract.WATCH_HISTORY: strings([[""]] * len(users))}
+
+
+def full_set(exclude: list[set[str]], relevant: list[set[str]]) -> FullRankingSet:
+    return FullRankingSet(contexts=contexts(["u1", "u2"]), relevant=[frozenset(r) for r in relevant],
+                          exclude=[frozenset(e) for e in exclude], pool=strings(["d", "c", "b", "a"]))
+
+
+def test_scores_do_not_depend_on_the_batch_size(popularity):
+    inputs = {**contexts(["u1"] * 5), contract.CANDIDATE_IDS: strings([["a", "b", "c", "d"]] * 5)}
+    np.testing.assert_array_equal(score_inputs(popularity, inputs, pairs_per_batch=4),
+                                  score_inputs(popularity, inputs))
+    np.testing.assert_allclose(score_inputs(popularity, inputs)[0], np.log([4, 3, 2, 1]), rtol=1e-6)
+
+
+def test_sampled_metrics_of_known_ranks(popularity):
+    # held-out a ranks first, c third (a and b beat it), d last of 4
+    held_out = SampledSet(inputs={**contexts(["u1", "u2", "u1"]),
+                                  contract.CANDIDATE_IDS: strings([["a", "b", "c"], ["c", "a", "b"], ["d", "a", "c"]])},
+                          watch_time=np.array([1.0, 2.0, 1.0], dtype=np.float32))
+    metrics = evaluate_sampled(popularity, held_out, k=2)
+    assert metrics["hr@2"] == pytest.approx(1 / 3)
+    assert metrics["ndcg@2"] == pytest.approx(1 / 3)
+    assert metrics["auc"] == pytest.approx((1.0 + 0.0 + 0.0) / 3)
+    # mispredicted watch time: 0 of 1, 2 of 2, 1 of 1 -> 3 / 4
+    assert metrics["weighted_per_user_loss"] == pytest.approx(3 / 4)
+
+
+def test_full_ranking_leaves_out_watched_items(popularity):
+    full = full_set(exclude=[{"a"}, set()], relevant=[{"b"}, {"c"}])
+    np.testing.assert_array_equal(top_k_full(popularity, full, 3), [["b", "c", "d"], ["a", "b", "c"]])
+    metrics = evaluate_full(popularity, full, [1, 3])
+    assert metrics["recall@1"] == pytest.approx(0.5)
+    assert metrics["recall@3"] == pytest.approx(1.0)
+    assert metrics["ndcg_full@3"] == pytest.approx((1.0 + 1 / np.log2(4)) / 2)
+
+
+class ReversedRetriever:
+    """Returns the pool by reverse popularity (d, c, b, a) and records the k it was asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def __call__(self, features: dict[str, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+        self.asked.append(k)
+        rows = len(features[contract.USER_ID])
+        return np.tile(strings(["d", "c", "b", "a"])[:k], (rows, 1)), np.tile(-np.arange(k, dtype=np.float32),
+                                                                              (rows, 1))
+
+
+def test_two_stage_reranks_the_retrieved_candidates(popularity):
+    full = full_set(exclude=[{"c"}, set()], relevant=[{"b"}, {"c"}])
+    retriever = ReversedRetriever()
+    np.testing.assert_array_equal(candidates_after_exclusion(retriever, full, 2), [["d", "b"], ["d", "c"]])
+    assert retriever.asked == [3]  # two candidates plus room for the one excluded item
+    metrics = evaluate_two_stage(retriever, popularity, full, num_candidates=2, ks=[1, 2, 5])
+    assert metrics["two_stage_candidate_recall"] == pytest.approx(1.0)
+    assert metrics["retrieval_only_recall@1"] == pytest.approx(0.0)
+    assert metrics["two_stage_recall@1"] == pytest.approx(1.0)
+    assert metrics["two_stage_recall@2"] == metrics["retrieval_only_recall@2"] == pytest.approx(1.0)
+    assert "two_stage_recall@5" not in metrics  # k beyond the candidate list is not measured

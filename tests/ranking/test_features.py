@@ -1,0 +1,109 @@
+"""The YouTube ranking features, computed in-graph, against values worked out by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from serving import contract
+from trainer.ranking.features import NEVER_WATCHED, QuantileNormalizer, RankingFeatures
+
+NEVER = NEVER_WATCHED
+
+
+def tensors(request: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
+    return {name: tf.constant(value) for name, value in request.items()}
+
+
+def raw_features(space, request) -> dict[str, np.ndarray]:
+    layer = RankingFeatures(space, embedding_dim=4, num_quantiles=10)
+    values = layer.continuous(tensors(request)).numpy()
+    return {name: values[..., i] for i, name in enumerate(layer.continuous_names)}
+
+
+def test_continuous_features_by_hand(hand_space, hand_request):
+    features = raw_features(hand_space, hand_request)
+    # user 1 watched a (g1) then b (g2, g1): g1 twice, g2 once, both last seen 0 watches ago, at day 350.
+    # user 2 watched c, c, a: g2 twice (last 1 watch ago), g1 once (last 0 ago); unknown time -> t_max = day 400.
+    np.testing.assert_array_equal(features["genre_watch_count"], [[2, 1, 0, 0], [0, 2, 1, 2]])
+    np.testing.assert_array_equal(features["genre_positions_since"], [[0, 0, NEVER, NEVER], [NEVER, 0, 0, 1]])
+    np.testing.assert_array_equal(features["item_watch_count"], [[1, 0, 0, 0], [0, 0, 1, 2]])
+    # example age (t_max - t) / t_span = 50 / 300 days; an unknown request time is a serving request: 0
+    np.testing.assert_allclose(features["example_age"], [[50 / 300] * 4, [0.0] * 4], rtol=1e-6)
+    # days since release: a 100, b 200, c unknown, d 300, "new-item" not in the catalogue
+    np.testing.assert_allclose(features["item_age_days"], [[250, 0, 50, 0], [0, 200, 300, 0]])
+
+
+def test_serving_time_example_age_is_zero(hand_space, hand_request):
+    hand_request[contract.REQUEST_TIME] = np.array([500 * 86_400, 400 * 86_400], dtype=np.int64)
+    np.testing.assert_array_equal(raw_features(hand_space, hand_request)["example_age"], np.zeros((2, 4)))
+
+
+def test_an_empty_history_means_never_watched(hand_space, hand_request):
+    hand_request[contract.WATCH_HISTORY] = np.zeros((2, 0), dtype=object)
+    features = raw_features(hand_space, hand_request)
+    np.testing.assert_array_equal(features["genre_watch_count"], np.zeros((2, 4)))
+    np.testing.assert_array_equal(features["genre_positions_since"], np.full((2, 4), NEVER))
+    np.testing.assert_array_equal(features["item_watch_count"], np.zeros((2, 4)))
+
+
+def test_features_the_data_lacks_are_left_out(hand_space, hand_request):
+    bare = dataclasses.replace(hand_space, available=frozenset())
+    layer = RankingFeatures(bare, embedding_dim=4, num_quantiles=10)
+    assert layer.continuous_names == ("item_watch_count", "example_age")
+    assert layer.demographics == {} and layer.age_embedding is None and layer.genre_embedding is None
+    full = RankingFeatures(hand_space, embedding_dim=4, num_quantiles=10)
+    bare_width = layer(tensors(hand_request)).shape[-1]
+    # 2 continuous x (x, x^2, sqrt x) + the watched-items embedding
+    assert bare_width == 2 * 3 + 4
+    # 5 continuous x 3 + release-known flag + gender, occupation, region, age, watched items, genres (4 each)
+    assert full(tensors(hand_request)).shape[-1] == 5 * 3 + 1 + 6 * 4
+
+
+def test_normalised_features_enter_as_x_square_and_root(hand_space, hand_request):
+    layer = RankingFeatures(hand_space, embedding_dim=4, num_quantiles=10)
+    rng = np.random.default_rng(0)
+    layer.normalizer.adapt(rng.uniform(0, 400, size=(200, len(layer.continuous_names))))
+    vector = layer(tensors(hand_request)).numpy()
+    count = len(layer.continuous_names)
+    x, square, root = vector[..., :count], vector[..., count:2 * count], vector[..., 2 * count:3 * count]
+    assert ((x >= 0) & (x < 1)).all()
+    np.testing.assert_allclose(square, x ** 2, rtol=1e-6)
+    np.testing.assert_allclose(root, np.sqrt(x), rtol=1e-6)
+
+
+def test_quantile_normaliser_by_hand():
+    normaliser = QuantileNormalizer(num_features=1, num_quantiles=4)
+    normaliser.adapt(np.array([[0.0], [0.0], [0.0], [1.0], [2.0]]))  # knots 0, 0, 0, 1, 2
+    values = np.array([-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 5.0], dtype=np.float32)[:, None]
+    out = normaliser(tf.constant(values)).numpy()[:, 0]
+    # below -> 0; the tie at 0 spans levels 0..2/4 -> its middle 1/4; 0.5 -> halfway 2/4..3/4; 1 -> 3/4;
+    # 1.5 -> 7/8; the maximum and above -> just under 1
+    below_one = np.nextafter(np.float32(1), np.float32(0))
+    np.testing.assert_allclose(out, [0.0, 0.25, 0.625, 0.75, 0.875, below_one, below_one], rtol=1e-6)
+
+
+def test_quantile_normaliser_is_the_empirical_cdf_per_feature():
+    rng = np.random.default_rng(1)
+    train = np.stack([rng.uniform(0, 10, 5000), rng.exponential(3.0, 5000)], axis=1)
+    normaliser = QuantileNormalizer(num_features=2, num_quantiles=100)
+    normaliser.adapt(train)
+    probe = np.stack([rng.uniform(0, 10, 300), rng.exponential(3.0, 300)], axis=1).astype(np.float32)
+    out = normaliser(tf.constant(probe[None])).numpy()[0]
+    empirical = np.stack([(train[:, j][None, :] <= probe[:, j][:, None]).mean(axis=1) for j in range(2)], axis=1)
+    np.testing.assert_allclose(out, empirical, atol=0.02)
+    order = np.argsort(probe[:, 1])
+    assert (np.diff(out[order, 1]) >= 0).all()
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    (np.array([[1.0, np.nan]]), "NaN or infinity"),
+    (np.zeros((3, 3)), r"expected \[R > 0, 2\]"),
+    (np.zeros((0, 2)), r"expected \[R > 0, 2\]"),
+])
+def test_quantile_normaliser_rejects_bad_training_values(values, message):
+    with pytest.raises(ValueError, match=message):
+        QuantileNormalizer(num_features=2, num_quantiles=4).adapt(values)

@@ -1,0 +1,86 @@
+"""Training: negatives, weights, NeuMF against popularity, checkpoints and resume."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from serving import contract
+from trainer.ranking.evaluate import evaluate_sampled
+from trainer.ranking.models import build_model
+from trainer.ranking.negatives import NegativeSampler
+from trainer.ranking.train import EpochExamples, FitOptions, fit, train_model
+
+
+def options(**changes) -> FitOptions:
+    base = FitOptions(epochs=2, batch_size=256, num_negatives=4, optimizer="adam", learning_rate=0.005, patience=0,
+                      seed=3)
+    return dataclasses.replace(base, **changes)
+
+
+def test_epoch_examples_put_the_watch_first_and_resample_unseen_negatives(temporal):
+    examples = EpochExamples(temporal, ("user_id", "candidate_ids"), options(num_negatives=3))
+    first, labels, weights = examples(0)
+    second, _, _ = examples(1)
+    candidates = first[contract.CANDIDATE_IDS]
+    assert candidates.shape == (len(temporal.train["item_id"]), 4)
+    np.testing.assert_array_equal(candidates[:, 0], temporal.train["item_id"])
+    np.testing.assert_array_equal(labels[:, 0], 1.0)
+    np.testing.assert_array_equal(labels[:, 1:], 0.0)
+    for user, row in zip(first[contract.USER_ID][:500], candidates[:500, 1:], strict=True):
+        assert not set(row) & temporal.seen[user]
+    assert (second[contract.CANDIDATE_IDS][:, 1:] != candidates[:, 1:]).mean() > 0.5
+    watch_time = temporal.train["watch_time"]
+    np.testing.assert_allclose(weights[:, 0], watch_time / np.nanmean(watch_time), rtol=1e-5)
+    np.testing.assert_array_equal(weights[:, 1:], 1.0)
+
+
+def test_neumf_beats_item_popularity_clearly(ncf, config):
+    config = dataclasses.replace(config, ranking=dataclasses.replace(config.ranking, epochs=8))
+    popularity = evaluate_sampled(train_model("itempop", ncf, config)[0], ncf.test)
+    neumf = evaluate_sampled(train_model("neumf", ncf, config)[0], ncf.test)
+    assert neumf["hr@10"] > popularity["hr@10"] + 0.1
+    assert neumf["ndcg@10"] > popularity["ndcg@10"] + 0.05
+    assert neumf["weighted_per_user_loss"] < popularity["weighted_per_user_loss"]
+
+
+def test_checkpoints_resume_where_training_stopped(temporal, config, tmp_path):
+    data = dataclasses.replace(temporal, validation=None)  # no early stopping: the weights are the last epoch's
+    first = build_model("gmf", data.space, config.ranking)
+    fit(first, data, options(epochs=2), checkpoint_dir=tmp_path)
+    again = build_model("gmf", data.space, config.ranking)
+    assert fit(again, data, options(epochs=2), checkpoint_dir=tmp_path) == {}
+    for expected, actual in zip(first.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(actual, expected)
+    resumed = build_model("gmf", data.space, config.ranking)
+    history = fit(resumed, data, options(epochs=3), checkpoint_dir=tmp_path)
+    assert len(history["loss"]) == 1
+    assert not np.allclose(resumed.get_weights()[0], first.get_weights()[0])
+    # the third epoch continued from the second: one more epoch from scratch lands elsewhere
+    scratch = build_model("gmf", data.space, config.ranking)
+    fit(scratch, data, options(epochs=1), checkpoint_dir=tmp_path / "scratch")
+    assert not np.allclose(resumed.get_weights()[0], scratch.get_weights()[0])
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(temporal, config):
+    model = build_model("mf", temporal.space, config.ranking)
+    history = fit(model, temporal, options(epochs=4, learning_rate=0.05, patience=1))
+    best = max(history["validation_ndcg@10"])
+    assert evaluate_sampled(model, temporal.validation)["ndcg@10"] == pytest.approx(best, abs=1e-6)
+
+
+def test_negative_sampler_avoids_seen_items_and_covers_the_rest():
+    seen = {"u1": frozenset({"a", "b", "c"}), "u2": frozenset({"zz-not-in-pool"})}
+    sampler = NegativeSampler(["u1", "u2", "u1"], seen, ["a", "b", "c", "d", "e"])
+    draws = sampler.sample(200, np.random.default_rng(0))
+    assert set(draws[0]) == set(draws[2]) == {"d", "e"}
+    assert set(draws[1]) == {"a", "b", "c", "d", "e"}
+
+
+def test_negative_sampler_refuses_a_user_who_has_seen_everything():
+    with pytest.raises(ValueError, match="user 'u1' has interacted with all 2 items"):
+        NegativeSampler(["u1"], {"u1": frozenset({"a", "b"})}, ["a", "b"])
+    with pytest.raises(ValueError, match="pool is empty"):
+        NegativeSampler(["u1"], {}, [])

@@ -1,0 +1,80 @@
+"""Exports the ranking model as `saved_models/ranking/<version>/` (TF Serving layout, stock ops only).
+
+The SavedModel's only signature is `serving_default` of trainer.ranking.signature (the
+contract's RANKING_INPUTS -> scores, expected_watch_time). The version carries its export
+metadata (signature inputs with defaults, data, config, metrics, the comparison table) and
+warmup requests built from real test contexts, written and published atomically through
+trainer.export.layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from serving import contract
+from trainer.config import ExportConfig
+from trainer.data.bundle import TrainingData
+from trainer.export import layout
+from trainer.ranking.train import RankingResult
+from trainer.retrieval.servability import check_servable
+
+
+def export_ranking(result: RankingResult, data: TrainingData, export: ExportConfig, base_dir: pathlib.Path
+                   ) -> pathlib.Path:
+    """Writes a new version of the `ranking` model under `base_dir/ranking` and returns its folder."""
+    signature = result.signature()
+    examples = data.test_examples if len(data.test_examples[contract.USER_ID]) else data.train_examples
+    requests = warmup_requests(examples, data.catalog.item_ids,
+                               export.warmup_requests, min(export.max_k, len(data.catalog.item_ids)))
+    metadata = export_metadata(result, data)
+
+    def write(version_dir: pathlib.Path) -> None:
+        layout.save_signature_model(signature, signature.serve, version_dir)
+        check_servable(version_dir)  # stock TensorFlow Serving must be able to load it
+        layout.write_metadata(version_dir, metadata)
+        layout.write_warmup_requests(version_dir, contract.RANKING, requests)
+
+    return layout.publish_version(pathlib.Path(base_dir) / contract.RANKING, write)
+
+
+def export_metadata(result: RankingResult, data: TrainingData) -> dict[str, Any]:
+    """The version's metadata asset: how to call it, what it was trained on, how well it did."""
+    return {
+        "model": contract.RANKING,
+        **layout.signature_metadata(contract.RANKING_INPUTS, contract.RANKING_OUTPUTS),
+        "ranking_model": result.model_name,
+        "watch_time_unit": result.watch_time_unit,
+        "data": {"source": data.dataset.name, "events": len(data.dataset.events), "users": len(data.dataset.users),
+                 "items": len(data.dataset.items), **result.space.to_json()},
+        "config": dataclasses.asdict(result.config),
+        "metrics": result.metrics,
+        "comparison": result.comparison,
+    }
+
+
+def warmup_requests(examples: dict[str, np.ndarray], item_ids: np.ndarray, count: int, num_candidates: int
+                    ) -> list[dict[str, np.ndarray]]:
+    """`count` single-user requests from real contexts, each ranking `num_candidates` catalogue items.
+
+    Args:
+        examples: event_examples (any split); their user inputs are reused.
+        item_ids: [M] the catalogue.
+        count: number of requests (at least 1).
+        num_candidates: N, candidates per request.
+    """
+    rows = len(examples[contract.USER_ID])
+    if rows == 0:
+        raise ValueError("warmup_requests: no examples to build requests from")
+    chosen = np.linspace(0, rows - 1, max(count, 1)).astype(int)
+    requests = []
+    for index, row in enumerate(chosen):
+        request = {spec.name: np.asarray(examples[spec.name][row:row + 1]) for spec in contract.USER_INPUTS}
+        start = (index * num_candidates) % max(len(item_ids), 1)
+        candidates = np.roll(np.asarray(item_ids, dtype=object), -start)[:num_candidates]
+        request[contract.CANDIDATE_IDS] = candidates[None, :]
+        requests.append(request)
+    return requests

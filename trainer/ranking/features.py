@@ -1,0 +1,353 @@
+"""The YouTube ranking features (Covington et al. 2016, section 4), computed inside the model.
+
+Every feature is computed in-graph from the serving signature's inputs (`watch_history`,
+`candidate_ids`, `request_time`, demographics) and the item catalogue tables the model
+holds, so training and serving run the same code and cannot skew.
+
+Continuous features, one value per (user, candidate):
+    genre_watch_count      the user's watches of the candidate's genres: for each genre of the
+                           candidate, the number of history items with that genre; the largest.
+    genre_positions_since  how many watches ago the user last watched one of the candidate's
+                           genres (0 = the latest watch; NEVER_WATCHED if never). The signature
+                           carries no history timestamps, so recency is counted in watches.
+    item_watch_count       how often the candidate itself is in the watch history.
+    example_age            (t_max - request_time) / t_span clipped to [0, 1]. A serving request
+                           (request_time >= t_max) and an unknown request_time (0) give 0.
+    item_age_days          days from the candidate's release to request_time (t_max when the
+                           request time is unknown), >= 0; 0 with `item_age_known` = 0 when
+                           the release time is unknown.
+    retrieval_score        the candidate generator's score, when the model holds a scorer.
+Each is normalised to [0, 1) by its training-set quantiles (the empirical CDF, linear between
+quantiles, ties at their mid-rank), and x, x^2 and sqrt(x) all enter the network.
+
+Categorical features: gender, occupation, region and the age bucket of the user, the mean
+embedding of the candidate's genres and the mean embedding of the watched items. A feature
+the data lacks (`FeatureSpace.available`) is left out of the model altogether.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+# isort: split
+import tensorflow as tf
+import tf_keras as keras
+
+from serving import contract
+
+NEVER_WATCHED = 10_000.0
+SECONDS_PER_DAY = 86_400.0
+_BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
+GENRE_FEATURES = ("genre_watch_count", "genre_positions_since")
+DEMOGRAPHICS = ((contract.GENDER, "gender", "genders"), (contract.OCCUPATION, "occupation", "occupations"),
+                (contract.REGION, "region", "regions"))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FeatureSpace:
+    """Everything a ranking model needs to know about the data, fixed at construction.
+
+    Attributes:
+        user_ids, item_ids, genders, occupations, regions, genres: training vocabularies (no "").
+        catalog_item_ids: [M] str, every item that can be a candidate with known content.
+        catalog_genres: [M, G] str, "" pads.
+        catalog_release_time: [M] int64 unix seconds, 0 = unknown.
+        t_max: the latest training timestamp; t_span: the training time range (> 0).
+        age_boundaries: bucket boundaries of the `age` input (0 = unknown is its own bucket).
+        available: the optional data columns that hold values (schema.Dataset.available()).
+    """
+
+    user_ids: tuple[str, ...]
+    item_ids: tuple[str, ...]
+    genders: tuple[str, ...]
+    occupations: tuple[str, ...]
+    regions: tuple[str, ...]
+    genres: tuple[str, ...]
+    catalog_item_ids: np.ndarray
+    catalog_genres: np.ndarray
+    catalog_release_time: np.ndarray
+    t_max: int
+    t_span: int
+    age_boundaries: tuple[float, ...]
+    available: frozenset[str]
+
+    def __post_init__(self) -> None:
+        if self.t_span <= 0:
+            raise ValueError(f"FeatureSpace: t_span must be > 0, got {self.t_span}")
+        if not self.item_ids:
+            raise ValueError("FeatureSpace: the item vocabulary is empty")
+        rows = len(self.catalog_item_ids)
+        if self.catalog_genres.shape[0] != rows or self.catalog_release_time.shape != (rows,):
+            raise ValueError(
+                f"FeatureSpace: catalogue arrays disagree: {rows} ids, genres {self.catalog_genres.shape}, "
+                f"release_time {self.catalog_release_time.shape}"
+            )
+
+    @classmethod
+    def from_parts(cls, vocab: Any, catalog: Any, t_max: int, t_span: int, available: set[str] | frozenset[str],
+                   age_boundaries: Sequence[float]) -> FeatureSpace:
+        """Builds the space from a `trainer.data.vocab.Vocabularies` and a `trainer.data.catalog.ItemCatalog`."""
+        return cls(
+            user_ids=tuple(vocab.user_ids), item_ids=tuple(vocab.item_ids), genders=tuple(vocab.genders),
+            occupations=tuple(vocab.occupations), regions=tuple(vocab.regions), genres=tuple(vocab.genres),
+            catalog_item_ids=np.asarray(catalog.item_ids, dtype=object),
+            catalog_genres=np.asarray(catalog.genres, dtype=object),
+            catalog_release_time=np.asarray(catalog.release_time, dtype=np.int64),
+            t_max=int(t_max), t_span=int(t_span), age_boundaries=tuple(float(b) for b in age_boundaries),
+            available=frozenset(available),
+        )
+
+    def has(self, column: str) -> bool:
+        return column in self.available
+
+    def to_json(self) -> dict[str, Any]:
+        """The sizes and constants worth recording in the export metadata."""
+        return {"num_users": len(self.user_ids), "num_items": len(self.item_ids),
+                "num_catalog_items": len(self.catalog_item_ids), "num_genres": len(self.genres),
+                "t_max": self.t_max, "t_span": self.t_span, "available": sorted(self.available)}
+
+
+def string_lookup(vocabulary: Sequence[str]) -> keras.layers.StringLookup:
+    """"" -> 0, out of vocabulary -> 1, the i-th entry -> i + 2 (as `Vocabularies.lookup`)."""
+    return keras.layers.StringLookup(vocabulary=list(vocabulary), mask_token="", num_oov_indices=1)
+
+
+class CatalogTables(keras.layers.Layer):
+    """The item catalogue as lookup tables: candidate id -> genres, release time.
+
+    Row 0 is the padding id "", row 1 an id outside the catalogue (no genres, unknown release).
+    """
+
+    def __init__(self, space: FeatureSpace, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rows = string_lookup([str(i) for i in space.catalog_item_ids])
+        codes, multi_hot = _genre_tables(space.catalog_genres, space.genres)
+        known = space.catalog_release_time > 0
+        self.genre_codes = self._constant("genre_codes", codes)
+        self.genre_multi_hot = self._constant("genre_multi_hot", multi_hot)
+        self.release_days = self._constant(
+            "release_days", _with_reserved_rows(np.where(known, space.catalog_release_time / SECONDS_PER_DAY, 0.0)))
+        self.release_known = self._constant("release_known", _with_reserved_rows(known.astype(np.float32)))
+
+    def _constant(self, name: str, value: np.ndarray) -> tf.Variable:
+        dtype = tf.int64 if value.dtype.kind in "iu" else tf.float32
+        return self.add_weight(name=name, shape=value.shape, dtype=dtype, trainable=False,
+                               initializer=tf.constant_initializer(value))
+
+    def call(self, item_ids: tf.Tensor) -> tf.Tensor:
+        """Catalogue rows of `item_ids` (any shape, string) as int64 of the same shape."""
+        return self.rows(item_ids)
+
+
+class QuantileNormalizer(keras.layers.Layer):
+    """Maps each continuous feature to [0, 1) by its training-set quantiles.
+
+    The knots are the quantiles at levels 0, 1/Q, ..., 1; a value between two knots is
+    interpolated linearly, a value shared by several knots (a tie) gets the middle of their
+    levels, values below the first knot give 0 and above the last just under 1.
+    """
+
+    def __init__(self, num_features: int, num_quantiles: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if num_quantiles < 1:
+            raise ValueError(f"num_quantiles must be >= 1, got {num_quantiles}")
+        self.num_features = num_features
+        self.num_quantiles = num_quantiles
+        self.knots = self.add_weight(name="knots", shape=(num_features, num_quantiles + 1), trainable=False,
+                                     initializer=tf.constant_initializer(
+                                         np.tile(np.linspace(0.0, 1.0, num_quantiles + 1), (num_features, 1))))
+
+    def adapt(self, values: np.ndarray) -> None:
+        """Sets the knots from training values [R, F] (non-finite values are an error)."""
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != self.num_features or values.shape[0] == 0:
+            raise ValueError(f"QuantileNormalizer.adapt: expected [R > 0, {self.num_features}], got {values.shape}")
+        if not np.isfinite(values).all():
+            raise ValueError("QuantileNormalizer.adapt: the training values hold NaN or infinity")
+        levels = np.linspace(0.0, 1.0, self.num_quantiles + 1)
+        self.knots.assign(np.quantile(values, levels, axis=0).T.astype(np.float32))
+
+    def call(self, values: tf.Tensor) -> tf.Tensor:
+        """Args: values [..., F] float32. Returns: [..., F] in [0, 1)."""
+        shape = tf.shape(values)
+        flat = tf.transpose(tf.reshape(values, [-1, self.num_features]))
+        level = 0.5 * (self._cdf(flat, "left") + self._cdf(flat, "right"))
+        level = tf.clip_by_value(level, 0.0, _BELOW_ONE)
+        return tf.reshape(tf.transpose(level), shape)
+
+    def _cdf(self, flat: tf.Tensor, side: str) -> tf.Tensor:
+        knots = tf.convert_to_tensor(self.knots)
+        last = self.num_quantiles
+        index = tf.searchsorted(knots, flat, side=side)
+        lower_index = tf.clip_by_value(index - 1, 0, last)
+        lower = tf.gather(knots, lower_index, batch_dims=1)
+        upper = tf.gather(knots, tf.clip_by_value(index, 0, last), batch_dims=1)
+        fraction = tf.clip_by_value((flat - lower) / tf.maximum(upper - lower, 1e-12), 0.0, 1.0)
+        inner = (tf.cast(lower_index, tf.float32) + fraction) / float(last)
+        return tf.where(index == 0, 0.0, tf.where(index > last, 1.0, inner))
+
+
+class RankingFeatures(keras.layers.Layer):
+    """The YouTube ranking features of each (user, candidate) pair, as one dense vector.
+
+    `retrieval_scorer`, when given, is a layer mapping the signature inputs to [B, N]
+    candidate-generator scores (see trainer.ranking.retrieval_feature); it is not trained here.
+    """
+
+    def __init__(self, space: FeatureSpace, embedding_dim: int, num_quantiles: int,
+                 retrieval_scorer: keras.layers.Layer | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.space = space
+        self.catalog = CatalogTables(space, name="catalog")
+        self.retrieval_scorer = retrieval_scorer
+        if retrieval_scorer is not None:
+            retrieval_scorer.trainable = False
+        self.continuous_names = tuple(continuous_feature_names(space, retrieval_scorer is not None))
+        self.normalizer = QuantileNormalizer(len(self.continuous_names), num_quantiles, name="quantiles")
+        self.demographics = {
+            key: (string_lookup(getattr(space, vocab)), keras.layers.Embedding(len(getattr(space, vocab)) + 2,
+                                                                               embedding_dim, name=f"{key}_embedding"))
+            for key, column, vocab in DEMOGRAPHICS if space.has(column)
+        }
+        self.age_embedding = (keras.layers.Embedding(len(space.age_boundaries) + 2, embedding_dim,
+                                                     name="age_embedding") if space.has("age") else None)
+        self.genre_embedding = (keras.layers.Embedding(len(space.genres) + 2, embedding_dim, name="genre_embedding")
+                                if self._use_genres else None)
+        self.history_lookup = string_lookup(space.item_ids)
+        self.history_embedding = keras.layers.Embedding(len(space.item_ids) + 2, embedding_dim,
+                                                        name="watched_item_embedding")
+
+    @property
+    def _use_genres(self) -> bool:
+        return self.space.has("genres") and len(self.space.genres) > 0
+
+    def continuous(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        """The raw continuous features [B, N, F] (F = len(continuous_names)), before normalisation.
+
+        Args:
+            inputs: watch_history [B, H] str, candidate_ids [B, N] str, request_time [B] int64, and the
+                user inputs the retrieval scorer reads.
+        """
+        history, candidates = inputs[contract.WATCH_HISTORY], inputs[contract.CANDIDATE_IDS]
+        request_time = tf.cast(inputs[contract.REQUEST_TIME], tf.float64)
+        candidate_rows = self.catalog(candidates)
+        columns: dict[str, tf.Tensor] = {}
+        if self._use_genres:
+            columns.update(self._genre_features(self.catalog(history), candidate_rows))
+        columns["item_watch_count"] = _occurrences(candidates, history)
+        columns["example_age"] = tf.broadcast_to(self._example_age(request_time)[:, None], tf.shape(candidates))
+        if self.space.has("release_time"):
+            columns["item_age_days"] = self._item_age_days(request_time, candidate_rows)
+        if self.retrieval_scorer is not None:
+            columns["retrieval_score"] = tf.cast(self.retrieval_scorer(inputs), tf.float32)
+        return tf.stack([tf.cast(columns[name], tf.float32) for name in self.continuous_names], axis=-1)
+
+    def call(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Args: the signature inputs (candidate_ids [B, N]). Returns: [B, N, D] float32."""
+        candidates = inputs[contract.CANDIDATE_IDS]
+        num_candidates = tf.shape(candidates)[1]
+        normalised = self.normalizer(self.continuous(inputs))
+        parts = [normalised, tf.square(normalised), tf.sqrt(normalised)]
+        if self.space.has("release_time"):
+            rows = self.catalog(candidates)
+            parts.append(tf.gather(self.catalog.release_known, rows)[..., None])
+        user_parts = [embedding(lookup(inputs[key])) for key, (lookup, embedding) in self.demographics.items()]
+        if self.age_embedding is not None:
+            user_parts.append(self.age_embedding(self._age_bucket(inputs[contract.AGE])))
+        watched = self.history_lookup(inputs[contract.WATCH_HISTORY])
+        user_parts.append(_masked_mean(self.history_embedding(watched), watched > 0))
+        user_vector = tf.concat(user_parts, axis=-1)
+        parts.append(tf.tile(user_vector[:, None, :], [1, num_candidates, 1]))
+        if self.genre_embedding is not None:
+            codes = tf.gather(self.catalog.genre_codes, self.catalog(candidates))
+            parts.append(_masked_mean(self.genre_embedding(codes), codes > 0))
+        return tf.concat(parts, axis=-1)
+
+    def adapt(self, inputs: dict[str, np.ndarray], batch_size: int = 1024) -> None:
+        """Fits the quantile normaliser on training inputs (candidate_ids [R, C]: positives and negatives)."""
+        rows = len(inputs[contract.CANDIDATE_IDS])
+        chunks = [
+            self.continuous({k: tf.constant(v[start:start + batch_size]) for k, v in inputs.items()}).numpy()
+            for start in range(0, rows, batch_size)
+        ]
+        values = np.concatenate(chunks, axis=0)
+        self.normalizer.adapt(values.reshape(-1, len(self.continuous_names)))
+
+    def _genre_features(self, history_rows: tf.Tensor, candidate_rows: tf.Tensor) -> dict[str, tf.Tensor]:
+        watched = tf.gather(self.catalog.genre_multi_hot, history_rows)  # [B, H, NG]
+        counts = tf.reduce_sum(watched, axis=1)  # [B, NG]
+        length = tf.shape(history_rows)[1]
+        positions_ago = tf.cast(tf.range(length - 1, -1, -1), tf.float32)[None, :, None]  # [1, H, 1]
+        since = tf.reduce_min(tf.where(watched > 0, positions_ago, NEVER_WATCHED), axis=1)  # [B, NG]
+        since = tf.where(length > 0, since, tf.fill(tf.shape(counts), NEVER_WATCHED))
+        candidate_genres = tf.gather(self.catalog.genre_multi_hot, candidate_rows)  # [B, N, NG]
+        has_genre = candidate_genres > 0
+        watch_count = tf.reduce_max(tf.where(has_genre, counts[:, None, :], 0.0), axis=-1)
+        positions_since = tf.reduce_min(tf.where(has_genre, since[:, None, :], NEVER_WATCHED), axis=-1)
+        return {"genre_watch_count": watch_count, "genre_positions_since": positions_since}
+
+    def _example_age(self, request_time: tf.Tensor) -> tf.Tensor:
+        age = tf.clip_by_value((float(self.space.t_max) - request_time) / float(self.space.t_span), 0.0, 1.0)
+        return tf.where(request_time > 0, age, 0.0)
+
+    def _item_age_days(self, request_time: tf.Tensor, candidate_rows: tf.Tensor) -> tf.Tensor:
+        reference = tf.where(request_time > 0, request_time, float(self.space.t_max)) / SECONDS_PER_DAY
+        release = tf.cast(tf.gather(self.catalog.release_days, candidate_rows), tf.float64)
+        known = tf.gather(self.catalog.release_known, candidate_rows) > 0
+        return tf.where(known, tf.maximum(reference[:, None] - release, 0.0), 0.0)
+
+    def _age_bucket(self, age: tf.Tensor) -> tf.Tensor:
+        bucket = tf.raw_ops.Bucketize(input=tf.cast(age, tf.float32), boundaries=list(self.space.age_boundaries))
+        return tf.where(age > 0, tf.cast(bucket, tf.int64) + 1, tf.zeros_like(age, tf.int64))
+
+
+def continuous_feature_names(space: FeatureSpace, with_retrieval_score: bool) -> list[str]:
+    """The continuous features a model over `space` computes, in order."""
+    names = list(GENRE_FEATURES) if space.has("genres") and space.genres else []
+    names += ["item_watch_count", "example_age"]
+    if space.has("release_time"):
+        names.append("item_age_days")
+    if with_retrieval_score:
+        names.append("retrieval_score")
+    return names
+
+
+def _occurrences(candidates: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
+    """[B, N] how often each non-empty candidate appears in its row of history [B, H]."""
+    same = tf.equal(candidates[:, :, None], history[:, None, :])
+    same = tf.logical_and(same, tf.not_equal(candidates, "")[:, :, None])
+    return tf.reduce_sum(tf.cast(same, tf.float32), axis=-1)
+
+
+def _masked_mean(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Mean over the second-to-last axis of embeddings [..., L, E] where mask [..., L]; zeros if none."""
+    weights = tf.cast(mask, embeddings.dtype)[..., None]
+    total = tf.reduce_sum(embeddings * weights, axis=-2)
+    return total / tf.maximum(tf.reduce_sum(weights, axis=-2), 1.0)
+
+
+def _with_reserved_rows(values: np.ndarray) -> np.ndarray:
+    """Prepends the rows of the padding id and of an id outside the catalogue (zeros)."""
+    reserved = np.zeros((2,) + values.shape[1:], dtype=values.dtype)
+    return np.concatenate([reserved, values], axis=0)
+
+
+def _genre_tables(genres: np.ndarray, genre_vocabulary: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Genre codes [M + 2, G] (0 pad, 1 unknown genre, index + 2) and multi-hot [M + 2, NG] over known genres."""
+    genres = np.asarray(genres, dtype=object).reshape(len(genres), -1)
+    index = pd.Index(list(genre_vocabulary)).get_indexer(genres.ravel()).reshape(genres.shape)
+    empty = genres == ""
+    codes = np.where(empty, 0, np.where(index < 0, 1, index + 2)).astype(np.int64)
+    multi_hot = np.zeros((len(genres), max(len(genre_vocabulary), 1)), dtype=np.float32)
+    rows, columns = np.nonzero((index >= 0) & ~empty)
+    multi_hot[rows, index[rows, columns]] = 1.0
+    if codes.shape[1] == 0:
+        codes = np.zeros((len(genres), 1), dtype=np.int64)
+    return _with_reserved_rows(codes), _with_reserved_rows(multi_hot)

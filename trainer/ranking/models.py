@@ -1,0 +1,238 @@
+"""Ranking models on one interface: `model(inputs) -> logits [B, N]` for candidate_ids [B, N].
+
+    ItemPop              log(1 + training count) of the candidate: the popularity baseline.
+    MatrixFactorization  p_u . q_i + b_u + b_i + b (dot-product MF).
+    NeuMF                He et al. 2017: a GMF branch (p_u * q_i) and an MLP branch (a tower over
+                         [p_u, q_i]) with separate embeddings, concatenated before one output unit.
+                         GMF and MLP are NeuMF with one branch; the full model feeds the YouTube
+                         ranking features (trainer.ranking.features) into the MLP branch as well.
+
+The logit is that of a (weighted) logistic regression: sigmoid(logit) is the watch
+probability, exp(logit) the expected watch time (trainer.ranking.loss). Users and items
+outside the training vocabulary get a zero embedding, so they are scored (by the biases and,
+in the full model, by their content features), never an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+# isort: split
+import tensorflow as tf
+import tf_keras as keras
+
+from serving import contract
+from trainer.config import RANKING_MODELS, RankingConfig
+from trainer.ranking.features import FeatureSpace, RankingFeatures, string_lookup
+
+ID_INPUTS = (contract.USER_ID, contract.CANDIDATE_IDS)
+ALL_INPUTS = tuple(spec.name for spec in contract.RANKING_INPUTS)
+_FIRST_KNOWN_CODE = 2  # StringLookup codes 0 (padding) and 1 (out of vocabulary) carry no embedding
+
+
+class RankingModel(keras.Model):
+    """Scores candidates: `call(inputs) -> logits [B, N]`.
+
+    Attributes:
+        feature_keys: the signature inputs the model reads (training feeds only these).
+        learns_by_gradient: False for models fitted by counting (ItemPop).
+    """
+
+    feature_keys: tuple[str, ...] = ID_INPUTS
+    learns_by_gradient = True
+
+    def fit_statistics(self, inputs: dict[str, np.ndarray], labels: np.ndarray) -> None:
+        """Fits what is counted rather than learnt, on training inputs (candidate_ids [R, C]) and labels [R, C]."""
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        raise NotImplementedError
+
+    def create_weights(self) -> None:
+        """Creates the weights (as the first call would) by scoring one request of unknown values."""
+        if not self.built:
+            self(dummy_request())
+
+    def logits(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        """The inference-mode logits [B, N] of the inputs in `feature_keys` (one graph, traced once)."""
+        if getattr(self, "_inference", None) is None:
+            specs = {spec.name: tf.TensorSpec([None] * spec.rank, tf.dtypes.as_dtype(spec.dtype), spec.name)
+                     for spec in contract.RANKING_INPUTS if spec.name in self.feature_keys}
+            self._inference = tf.function(lambda batch: self(batch, training=False), input_signature=[specs],
+                                          autograph=False)
+        return self._inference({key: inputs[key] for key in self.feature_keys})
+
+
+class ItemPop(RankingModel):
+    """The popularity baseline: logit = log(1 + number of training positives of the candidate)."""
+
+    learns_by_gradient = False
+
+    def __init__(self, space: FeatureSpace, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.items = string_lookup(space.item_ids)
+        self.log_counts = self.add_weight(name="log_counts", shape=(len(space.item_ids) + 2,), trainable=False,
+                                          initializer="zeros")
+
+    def fit_statistics(self, inputs: dict[str, np.ndarray], labels: np.ndarray) -> None:
+        codes = self.items(tf.constant(inputs[contract.CANDIDATE_IDS][labels > 0])).numpy()
+        counts = np.bincount(codes, minlength=self.log_counts.shape[0]).astype(np.float64)
+        counts[:_FIRST_KNOWN_CODE] = 0.0
+        self.log_counts.assign(np.log1p(counts).astype(np.float32))
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        return tf.gather(self.log_counts, self.items(inputs[contract.CANDIDATE_IDS]))
+
+
+class IdEmbedding(keras.layers.Layer):
+    """An id embedding whose padding and out-of-vocabulary rows are zero (unknown ids carry no signal)."""
+
+    def __init__(self, vocabulary_size: int, dim: int, l2: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.embedding = keras.layers.Embedding(
+            vocabulary_size + _FIRST_KNOWN_CODE, dim,
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=0.01),
+            embeddings_regularizer=keras.regularizers.l2(l2) if l2 > 0 else None, name="embedding")
+
+    def call(self, codes: tf.Tensor) -> tf.Tensor:
+        """Args: codes [...] int64 StringLookup codes. Returns: [..., dim]."""
+        known = tf.cast(codes >= _FIRST_KNOWN_CODE, tf.float32)[..., None]
+        return self.embedding(codes) * known
+
+
+class MatrixFactorization(RankingModel):
+    """Dot-product MF with user, item and global biases."""
+
+    def __init__(self, space: FeatureSpace, embedding_dim: int, l2: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.users, self.items = string_lookup(space.user_ids), string_lookup(space.item_ids)
+        self.user_factors = IdEmbedding(len(space.user_ids), embedding_dim, l2, name="user_factors")
+        self.item_factors = IdEmbedding(len(space.item_ids), embedding_dim, l2, name="item_factors")
+        self.user_bias = IdEmbedding(len(space.user_ids), 1, l2, name="user_bias")
+        self.item_bias = IdEmbedding(len(space.item_ids), 1, l2, name="item_bias")
+        self.global_bias = self.add_weight(name="global_bias", shape=(), initializer="zeros")
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        users, items = self.users(inputs[contract.USER_ID]), self.items(inputs[contract.CANDIDATE_IDS])
+        dot = tf.reduce_sum(self.user_factors(users)[:, None, :] * self.item_factors(items), axis=-1)
+        return dot + self.user_bias(users) + tf.squeeze(self.item_bias(items), -1) + self.global_bias
+
+
+class GmfBranch(keras.layers.Layer):
+    """Generalised matrix factorisation: the element-wise product p_u * q_i, [B, N, E]."""
+
+    def __init__(self, space: FeatureSpace, embedding_dim: int, l2: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.user_embedding = IdEmbedding(len(space.user_ids), embedding_dim, l2, name="user_embedding")
+        self.item_embedding = IdEmbedding(len(space.item_ids), embedding_dim, l2, name="item_embedding")
+
+    def call(self, users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
+        """Args: users [B], items [B, N] int64 codes. Returns: [B, N, E]."""
+        return self.user_embedding(users)[:, None, :] * self.item_embedding(items)
+
+
+class MlpBranch(keras.layers.Layer):
+    """The MLP tower over [p_u, q_i (, ranking features)], [B, N, layers[-1]].
+
+    As in the NCF code, `layers[0]` is the width of the concatenated embeddings (each
+    layers[0] // 2 wide) and `layers[1:]` are the ReLU hidden layers.
+    """
+
+    def __init__(self, space: FeatureSpace, layers: Sequence[int], l2: float,
+                 features: RankingFeatures | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        dim = max(layers[0] // 2, 1)
+        self.user_embedding = IdEmbedding(len(space.user_ids), dim, l2, name="user_embedding")
+        self.item_embedding = IdEmbedding(len(space.item_ids), dim, l2, name="item_embedding")
+        self.features = features
+        self.hidden = [keras.layers.Dense(width, activation="relu", name=f"hidden_{i}")
+                       for i, width in enumerate(layers[1:])]
+
+    def call(self, users: tf.Tensor, items: tf.Tensor, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Args: users [B], items [B, N] int64 codes; inputs: the signature inputs. Returns: [B, N, D]."""
+        item_vectors = self.item_embedding(items)
+        user_vectors = tf.tile(self.user_embedding(users)[:, None, :], [1, tf.shape(items)[1], 1])
+        parts = [user_vectors, item_vectors]
+        if self.features is not None:
+            parts.append(self.features(inputs))
+        hidden = tf.concat(parts, axis=-1)
+        for layer in self.hidden:
+            hidden = layer(hidden)
+        return hidden
+
+
+class NeuMF(RankingModel):
+    """NeuMF, or one of its branches (GMF: mlp_layers=None; MLP: gmf_dim=None), optionally with features."""
+
+    def __init__(self, space: FeatureSpace, gmf_dim: int | None, mlp_layers: Sequence[int] | None, l2: float = 0.0,
+                 features: RankingFeatures | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if gmf_dim is None and mlp_layers is None:
+            raise ValueError("NeuMF needs a GMF branch, an MLP branch or both")
+        if features is not None and mlp_layers is None:
+            raise ValueError("the ranking features enter the MLP branch: give mlp_layers")
+        self.users, self.items = string_lookup(space.user_ids), string_lookup(space.item_ids)
+        self.gmf = GmfBranch(space, gmf_dim, l2, name="gmf") if gmf_dim is not None else None
+        self.mlp = MlpBranch(space, mlp_layers, l2, features, name="mlp") if mlp_layers is not None else None
+        self.output_layer = keras.layers.Dense(1, kernel_initializer="lecun_uniform", name="prediction")
+        self.feature_keys = ALL_INPUTS if features is not None else ID_INPUTS
+
+    @property
+    def features(self) -> RankingFeatures | None:
+        return self.mlp.features if self.mlp is not None else None
+
+    def fit_statistics(self, inputs: dict[str, np.ndarray], labels: np.ndarray) -> None:
+        if self.features is not None:
+            self.features.adapt(inputs)
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        users, items = self.users(inputs[contract.USER_ID]), self.items(inputs[contract.CANDIDATE_IDS])
+        parts = []
+        if self.gmf is not None:
+            parts.append(self.gmf(users, items))
+        if self.mlp is not None:
+            parts.append(self.mlp(users, items, inputs))
+        return tf.squeeze(self.output_layer(tf.concat(parts, axis=-1)), axis=-1)
+
+
+def dummy_request(batch: int = 1, candidates: int = 1) -> dict[str, tf.Tensor]:
+    """A request with every signature input at its default ("unknown") value."""
+    return {spec.name: tf.fill([batch, candidates] if spec.rank == 2 else [batch],
+                               tf.constant(spec.default, tf.dtypes.as_dtype(spec.dtype)))
+            for spec in contract.RANKING_INPUTS}
+
+
+def build_model(name: str, space: FeatureSpace, config: RankingConfig,
+                retrieval_scorer: keras.layers.Layer | None = None) -> RankingModel:
+    """The ranking model called `name` (one of config.RANKING_MODELS).
+
+    Args:
+        name: "itempop", "mf", "gmf", "mlp", "neumf", "neumf_pretrained" (NeuMF's architecture;
+            trainer.ranking.pretrain fills its weights) or "full" (NeuMF + YouTube ranking features).
+        space: the vocabularies and catalogue.
+        config: sizes (embedding_dim, mlp_layers, feature_embedding_dim, l2_regularization, num_quantiles).
+        retrieval_scorer: for "full", a layer giving the candidate generator's score [B, N] as a feature.
+
+    Raises:
+        ValueError: an unknown model name.
+    """
+    l2 = config.l2_regularization
+    if name == "itempop":
+        return ItemPop(space, name=name)
+    if name == "mf":
+        return MatrixFactorization(space, config.embedding_dim, l2, name=name)
+    if name == "gmf":
+        return NeuMF(space, config.embedding_dim, None, l2, name=name)
+    if name == "mlp":
+        return NeuMF(space, None, config.mlp_layers, l2, name=name)
+    if name in ("neumf", "neumf_pretrained"):
+        return NeuMF(space, config.embedding_dim, config.mlp_layers, l2, name=name)
+    if name == "full":
+        features = RankingFeatures(space, config.feature_embedding_dim, config.num_quantiles, retrieval_scorer,
+                                   name="ranking_features")
+        return NeuMF(space, config.embedding_dim, config.mlp_layers, l2, features=features, name=name)
+    raise ValueError(f"unknown ranking model {name!r}; choose one of {', '.join(RANKING_MODELS)}")

@@ -1,0 +1,195 @@
+"""The inputs of one evaluation protocol: training examples, held-out sets and the feature space.
+
+- `temporal_protocol`: what serving faces. Train on the temporal training split; validate and
+  test on later events, each held-out event ranked against sampled negatives, plus a full
+  ranking of the catalogue for the test users at the start of the test period.
+- `ncf_protocol`: He et al. 2017. Leave-last-out: each user's latest event is the test item,
+  ranked among the 99 sampled negatives of `trainer.data.splits.leave_last_out`; the latest
+  remaining event of each user is the validation hold-out (for early stopping and tuning),
+  and the models train on the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from serving import contract
+from trainer.config import Config
+from trainer.data.bundle import TrainingData
+from trainer.data.catalog import ItemCatalog
+from trainer.data.examples import ITEM_ID, WATCH_TIME, event_examples, query_examples
+from trainer.data.pipeline import AGE_BUCKETS
+from trainer.data.schema import Dataset
+from trainer.data.splits import LeaveLastOut, leave_last_out, sample_negatives
+from trainer.data.vocab import Vocabularies
+from trainer.ranking.features import FeatureSpace
+
+USER_INPUT_NAMES = tuple(spec.name for spec in contract.USER_INPUTS)
+
+
+@dataclasses.dataclass
+class SampledSet:
+    """Held-out positives, each ranked against sampled negatives.
+
+    Attributes:
+        inputs: the user inputs [R] / [R, H] and candidate_ids [R, 1 + N], the held-out item first.
+        watch_time: [R] the held-out events' watch time (NaN = unknown).
+    """
+
+    inputs: dict[str, np.ndarray]
+    watch_time: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.watch_time)
+
+
+@dataclasses.dataclass
+class FullRankingSet:
+    """Users whose relevant items are searched for in the whole pool.
+
+    Attributes:
+        contexts: user inputs [U] / [U, H] at request time.
+        relevant: [U] the items each user watched next.
+        exclude: [U] items the user had already watched (never recommended again).
+        pool: [M] every candidate item id.
+    """
+
+    contexts: dict[str, np.ndarray]
+    relevant: list[frozenset[str]]
+    exclude: list[frozenset[str]]
+    pool: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.relevant)
+
+
+@dataclasses.dataclass
+class RankingData:
+    """What training and evaluating a ranking model on one protocol needs.
+
+    Attributes:
+        name: "temporal" or "ncf".
+        space: vocabularies (from the training events only) and the catalogue.
+        train: event_examples of the training events (item_id, watch_time and the user inputs).
+        seen: user -> items of their training events (never sampled as their negatives).
+        validation, test: held-out sets with sampled negatives.
+        full_ranking: the test users for full-corpus ranking.
+    """
+
+    name: str
+    space: FeatureSpace
+    train: dict[str, np.ndarray]
+    seen: Mapping[str, frozenset[str]]
+    validation: SampledSet | None
+    test: SampledSet
+    full_ranking: FullRankingSet | None
+
+
+def feature_space(vocab: Vocabularies, catalog: ItemCatalog, train_events: pd.DataFrame,
+                  available: set[str]) -> FeatureSpace:
+    """The feature space of a training split (example age spans its time range)."""
+    times = train_events["timestamp"].to_numpy()
+    t_max = int(times.max())
+    return FeatureSpace.from_parts(vocab, catalog, t_max, max(1, t_max - int(times.min())), available, AGE_BUCKETS)
+
+
+def temporal_protocol(data: TrainingData, config: Config) -> RankingData:
+    """The temporal split of the run's data (`trainer.data.bundle.prepare`)."""
+    split = data.split
+    space = FeatureSpace.from_parts(data.vocab, data.catalog, data.t_max, data.t_span, data.available_features,
+                                    AGE_BUCKETS)
+    rng = np.random.default_rng(config.seed)
+    every_item = items_by_user(data.dataset.events)
+    pool = np.asarray(space.catalog_item_ids, dtype=object)
+    limit, negatives = config.ranking.eval_max_examples, config.data.eval_negatives
+    validation = None
+    if len(split.validation):
+        validation = _sampled(_subsample(data.validation_examples, limit, rng), every_item, pool, negatives, rng)
+    before_test = pd.concat([split.train, split.validation], ignore_index=True)
+    return RankingData(
+        name="temporal", space=space, train=data.train_examples, seen=items_by_user(split.train),
+        validation=validation,
+        test=_sampled(_subsample(data.test_examples, limit, rng), every_item, pool, negatives, rng),
+        full_ranking=_future_items(data.dataset, before_test, split.test, split.test_start, pool, config, rng),
+    )
+
+
+def ncf_protocol(dataset: Dataset, config: Config, split: LeaveLastOut | None = None) -> RankingData:
+    """Leave-last-out with sampled negatives (He et al. 2017) on the events of `dataset`.
+
+    Args:
+        dataset: the source's tables.
+        config: data.eval_negatives, data.history_length, data.search_history_length, data.seed.
+        split: a leave-last-out split to reuse (e.g. the one the implicit baselines use); by default
+            `leave_last_out(dataset.events, data.eval_negatives, data.seed)`.
+    """
+    data_config = config.data
+    outer = split or leave_last_out(dataset.events, data_config.eval_negatives, data_config.seed)
+    inner = leave_last_out(outer.train, data_config.eval_negatives, data_config.seed + 1)
+    vocab = Vocabularies.from_training(inner.train, dataset.users, dataset.items)
+    space = feature_space(vocab, ItemCatalog.from_items(dataset.items), inner.train, dataset.available())
+    lengths = (data_config.history_length, data_config.search_history_length)
+    test_examples = event_examples(outer.test, dataset.users, *lengths, history_events=outer.train)
+    seen = items_by_user(outer.train)
+    return RankingData(
+        name="ncf", space=space, train=event_examples(inner.train, dataset.users, *lengths), seen=items_by_user(
+            inner.train),
+        validation=_with_negatives(event_examples(inner.test, dataset.users, *lengths, history_events=inner.train),
+                                   inner.negatives),
+        test=_with_negatives(test_examples, outer.negatives),
+        full_ranking=FullRankingSet(
+            contexts=_user_inputs(test_examples),
+            relevant=[frozenset([item]) for item in test_examples[ITEM_ID]],
+            exclude=[seen.get(user, frozenset()) for user in test_examples[contract.USER_ID]],
+            pool=np.asarray(space.catalog_item_ids, dtype=object)),
+    )
+
+
+def items_by_user(events: pd.DataFrame) -> dict[str, frozenset[str]]:
+    """user id -> the set of items of their events."""
+    return {str(user): frozenset(items) for user, items in events.groupby("user_id")["item_id"]}
+
+
+def _with_negatives(examples: dict[str, np.ndarray], negatives: np.ndarray) -> SampledSet:
+    inputs = _user_inputs(examples)
+    inputs[contract.CANDIDATE_IDS] = np.concatenate(
+        [np.asarray(examples[ITEM_ID], dtype=object)[:, None], np.asarray(negatives, dtype=object)], axis=1)
+    return SampledSet(inputs=inputs, watch_time=np.asarray(examples[WATCH_TIME], dtype=np.float32))
+
+
+def _sampled(examples: dict[str, np.ndarray], every_item: Mapping[str, frozenset[str]], pool: np.ndarray,
+             num_negatives: int, rng: np.random.Generator) -> SampledSet:
+    users = examples[contract.USER_ID]
+    negatives = sample_negatives([every_item.get(u, frozenset()) for u in users], pool, num_negatives, rng)
+    return _with_negatives(examples, negatives)
+
+
+def _future_items(dataset: Dataset, before: pd.DataFrame, after: pd.DataFrame, request_time: int, pool: np.ndarray,
+                  config: Config, rng: np.random.Generator) -> FullRankingSet | None:
+    users = np.array(sorted(set(after["user_id"])), dtype=object)
+    if not len(users):
+        return None
+    if len(users) > config.ranking.eval_max_examples:
+        users = np.sort(rng.choice(users, config.ranking.eval_max_examples, replace=False))
+    contexts = query_examples(before, dataset.users, users, request_time, config.data.history_length,
+                              config.data.search_history_length)
+    future, past = items_by_user(after), items_by_user(before)
+    return FullRankingSet(
+        contexts=contexts, relevant=[future[u] for u in users], exclude=[past.get(u, frozenset()) for u in users],
+        pool=pool)
+
+
+def _user_inputs(examples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {name: examples[name] for name in USER_INPUT_NAMES}
+
+
+def _subsample(examples: dict[str, np.ndarray], limit: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    rows = len(examples[contract.USER_ID])
+    if rows <= limit:
+        return examples
+    keep = np.sort(rng.choice(rows, limit, replace=False))
+    return {name: values[keep] for name, values in examples.items()}

@@ -1,0 +1,98 @@
+"""The `ranking` serving signature: one function for the export and for in-memory scoring.
+
+    inputs:  the user inputs of serving/contract.py and candidate_ids [B, N] ("" pads)
+    outputs: scores [B, N] = sigmoid(logit), the watch probability;
+             expected_watch_time [B, N] = exp(logit) * watch_time_unit (trainer.ranking.loss).
+Padding candidates ("") score 0 on both outputs; unknown candidates and users are scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+# isort: split
+import tensorflow as tf
+
+from serving import contract
+from trainer.ranking.models import RankingModel
+
+MAX_LOGIT = 80.0  # exp(80) ~ 5.5e34 still fits float32; larger logits would overflow to inf
+
+
+def input_signature() -> dict[str, tf.TensorSpec]:
+    """tf.TensorSpecs of the ranking inputs: [B] for rank 1, [B, N] for rank 2, named after the inputs."""
+    return {spec.name: tf.TensorSpec([None] * spec.rank, tf.dtypes.as_dtype(spec.dtype), spec.name)
+            for spec in contract.RANKING_INPUTS}
+
+
+class RankingSignature(tf.Module):
+    """Wraps a ranking model with the signature's outputs; `serve` is what the SavedModel exports."""
+
+    def __init__(self, model: RankingModel, watch_time_unit: float) -> None:
+        super().__init__(name="ranking_signature")
+        if watch_time_unit <= 0:
+            raise ValueError(f"watch_time_unit must be > 0, got {watch_time_unit}")
+        self.model = model
+        self.watch_time_unit = float(watch_time_unit)
+        self.serve = tf.function(self._serve, input_signature=[input_signature()])
+
+    def _serve(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        candidates = inputs[contract.CANDIDATE_IDS]
+        logits = self.model({key: inputs[key] for key in self.model.feature_keys}, training=False)
+        padding = tf.equal(candidates, "")
+        watch_probability = tf.sigmoid(logits)
+        watch_time = tf.exp(tf.minimum(logits, MAX_LOGIT)) * self.watch_time_unit
+        return {
+            contract.SCORES: tf.where(padding, 0.0, watch_probability),
+            contract.EXPECTED_WATCH_TIME: tf.where(padding, 0.0, watch_time),
+        }
+
+    def __call__(self, features: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Scores a request in memory: (scores [B, N], expected_watch_time [B, N]); see `request_tensors`."""
+        outputs = self.serve(request_tensors(features))
+        return outputs[contract.SCORES].numpy(), outputs[contract.EXPECTED_WATCH_TIME].numpy()
+
+
+def request_tensors(features: Mapping[str, Any]) -> dict[str, tf.Tensor]:
+    """Checks a request and fills the inputs it leaves out with their defaults, as the client does.
+
+    Args:
+        features: candidate_ids [B, N] (required) and any of the user inputs ([B] or [B, H]).
+
+    Raises:
+        ValueError: a missing candidate_ids, an unknown input name, a wrong rank or dtype, or inputs
+            whose batch sizes differ; the message names the input.
+    """
+    unknown = sorted(set(features) - {spec.name for spec in contract.RANKING_INPUTS})
+    if unknown:
+        raise ValueError(f"ranking: unknown input(s) {unknown}; the signature takes "
+                         f"{[spec.name for spec in contract.RANKING_INPUTS]}")
+    if contract.CANDIDATE_IDS not in features:
+        raise ValueError(f"ranking: the request has no {contract.CANDIDATE_IDS!r} [B, N]")
+    batch = np.asarray(features[contract.CANDIDATE_IDS]).shape[0]
+    return {spec.name: _tensor(spec, features.get(spec.name), batch) for spec in contract.RANKING_INPUTS}
+
+
+def _tensor(spec: contract.TensorSpec, value: Any, batch: int) -> tf.Tensor:
+    if value is None:
+        shape = (batch, 1) if spec.rank == 2 else (batch,)
+        value = np.full(shape, spec.default, dtype=object if spec.dtype == "string" else np.int64)
+    array = np.asarray(value)
+    if array.ndim != spec.rank:
+        raise ValueError(f"ranking: input {spec.name!r} must have rank {spec.rank} "
+                         f"({'[B, N]' if spec.rank == 2 else '[B]'}), got shape {array.shape}")
+    if array.shape[0] != batch:
+        raise ValueError(f"ranking: input {spec.name!r} has batch size {array.shape[0]}, "
+                         f"{contract.CANDIDATE_IDS!r} has {batch}")
+    if spec.dtype == "string":
+        if array.dtype.kind not in "OSU" or not all(isinstance(v, (str, bytes)) for v in array.ravel()):
+            raise ValueError(f"ranking: input {spec.name!r} must hold strings, got dtype {array.dtype}")
+        return tf.constant(array.astype(object), dtype=tf.string)
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"ranking: input {spec.name!r} must hold integers ({spec.dtype}), got dtype {array.dtype}")
+    return tf.constant(array.astype(np.int64))

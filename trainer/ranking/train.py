@@ -1,0 +1,382 @@
+"""Training the ranking models: pointwise, sampled negatives, weighted logistic regression.
+
+Each training event is one row: its context, the watched item (label 1, weight = its watch
+time / unit, trainer.ranking.loss) and `num_negatives` items the user never watched in training
+(label 0, weight 1), drawn afresh every epoch. The candidates of a row go through the model
+together as candidate_ids [B, 1 + num_negatives], exactly the serving signature's layout.
+
+The loop checkpoints every epoch (model, optimizer, epoch, early-stopping state) into the
+run folder and, with `ranking.resume`, continues from the latest checkpoint; with a validation
+set it keeps the epoch of best validation NDCG@10 and stops after `early_stopping_patience`
+epochs without improvement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+# isort: split
+import tensorflow as tf
+import tf_keras as keras
+
+from serving import contract
+from trainer.config import Config, RankingConfig
+from trainer.data.examples import ITEM_ID, WATCH_TIME
+from trainer.data.pipeline import make_dataset
+from trainer.ranking import evaluate
+from trainer.ranking.features import FeatureSpace
+from trainer.ranking.loss import candidate_weights, positive_weights, watch_time_unit, weighted_logistic_loss
+from trainer.ranking.models import NeuMF, RankingModel, build_model
+from trainer.ranking.negatives import NegativeSampler
+from trainer.ranking.pretrain import load_pretrained
+from trainer.ranking.protocol import RankingData, ncf_protocol, temporal_protocol
+from trainer.ranking.signature import RankingSignature
+from trainer.run import RunContext
+
+LOGGER = logging.getLogger("trainer")
+STAGE = "ranking"
+VALIDATION_METRIC = "ndcg@10"
+_LABELS, _WEIGHTS = "__labels", "__weights"
+_ADAPT_ROWS = 20_000
+_OPTIMIZERS: dict[str, Callable[[float], keras.optimizers.Optimizer]] = {
+    "adam": lambda rate: keras.optimizers.Adam(rate),
+    "adagrad": lambda rate: keras.optimizers.Adagrad(rate),
+    "sgd": lambda rate: keras.optimizers.SGD(rate),
+}
+
+
+@dataclasses.dataclass
+class FitOptions:
+    """How one model is trained."""
+
+    epochs: int
+    batch_size: int
+    num_negatives: int
+    optimizer: str
+    learning_rate: float
+    patience: int
+    seed: int
+    resume: bool = True
+
+    @classmethod
+    def from_config(cls, config: RankingConfig, seed: int, pretrained: bool = False) -> FitOptions:
+        return cls(epochs=config.epochs, batch_size=config.batch_size, num_negatives=config.num_negatives,
+                   optimizer=config.pretrained_optimizer if pretrained else config.optimizer,
+                   learning_rate=config.pretrained_learning_rate if pretrained else config.learning_rate,
+                   patience=config.early_stopping_patience, seed=seed, resume=config.resume)
+
+
+@dataclasses.dataclass
+class RankingResult:
+    """A trained ranking model and what was measured about it.
+
+    Attributes:
+        model: the model that is exported (config.ranking.model, trained on the temporal split).
+        model_name: its name in config.RANKING_MODELS.
+        space: its feature space.
+        watch_time_unit: the watch time of weight 1 (expected_watch_time = exp(logit) * unit).
+        metrics: validation/test metrics of the model, and two-stage metrics when retrieval was given.
+        comparison: one row per model of the NCF-protocol comparison table.
+        history: per-epoch training loss and validation metrics.
+        config: the ranking config it was trained with.
+    """
+
+    model: RankingModel
+    model_name: str
+    space: FeatureSpace
+    watch_time_unit: float
+    metrics: dict[str, float]
+    comparison: list[dict[str, Any]]
+    history: dict[str, list[float]]
+    config: RankingConfig = dataclasses.field(default_factory=RankingConfig)
+    _signature: RankingSignature | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+
+    def signature(self) -> RankingSignature:
+        """The serving function over `model` (built once, so in-memory scoring traces once)."""
+        if self._signature is None:
+            self._signature = RankingSignature(self.model, self.watch_time_unit)
+        return self._signature
+
+
+def fit(model: RankingModel, data: RankingData, options: FitOptions, checkpoint_dir: pathlib.Path | None = None,
+        tensorboard_dir: pathlib.Path | None = None) -> dict[str, list[float]]:
+    """Trains `model` on `data.train`; returns the per-epoch history (loss, validation metrics).
+
+    Models that count rather than learn (ItemPop) are fitted in one pass and not checkpointed.
+    """
+    epoch_inputs = EpochExamples(data, model.feature_keys, options)
+    model.create_weights()
+    if not model.learns_by_gradient:
+        inputs, labels, _ = epoch_inputs(0)
+        model.fit_statistics(inputs, labels)
+        return {}
+    optimizer = _OPTIMIZERS[options.optimizer](options.learning_rate)
+    optimizer.build(model.trainable_variables)
+    state = _TrainingState(model, optimizer, checkpoint_dir, options.resume)
+    if int(state.epoch.numpy()) == 0:
+        inputs, labels, _ = epoch_inputs(0)
+        model.fit_statistics(*_sample_rows(inputs, labels, _ADAPT_ROWS, options.seed))
+        if data.validation is not None:  # a pretrained start may already beat every later epoch
+            state.record_start(evaluate.evaluate_sampled(model, data.validation)[VALIDATION_METRIC])
+    step = _train_step(model, optimizer)
+    writer = tf.summary.create_file_writer(str(tensorboard_dir)) if tensorboard_dir else None
+    history: dict[str, list[float]] = {}
+    while int(state.epoch.numpy()) < options.epochs and not state.stopped(options.patience):
+        epoch = int(state.epoch.numpy())
+        started = time.perf_counter()
+        loss = _run_epoch(step, *epoch_inputs(epoch), options.batch_size, options.seed + epoch)
+        record = {"loss": loss, "seconds": time.perf_counter() - started}
+        if data.validation is not None:
+            record.update({f"validation_{k}": v for k, v in evaluate.evaluate_sampled(model, data.validation).items()})
+        _log_epoch(model.name, epoch, record, writer)
+        for key, value in record.items():
+            history.setdefault(key, []).append(value)
+        state.finish_epoch(record.get(f"validation_{VALIDATION_METRIC}"))
+    state.restore_best()
+    return history
+
+
+def train_model(name: str, data: RankingData, config: Config, trained: dict[str, RankingModel] | None = None,
+                run: RunContext | None = None, retrieval_scorer: keras.layers.Layer | None = None,
+                ) -> tuple[RankingModel, dict[str, list[float]]]:
+    """Builds and trains the model called `name` on `data`.
+
+    "neumf_pretrained" takes its GMF and MLP from `trained` (training them first when absent) and
+    is then fine-tuned with ranking.pretrained_optimizer / pretrained_learning_rate.
+
+    Args:
+        name: one of config.RANKING_MODELS.
+        data: the protocol's data.
+        config: the run config (ranking section and seed).
+        trained: models trained earlier on the same `data`, by name; trained models are added to it.
+        run: where checkpoints and TensorBoard summaries go (none without a run).
+        retrieval_scorer: for "full", the candidate generator's score as a feature.
+    """
+    trained = {} if trained is None else trained
+    keras.utils.set_random_seed(config.seed)  # the same initial weights for the same config
+    model = build_model(name, data.space, config.ranking, retrieval_scorer if name == "full" else None)
+    pretrained = name == "neumf_pretrained"
+    if pretrained:
+        branches = [trained.get(branch) or train_model(branch, data, config, trained, run)[0]
+                    for branch in ("gmf", "mlp")]
+        load_pretrained(_as_neumf(model), _as_neumf(branches[0]), _as_neumf(branches[1]),
+                        config.ranking.pretrain_alpha)
+    where = f"{data.name}/{name}"
+    history = fit(model, data, FitOptions.from_config(config.ranking, config.seed, pretrained),
+                  run.checkpoint_dir(STAGE) / where if run else None,
+                  run.tensorboard_dir(STAGE) / where if run else None)
+    trained[name] = model
+    return model, history
+
+
+def train_ranking(config: Config, data: Any, run: RunContext, retrieval: Any = None) -> RankingResult:
+    """The ranking stage of a run (STAGES_API.md).
+
+    Trains config.ranking.model on the temporal split, evaluates it (sampled candidates, full ranking
+    and, when `retrieval` is given, retrieval top-K re-ranked by it), and writes the NCF-protocol
+    comparison of config.ranking.compare (and the model itself) to the run folder
+    (ranking_comparison.md / .json). Metrics go to metrics.json under "ranking".
+
+    Args:
+        config: the run config.
+        data: `trainer.data.bundle.TrainingData`.
+        run: the run folder.
+        retrieval: a `trainer.retrieval.train.RetrievalResult`, or None.
+    """
+    from trainer.ranking import retrieval_feature, two_stage
+
+    ranking = config.ranking
+    temporal = temporal_protocol(data, config)
+    scorer = retrieval_feature.scorer_for(retrieval, temporal.space) if retrieval is not None else None
+    model, history = train_model(ranking.model, temporal, config, run=run, retrieval_scorer=scorer)
+    metrics = evaluate_model(model, temporal, ranking.eval_ks)
+    if retrieval is not None and temporal.full_ranking is not None:
+        metrics.update(two_stage.evaluate_two_stage(
+            retrieval_feature.retriever_for(retrieval), model, temporal.full_ranking, ranking.rerank_candidates,
+            ranking.eval_ks))
+    comparison = compare_models(ncf_protocol(data.dataset, config), [*ranking.compare, ranking.model], config, run)
+    run.write_text("ranking_comparison.md", evaluate.comparison_markdown(
+        comparison, f"Ranking models, NCF protocol ({data.dataset.name})"))
+    run.write_json("ranking_comparison.json", comparison)
+    run.record_metrics(STAGE, metrics)
+    unit = watch_time_unit(temporal.train[WATCH_TIME])
+    return RankingResult(model=model, model_name=ranking.model, space=temporal.space, watch_time_unit=unit,
+                         metrics=metrics, comparison=comparison, history=history, config=ranking)
+
+
+def evaluate_model(model: RankingModel, data: RankingData, ks: list[int]) -> dict[str, float]:
+    """Validation and test metrics on sampled candidates, and full-ranking metrics on the test users."""
+    metrics = {f"test_{k}": v for k, v in evaluate.evaluate_sampled(model, data.test).items()}
+    if data.validation is not None:
+        metrics.update({f"validation_{k}": v for k, v in evaluate.evaluate_sampled(model, data.validation).items()})
+    if data.full_ranking is not None:
+        metrics.update({f"test_{k}": v for k, v in evaluate.evaluate_full(model, data.full_ranking, ks).items()})
+    return metrics
+
+
+def compare_models(data: RankingData, names: list[str], config: Config, run: RunContext | None = None
+                   ) -> list[dict[str, Any]]:
+    """Trains each named model on `data` and evaluates it: one table row per model (in `names` order)."""
+    trained: dict[str, RankingModel] = {}
+    rows = []
+    for name in dict.fromkeys(names):
+        started = time.perf_counter()
+        model, history = train_model(name, data, config, trained, run)
+        row: dict[str, Any] = {"model": name}
+        row.update(evaluate_model(model, data, config.ranking.eval_ks))
+        row["epochs"] = len(history.get("loss", []))
+        row["train_seconds"] = round(time.perf_counter() - started, 1)
+        rows.append(row)
+        LOGGER.info("ranking comparison (%s): %s", data.name, row)
+    return rows
+
+
+def score(result: RankingResult, features: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """In-memory scoring with the export's own function.
+
+    Args:
+        result: a trained ranking.
+        features: candidate_ids [B, N] and any user inputs (missing ones take their defaults).
+
+    Returns:
+        (scores [B, N] watch probability, expected_watch_time [B, N]).
+    """
+    return result.signature()(features)
+
+
+class EpochExamples:
+    """The training rows of each epoch: `examples(epoch) -> (inputs, labels [R, C], weights [R, C])`.
+
+    inputs holds the model's feature_keys and candidate_ids [R, C]: the watched item in column 0
+    (label 1, weight watch_time / unit), then `num_negatives` items the user did not watch in
+    training (label 0, weight 1), drawn afresh for every epoch (seeded by the seed and the epoch).
+    """
+
+    def __init__(self, data: RankingData, feature_keys: tuple[str, ...], options: FitOptions) -> None:
+        train = data.train
+        self.contexts = {key: train[key] for key in feature_keys if key != contract.CANDIDATE_IDS}
+        self.positives = np.asarray(train[ITEM_ID], dtype=object)
+        self.sampler = NegativeSampler(train[contract.USER_ID], data.seen, data.space.item_ids)
+        self.weights = positive_weights(train[WATCH_TIME], watch_time_unit(train[WATCH_TIME]))
+        self.options = options
+
+    def __call__(self, epoch: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.options.seed, epoch])
+        negatives = self.sampler.sample(self.options.num_negatives, rng)
+        inputs = dict(self.contexts)
+        inputs[contract.CANDIDATE_IDS] = np.concatenate([self.positives[:, None], negatives], axis=1)
+        width = 1 + self.options.num_negatives
+        labels = np.zeros((len(self.positives), width), dtype=np.float32)
+        labels[:, 0] = 1.0
+        return inputs, labels, candidate_weights(self.weights, width)
+
+
+class _TrainingState:
+    """Epoch counter, early-stopping state and checkpoints (the latest one and the best one)."""
+
+    def __init__(self, model: RankingModel, optimizer: keras.optimizers.Optimizer,
+                 directory: pathlib.Path | None, resume: bool) -> None:
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.best = tf.Variable(-np.inf, dtype=tf.float64, trainable=False)
+        self.stale = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch, best=self.best,
+                                              stale=self.stale)
+        self.best_weights = tf.train.Checkpoint(model=model)
+        self.latest = self.best_manager = None
+        if directory is not None:
+            self.latest = tf.train.CheckpointManager(self.checkpoint, str(directory / "latest"), max_to_keep=1)
+            self.best_manager = tf.train.CheckpointManager(self.best_weights, str(directory / "best"), max_to_keep=1)
+            if resume and self.latest.latest_checkpoint:
+                self.checkpoint.restore(self.latest.latest_checkpoint).assert_existing_objects_matched()
+                LOGGER.info("ranking: resumed %s from %s (epoch %d)", model.name, self.latest.latest_checkpoint,
+                            int(self.epoch.numpy()))
+        self.model = model
+        self.best_in_memory: list[np.ndarray] | None = None
+
+    def stopped(self, patience: int) -> bool:
+        return patience > 0 and int(self.stale.numpy()) >= patience
+
+    def record_start(self, validation: float) -> None:
+        """The validation metric of the initial weights: the bar the first epoch has to clear."""
+        self.best.assign(validation)
+        self.best_in_memory = self.model.get_weights()
+        if self.best_manager is not None:
+            self.best_manager.save()
+
+    def finish_epoch(self, validation: float | None) -> None:
+        if validation is not None and validation > float(self.best.numpy()):
+            self.best.assign(validation)
+            self.stale.assign(0)
+            self.best_in_memory = self.model.get_weights()
+            if self.best_manager is not None:
+                self.best_manager.save()
+        elif validation is not None:
+            self.stale.assign_add(1)
+        self.epoch.assign_add(1)
+        if self.latest is not None:
+            self.latest.save()
+
+    def restore_best(self) -> None:
+        """Puts back the weights of the best validation epoch, if there was a validation set."""
+        if self.best_in_memory is not None:
+            self.model.set_weights(self.best_in_memory)
+        elif self.best_manager is not None and self.best_manager.latest_checkpoint:
+            self.best_weights.restore(self.best_manager.latest_checkpoint).assert_existing_objects_matched()
+
+
+def _train_step(model: RankingModel, optimizer: keras.optimizers.Optimizer) -> Callable[..., tf.Tensor]:
+    @tf.function(reduce_retracing=True, autograph=False)
+    def step(inputs: dict[str, tf.Tensor], labels: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss = weighted_logistic_loss(labels, model(inputs, training=True), weights)
+            total = loss + tf.add_n(model.losses) if model.losses else loss
+        variables = model.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(total, variables), variables))
+        return loss
+
+    return step
+
+
+def _run_epoch(step: Callable[..., tf.Tensor], inputs: dict[str, np.ndarray], labels: np.ndarray,
+               weights: np.ndarray, batch_size: int, seed: int) -> float:
+    table = dict(inputs)
+    table[_LABELS], table[_WEIGHTS] = labels, weights
+    total, batches = 0.0, 0
+    for batch in make_dataset(table, batch_size, shuffle=True, seed=seed, cache=False):
+        batch_labels, batch_weights = batch.pop(_LABELS), batch.pop(_WEIGHTS)
+        total += float(step(batch, batch_labels, batch_weights))
+        batches += 1
+    return total / max(batches, 1)
+
+
+def _sample_rows(inputs: dict[str, np.ndarray], labels: np.ndarray, rows: int, seed: int
+                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """At most `rows` random rows (all when there are fewer), in their original order."""
+    total = len(labels)
+    if total <= rows:
+        return inputs, labels
+    keep = np.sort(np.random.default_rng(seed).choice(total, rows, replace=False))
+    return {key: value[keep] for key, value in inputs.items()}, labels[keep]
+
+
+def _log_epoch(name: str, epoch: int, record: dict[str, float], writer: Any) -> None:
+    LOGGER.info("ranking %s epoch %d: %s", name, epoch + 1, ", ".join(f"{k} {v:.4f}" for k, v in record.items()))
+    if writer is not None:
+        with writer.as_default(step=epoch + 1):
+            for key, value in record.items():
+                tf.summary.scalar(key, value)
+
+
+def _as_neumf(model: RankingModel) -> NeuMF:
+    if not isinstance(model, NeuMF):
+        raise TypeError(f"expected a NeuMF-family model, got {type(model).__name__}")
+    return model

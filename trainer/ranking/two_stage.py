@@ -1,0 +1,65 @@
+"""Two-stage evaluation: retrieval's top candidates re-ranked by the ranking model, against retrieval alone.
+
+For each test user (the full-ranking set of the temporal split), the retriever returns its
+best items; items the user already watched are dropped (as the serving client does) and the
+first `num_candidates` remain. Retrieval alone keeps their retrieval order; two-stage orders
+them by the ranking model. Both lists are scored against what the user watched in the test
+period (Recall@K, NDCG@K), so the difference is the ranker's contribution. `candidate_recall`
+(recall of the whole candidate list) bounds what any re-ranking can reach.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from serving import contract
+from trainer.metrics import recall_at_k
+from trainer.ranking.evaluate import ranking_metrics, score_inputs
+from trainer.ranking.models import RankingModel
+from trainer.ranking.protocol import FullRankingSet
+from trainer.ranking.retrieval_feature import Retriever
+
+USERS_PER_BATCH = 512
+
+
+def candidates_after_exclusion(retriever: Retriever, full: FullRankingSet, num_candidates: int) -> np.ndarray:
+    """[U, num_candidates] retrieved item ids without the user's watched items ("" pads short lists)."""
+    out = np.full((len(full), num_candidates), "", dtype=object)
+    for start in range(0, len(full), USERS_PER_BATCH):
+        stop = min(start + USERS_PER_BATCH, len(full))
+        excluded = full.exclude[start:stop]
+        fetch = min(num_candidates + max(len(e) for e in excluded), len(full.pool))
+        features = {name: values[start:stop] for name, values in full.contexts.items()}
+        item_ids, _ = retriever(features, fetch)
+        for row, (items, seen) in enumerate(zip(item_ids, excluded)):
+            kept = [item for item in items if item not in seen][:num_candidates]
+            out[start + row, :len(kept)] = kept
+    return out
+
+
+def rerank(model: RankingModel, full: FullRankingSet, candidates: np.ndarray) -> np.ndarray:
+    """The candidates [U, C] ordered by the model's scores (padding last)."""
+    inputs = dict(full.contexts)
+    inputs[contract.CANDIDATE_IDS] = candidates
+    logits = np.where(candidates == "", -np.inf, score_inputs(model, inputs))
+    order = np.argsort(-logits, axis=1, kind="stable")
+    return np.take_along_axis(candidates, order, axis=1)
+
+
+def evaluate_two_stage(retriever: Retriever, model: RankingModel, full: FullRankingSet, num_candidates: int,
+                       ks: Sequence[int]) -> dict[str, float]:
+    """Retrieval alone and retrieval + re-ranking on the same users and candidates.
+
+    Returns:
+        two_stage_candidate_recall, and for each k <= num_candidates: retrieval_only_recall@k,
+        retrieval_only_ndcg_full@k, two_stage_recall@k, two_stage_ndcg_full@k.
+    """
+    ks = [k for k in ks if k <= num_candidates] or [num_candidates]
+    candidates = candidates_after_exclusion(retriever, full, num_candidates)
+    out = {"two_stage_candidate_recall": recall_at_k(candidates.tolist(), full.relevant, num_candidates)}
+    out.update({f"retrieval_only_{k}": v for k, v in ranking_metrics(candidates, full.relevant, ks).items()})
+    reranked = rerank(model, full, candidates)
+    out.update({f"two_stage_{k}": v for k, v in ranking_metrics(reranked, full.relevant, ks).items()})
+    return out
