@@ -19,13 +19,19 @@ import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from serving._protos.tensorflow_serving.config import batching_parameters_pb2
 from serving.errors import ServingError, internal, invalid_argument, unavailable
 
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11; annotations only, so 3.10 runs this module too
+
 Run = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+# The BatchingParameters fields that are wrapped scalars (set or unset, unlike the plain ones).
+_WRAPPED_FIELDS = ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,29 +46,31 @@ class BatchingOptions:
     pad_variable_length_inputs: bool = False
 
     @classmethod
-    def from_proto(cls, params: batching_parameters_pb2.BatchingParameters) -> BatchingOptions:
-        """Reads the set fields of a BatchingParameters and validates them."""
-        defaults = cls()
-        options = cls(
-            max_batch_size=params.max_batch_size.value if params.HasField("max_batch_size")
-            else defaults.max_batch_size,
-            batch_timeout_micros=params.batch_timeout_micros.value if params.HasField("batch_timeout_micros")
-            else defaults.batch_timeout_micros,
-            max_enqueued_batches=params.max_enqueued_batches.value if params.HasField("max_enqueued_batches")
-            else defaults.max_enqueued_batches,
-            num_batch_threads=params.num_batch_threads.value if params.HasField("num_batch_threads")
-            else defaults.num_batch_threads,
-            allowed_batch_sizes=tuple(params.allowed_batch_sizes),
-            pad_variable_length_inputs=params.pad_variable_length_inputs,
-        )
+    def from_proto(cls, params: batching_parameters_pb2.BatchingParameters) -> Self:
+        """Reads the set fields of a BatchingParameters (defaults for the others) and validates them."""
+        given = {name: getattr(params, name).value for name in _WRAPPED_FIELDS if params.HasField(name)}
+        options = cls(**given, allowed_batch_sizes=tuple(params.allowed_batch_sizes),
+                      pad_variable_length_inputs=params.pad_variable_length_inputs)
         options.validate()
         return options
 
+    def to_proto(self) -> batching_parameters_pb2.BatchingParameters:
+        """These options as BatchingParameters with every field set (`from_proto` reads them back equal)."""
+        params = batching_parameters_pb2.BatchingParameters(
+            allowed_batch_sizes=list(self.allowed_batch_sizes),
+            pad_variable_length_inputs=self.pad_variable_length_inputs,
+        )
+        for name in _WRAPPED_FIELDS:
+            getattr(params, name).value = getattr(self, name)
+        return params
+
     def validate(self) -> None:
-        if self.max_batch_size < 1 or self.num_batch_threads < 1 or self.max_enqueued_batches < 1:
-            raise ValueError("max_batch_size, num_batch_threads and max_enqueued_batches must be positive")
+        """Raises ValueError naming the first option out of range."""
+        for name in ("max_batch_size", "num_batch_threads", "max_enqueued_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_timeout_micros < 0:
-            raise ValueError("batch_timeout_micros must not be negative")
+            raise ValueError(f"batch_timeout_micros must be >= 0, got {self.batch_timeout_micros}")
         sizes = self.allowed_batch_sizes
         if sizes and (list(sizes) != sorted(set(sizes)) or sizes[-1] != self.max_batch_size or sizes[0] < 1):
             raise ValueError("allowed_batch_sizes must be increasing, positive, and end with max_batch_size "

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import dataclasses
 import json
 import pathlib
@@ -55,7 +56,6 @@ from serving.client_errors import (
     from_rpc_error,
 )
 from serving.client_requests import (
-    SIGNATURE_DEF_FIELD,
     ModelSignature,
     build_inputs,
     check_features,
@@ -253,14 +253,12 @@ class _RecommenderCore:
             for model in self.retrieval_models
         ]
         responses = yield calls
-        item_ids = np.concatenate(
-            [output(r, c.model, contract.ITEM_IDS, len(users)) for c, r in zip(calls, responses)], axis=1
-        )
-        scores = np.concatenate(
-            [output(r, c.model, contract.SCORES, len(users)) for c, r in zip(calls, responses)], axis=1
-        )
-        width = self.num_candidates or item_ids.shape[1] // len(calls)
-        return _unseen_candidates(item_ids, scores, users, width)
+        shard_ids = [output(r, c.model, contract.ITEM_IDS, len(users)) for c, r in zip(calls, responses)]
+        shard_scores = [output(r, c.model, contract.SCORES, len(users)) for c, r in zip(calls, responses)]
+        # Each shard returns its top min(K, its size): the merged top-K is as long as the longest list.
+        width = self.num_candidates or max(ids.shape[1] for ids in shard_ids)
+        return _unseen_candidates(np.concatenate(shard_ids, axis=1), np.concatenate(shard_scores, axis=1), users,
+                                  width)
 
     def _rank_flow(
         self, users: Sequence[Mapping[str, Any]], candidates: _Candidates, k: int
@@ -302,7 +300,7 @@ class _RecommenderCore:
         ]
 
     def _metadata_request(self, model: str) -> get_model_metadata_pb2.GetModelMetadataRequest:
-        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[SIGNATURE_DEF_FIELD])
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[contract.SIGNATURE_DEF_FIELD])
         request.model_spec.name = model
         if self.version_label:
             request.model_spec.version_label = self.version_label
@@ -331,6 +329,8 @@ class RecommenderClient(_RecommenderCore):
                           for t in dict.fromkeys([self.target, self.retrieval_target])}
         self._prediction = {t: services.PredictionServiceStub(c) for t, c in self._channels.items()}
         self._model_service = {t: services.ModelServiceStub(c) for t, c in self._channels.items()}
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(self.retrieval_models),
+                                                           thread_name_prefix="recommender-rpc")
 
     def __enter__(self) -> RecommenderClient:  # noqa: PYI034 (final class)
         return self
@@ -339,6 +339,7 @@ class RecommenderClient(_RecommenderCore):
         self.close()
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False)
         for channel in self._channels.values():
             channel.close()
 
@@ -393,9 +394,15 @@ class RecommenderClient(_RecommenderCore):
         try:
             calls = next(flow)
             while True:
-                calls = flow.send([self._invoke(call) for call in calls])
+                calls = flow.send(self._invoke_all(calls))
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+
+    def _invoke_all(self, calls: Sequence[_Call]) -> list[Any]:
+        """The calls' responses; Predict calls to several models (the shards of a split index) run concurrently."""
+        if len(calls) > 1 and all(call.method == "Predict" for call in calls):
+            return list(self._pool.map(self._invoke, calls))
+        return [self._invoke(call) for call in calls]
 
     def _invoke(self, call: _Call) -> Any:
         method = getattr(self._prediction[self._target_of(call.model)], call.method)
@@ -470,8 +477,8 @@ def load_export_metadata(path: str | pathlib.Path) -> dict[str, Any]:
     path = pathlib.Path(path)
     if path.is_dir():
         versions = sorted((int(child.name), child) for child in path.iterdir() if child.name.isdigit())
-        version_dir = versions[-1][1] if versions and not (path / "assets").is_dir() else path
-        path = version_dir / "assets" / contract.METADATA_ASSET
+        version_dir = versions[-1][1] if versions and not (path / contract.ASSETS_DIR).is_dir() else path
+        path = version_dir / contract.ASSETS_DIR / contract.METADATA_ASSET
     if not path.is_file():
         raise FileNotFoundError(f"no export metadata at {path}")
     loaded = json.loads(path.read_text(encoding="utf-8"))
@@ -583,7 +590,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--age", type=int, default=0)
     parser.add_argument("--request-time", type=int, default=0, help="unix seconds (0 = unknown)")
     parser.add_argument("--retrieval-model", default=contract.RETRIEVAL,
-                        help=f"candidate generator, e.g. {contract.RETRIEVAL_BRUTEFORCE} on stock TF Serving")
+                        help=f"candidate generator, e.g. {contract.RETRIEVAL_BRUTEFORCE} on stock TF Serving; "
+                        f"comma-separated for the shards of a split index ({contract.shard_model_name(0)},...)")
     parser.add_argument("--ranking-model", default=contract.RANKING)
     parser.add_argument("--version-label", default=None, help="e.g. stable or canary")
     parser.add_argument("--saved-models", default=None, help="saved_models folder, for titles")
@@ -603,9 +611,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         age=args.age, request_time=args.request_time,
     )
     try:
-        with RecommenderClient(args.target, retrieval_target=args.retrieval_target, timeout=args.timeout, retrieval_model=args.retrieval_model,
-                               ranking_model=args.ranking_model, version_label=args.version_label,
-                               saved_models_dir=args.saved_models) as client:
+        with RecommenderClient(args.target, retrieval_target=args.retrieval_target, timeout=args.timeout,
+                               retrieval_model=[m for m in args.retrieval_model.split(",") if m],
+                               ranking_model=args.ranking_model,
+                               version_label=args.version_label, saved_models_dir=args.saved_models) as client:
             recommendations = client.recommend(user, k=args.k)
     except (RecommenderError, OSError, ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)

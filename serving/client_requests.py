@@ -26,7 +26,6 @@ from serving._protos.tensorflow_serving.apis import get_model_metadata_pb2, pred
 from serving.client_errors import InvalidRequestError, ModelNotFoundError, UnexpectedResponseError
 from serving.tensor_proto import TensorConversionError, dtype_name, from_tensor_proto, to_tensor_proto
 
-SIGNATURE_DEF_FIELD = "signature_def"
 _SIGNATURE_DEF_MAP_TYPE = "tensorflow.serving.SignatureDefMap"
 _CONTRACT_DEFAULTS: dict[str, contract.Default] = {
     spec.name: spec.default for specs in contract.INPUTS_BY_MODEL.values() for spec in specs
@@ -77,9 +76,11 @@ def parse_signature(
         ModelNotFoundError: the model has no `serving_default` signature.
         UnexpectedResponseError: the response holds no SignatureDefMap.
     """
-    if SIGNATURE_DEF_FIELD not in response.metadata:
-        raise UnexpectedResponseError(f"model {model!r}: GetModelMetadata returned no {SIGNATURE_DEF_FIELD}", model=model)
-    packed = response.metadata[SIGNATURE_DEF_FIELD]
+    if contract.SIGNATURE_DEF_FIELD not in response.metadata:
+        raise UnexpectedResponseError(
+            f"model {model!r}: GetModelMetadata returned no {contract.SIGNATURE_DEF_FIELD}", model=model
+        )
+    packed = response.metadata[contract.SIGNATURE_DEF_FIELD]
     if not packed.type_url.endswith(_SIGNATURE_DEF_MAP_TYPE):
         raise UnexpectedResponseError(f"model {model!r}: signature_def holds {packed.type_url!r}", model=model)
     signatures = get_model_metadata_pb2.SignatureDefMap.FromString(packed.value).signature_def

@@ -8,7 +8,7 @@ module is pure Python so that the thin client can use it without TensorFlow.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Union
+from typing import Literal
 
 SIGNATURE_NAME = "serving_default"
 
@@ -22,8 +22,12 @@ MODEL_NAMES = (RETRIEVAL, RETRIEVAL_BRUTEFORCE, RANKING)
 MODELS_CONFIG = "models.config"
 BATCHING_CONFIG = "batching.config"
 MONITORING_CONFIG = "monitoring.config"
+ASSETS_DIR = "assets"  # <version>/assets/: files the SavedModel ships (TF Serving's layout)
+ASSETS_EXTRA_DIR = "assets.extra"  # <version>/assets.extra/: read by TF Serving itself (warmup)
 METADATA_ASSET = "export_metadata.json"  # in <version>/assets/
 WARMUP_FILE = "tf_serving_warmup_requests"  # in <version>/assets.extra/
+# The GetModelMetadata field that carries the SignatureDefMap (the only one TF Serving serves).
+SIGNATURE_DEF_FIELD = "signature_def"
 # Keys of the export metadata (JSON) that the client reads: the signature block written by
 # trainer.export.layout.signature_metadata, and {item_id: title} where the data has titles.
 METADATA_INPUTS = "inputs"
@@ -47,7 +51,7 @@ SCORES = "scores"
 EXPECTED_WATCH_TIME = "expected_watch_time"
 
 Dtype = Literal["string", "int64", "float32"]
-Default = Union[str, int, float]
+Default = str | int | float
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,8 +7,9 @@ until its answer is built, so a version swap never fails it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import Any
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 from google.protobuf import json_format
@@ -27,7 +28,9 @@ from serving.errors import invalid_argument
 from serving.model_manager import ModelManager, Servable
 from serving.tensor_codec import from_tensor_proto, to_tensor_proto
 
-SIGNATURE_DEF_FIELD = "signature_def"
+Result = TypeVar("Result")
+# classify_regress.classify / regress: (signature name, SignatureDef, tf.Examples, run) -> result proto.
+ExamplesHandler = Callable[[str, Any, Any, classify_regress.RunSignature], Result]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +46,15 @@ class ModelRequest:
         choice = spec.WhichOneof("version_choice")
         return cls(spec.name, spec.version.value if choice == "version" else None,
                    spec.version_label if choice == "version_label" else None)
+
+    def to_spec(self, signature_name: str = "") -> model_pb2.ModelSpec:
+        """The ModelSpec that asks for this version (the inverse of `from_spec`)."""
+        spec = model_pb2.ModelSpec(name=self.name, signature_name=signature_name)
+        if self.version is not None:
+            spec.version.value = self.version
+        elif self.label:
+            spec.version_label = self.label
+        return spec
 
 
 def _response_spec(servable: Servable, signature_name: str = "") -> model_pb2.ModelSpec:
@@ -101,20 +113,22 @@ class ServingCore:
         return response
 
     def classify(self, request: classification_pb2.ClassificationRequest) -> classification_pb2.ClassificationResponse:
-        with self.acquire(ModelRequest.from_spec(request.model_spec)) as servable:
-            name = request.model_spec.signature_name or contract.SIGNATURE_NAME
-            result = classify_regress.classify(
-                name, servable.model.signature_def(name), request.input,
-                lambda sig, inputs, filt: self.run_signature(servable, sig, inputs, filt))
-            return classification_pb2.ClassificationResponse(model_spec=_response_spec(servable, name), result=result)
+        """gRPC Classify: the request's tf.Examples through a classification signature."""
+        spec, result = self._run_examples(request, classify_regress.classify)
+        return classification_pb2.ClassificationResponse(model_spec=spec, result=result)
 
     def regress(self, request: regression_pb2.RegressionRequest) -> regression_pb2.RegressionResponse:
+        """gRPC Regress: the request's tf.Examples through a regression signature."""
+        spec, result = self._run_examples(request, classify_regress.regress)
+        return regression_pb2.RegressionResponse(model_spec=spec, result=result)
+
+    def _run_examples(self, request: Any, handler: ExamplesHandler[Result]) -> tuple[model_pb2.ModelSpec, Result]:
+        """Runs a Classify or Regress request with `handler` on the version it asks for."""
         with self.acquire(ModelRequest.from_spec(request.model_spec)) as servable:
             name = request.model_spec.signature_name or contract.SIGNATURE_NAME
-            result = classify_regress.regress(
-                name, servable.model.signature_def(name), request.input,
-                lambda sig, inputs, filt: self.run_signature(servable, sig, inputs, filt))
-            return regression_pb2.RegressionResponse(model_spec=_response_spec(servable, name), result=result)
+            result = handler(name, servable.model.signature_def(name), request.input,
+                             functools.partial(self.run_signature, servable))
+            return _response_spec(servable, name), result
 
     def metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
                  ) -> get_model_metadata_pb2.GetModelMetadataResponse:
@@ -123,28 +137,24 @@ class ServingCore:
         if not fields:
             raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
         for field in fields:
-            if field != SIGNATURE_DEF_FIELD:
+            if field != contract.SIGNATURE_DEF_FIELD:
                 raise invalid_argument(f"Metadata field {field} is not supported")
         with self.acquire(ModelRequest.from_spec(request.model_spec)) as servable:
             response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=_response_spec(servable))
             signature_map = get_model_metadata_pb2.SignatureDefMap()
             for key, signature in servable.model.meta_graph_def.signature_def.items():
                 signature_map.signature_def[key].CopyFrom(signature)
-        response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
+        response.metadata[contract.SIGNATURE_DEF_FIELD].Pack(signature_map)
         return response
 
     def metadata_json(self, request: ModelRequest) -> dict[str, Any]:
         """The REST metadata body: {"model_spec": {...}, "metadata": {"signature_def": {...}}}."""
-        proto_request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[SIGNATURE_DEF_FIELD])
-        proto_request.model_spec.name = request.name
-        if request.version is not None:
-            proto_request.model_spec.version.value = request.version
-        elif request.label:
-            proto_request.model_spec.version_label = request.label
-        response = self.metadata(proto_request)
+        response = self.metadata(get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec=request.to_spec(), metadata_field=[contract.SIGNATURE_DEF_FIELD]))
         signature_map = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata[SIGNATURE_DEF_FIELD].Unpack(signature_map)
-        return {"model_spec": _dict(response.model_spec), "metadata": {SIGNATURE_DEF_FIELD: _dict(signature_map)}}
+        response.metadata[contract.SIGNATURE_DEF_FIELD].Unpack(signature_map)
+        return {"model_spec": _dict(response.model_spec),
+                "metadata": {contract.SIGNATURE_DEF_FIELD: _dict(signature_map)}}
 
     def status(self, request: get_model_status_pb2.GetModelStatusRequest
                ) -> get_model_status_pb2.GetModelStatusResponse:
@@ -160,10 +170,4 @@ class ServingCore:
 
     def status_json(self, request: ModelRequest) -> dict[str, Any]:
         """The REST status body: {"model_version_status": [{"version", "state", "status"}]}."""
-        proto_request = get_model_status_pb2.GetModelStatusRequest()
-        proto_request.model_spec.name = request.name
-        if request.version is not None:
-            proto_request.model_spec.version.value = request.version
-        elif request.label:
-            proto_request.model_spec.version_label = request.label
-        return _dict(self.status(proto_request))
+        return _dict(self.status(get_model_status_pb2.GetModelStatusRequest(model_spec=request.to_spec())))

@@ -73,12 +73,7 @@ def predict(core: ServingCore, model: ModelRequest, body: bytes) -> dict[str, An
 
 def _examples_request(request: Any, model: ModelRequest, body: bytes, method: str) -> None:
     document = json_codec.parse_document(body)
-    request.model_spec.name = model.name
-    request.model_spec.signature_name = json_codec.signature_name_of(document)
-    if model.version is not None:
-        request.model_spec.version.value = model.version
-    elif model.label:
-        request.model_spec.version_label = model.label
+    request.model_spec.CopyFrom(model.to_spec(json_codec.signature_name_of(document)))
     request.input.CopyFrom(json_codec.parse_examples(document, method))
 
 

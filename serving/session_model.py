@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
 
 import trainer  # noqa: F401  (sets the TensorFlow environment before TensorFlow loads)
 
@@ -38,6 +38,9 @@ from serving.errors import (
     unavailable,
 )
 
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11; annotations only, so 3.10 runs this module too
+
 LOG = logging.getLogger(__name__)
 SERVE_TAGS = ("serve",)
 _SCANN_OPS_MODULE = "scann.scann_ops.py.scann_ops"
@@ -55,10 +58,6 @@ def register_custom_ops() -> bool:
         LOG.warning("ScaNN ops not registered (%s): models using them will fail to load", error)
         return False
     return True
-
-
-def _dtype_name(dtype_enum: int) -> str:
-    return str(tf.dtypes.as_dtype(dtype_enum).name)
 
 
 def _shape_dims(tensor_info: meta_graph_pb2.TensorInfo) -> list[int] | None:
@@ -121,7 +120,8 @@ class SessionModel:
                                f"Failed to load SavedModel from {export_dir}: {error.message}") from error
         except (ValueError, RuntimeError, OSError) as error:
             session.close()
-            raise ServingError(grpc.StatusCode.UNKNOWN, f"Failed to load SavedModel from {export_dir}: {error}") from error
+            raise ServingError(grpc.StatusCode.UNKNOWN,
+                               f"Failed to load SavedModel from {export_dir}: {error}") from error
         return cls(session, meta_graph_def, export_dir)
 
     @property

@@ -28,26 +28,10 @@ _NUMERIC: dict[DataType, tuple[np.dtype, str]] = {
     types_pb2.DT_UINT8: (np.dtype("u1"), "int_val"),
     types_pb2.DT_BOOL: (np.dtype("?"), "bool_val"),
 }
-_DTYPE_BY_NAME: dict[str, DataType] = {
-    "string": types_pb2.DT_STRING,
-    "float32": types_pb2.DT_FLOAT,
-    "float64": types_pb2.DT_DOUBLE,
-    "int32": types_pb2.DT_INT32,
-    "int64": types_pb2.DT_INT64,
-    "bool": types_pb2.DT_BOOL,
-}
 
 
 class TensorConversionError(ValueError):
     """A value that cannot be a tensor of the requested dtype; the message says why."""
-
-
-def dtype_from_name(name: str) -> DataType:
-    """The DataType of a contract dtype name ("string", "int64", "float32", ...)."""
-    try:
-        return _DTYPE_BY_NAME[name]
-    except KeyError:
-        raise TensorConversionError(f"unknown dtype name {name!r}; known: {sorted(_DTYPE_BY_NAME)}") from None
 
 
 def dtype_name(dtype: DataType) -> str:
@@ -125,10 +109,8 @@ def _shape_proto(shape: tuple[int, ...]) -> tensor_shape_pb2.TensorShapeProto:
 def _as_bytes(item: object) -> bytes:
     if isinstance(item, bytes):
         return item
-    if isinstance(item, str):
+    if isinstance(item, str):  # np.str_ included
         return item.encode("utf-8")
-    if isinstance(item, np.str_):
-        return str(item).encode("utf-8")
     raise TensorConversionError(f"expected a string, got {type(item).__name__} {item!r}")
 
 

@@ -17,12 +17,11 @@ from serving.errors import ServingError, invalid_argument
 from serving.session_model import SessionModel
 from serving.tensor_codec import from_tensor_proto
 
-ASSETS_EXTRA = "assets.extra"
 MAX_WARMUP_RECORDS = 1000
 
 
 def warmup_file(version_dir: Path) -> Path:
-    return Path(version_dir) / ASSETS_EXTRA / contract.WARMUP_FILE
+    return Path(version_dir) / contract.ASSETS_EXTRA_DIR / contract.WARMUP_FILE
 
 
 def read_warmup_logs(path: Path) -> list[prediction_log_pb2.PredictionLog]:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from trainer import config as config_lib
+from trainer import distribute
 from trainer.data.schema import DataError
 from trainer.run import RunContext, attach_log_file
 
@@ -58,25 +59,43 @@ def resolve_config(args: argparse.Namespace) -> config_lib.Config:
     return config_lib.load_config(args.config, overrides)
 
 
-def run_task(config: config_lib.Config, run_name: str | None = None, export: bool = True) -> TaskResult:
-    """Runs every stage of a training job on a validated config."""
+def run_task(config: config_lib.Config, run_name: str | None = None, export: bool = True,
+             role: distribute.ClusterRole | None = None, strategy: Any = None) -> TaskResult:
+    """Runs every stage of a training job on a validated config.
+
+    In a cluster (`role`, `strategy` from `trainer.distribute`), every worker runs this: the retrieval
+    model trains under `strategy`, each worker on its share of the batches; then the other workers stop
+    (their scratch folders are deleted) and the chief alone trains the ranking stage and exports.
+    """
+    _quiet_tensorflow()
+    role = role or distribute.ClusterRole()
+    run_name = run_name or _timestamp()
+    with distribute.worker_scoped_config(config, role, run_name) as worker_config:
+        return _run_stages(worker_config, run_name, export, role, strategy or distribute.strategy_for(role))
+
+
+def _run_stages(config: config_lib.Config, run_name: str, export: bool, role: distribute.ClusterRole,
+                strategy: Any) -> TaskResult:
+    from serving import contract
     from trainer.data import bundle
+    from trainer.export.server_configs import write_server_configs
     from trainer.ranking.export import export_ranking
     from trainer.ranking.train import train_ranking
     from trainer.retrieval.export import export_retrieval
+    from trainer.retrieval.sharding import export_sharded_retrieval, shard_model_names
     from trainer.retrieval.train import train_retrieval
-    from trainer.export.server_configs import write_server_configs
-    from serving import contract
 
-    _quiet_tensorflow()
-    run = RunContext(pathlib.Path(config.run_dir) / (run_name or _timestamp()))
+    run = RunContext(pathlib.Path(config.run_dir) / run_name)
     handler = attach_log_file(run)
     try:
         run.write_config(config.to_dict())
         with _stage(run, "data"):
             data = bundle.prepare(config)
         with _stage(run, "retrieval"):
-            retrieval = train_retrieval(config, data, run)
+            retrieval = train_retrieval(config, data, run, strategy=strategy)
+        if not role.is_chief:
+            run.log.info("%s %d: distributed training done; the chief ranks and exports", role.task_type, role.task_id)
+            return TaskResult(run=run, metrics=run.metrics(), exports={})
         with _stage(run, "ranking"):
             ranking = train_ranking(config, data, run, retrieval)
         exports: dict[str, pathlib.Path] = {}
@@ -85,7 +104,11 @@ def run_task(config: config_lib.Config, run_name: str | None = None, export: boo
             with _stage(run, "export"):
                 exports.update(export_retrieval(retrieval, data, config.export, base_dir))
                 exports[contract.RANKING] = export_ranking(ranking, data, config.export, base_dir)
-                write_server_configs(base_dir, contract.MODEL_NAMES, keep_versions=config.export.keep_versions)
+                shards = shard_model_names(config.export.num_shards) if config.export.num_shards > 1 else []
+                if shards:  # export.num_shards: the index split into models retrieval_shard_<i> as well
+                    exports.update(export_sharded_retrieval(retrieval, data, config.export, base_dir))
+                write_server_configs(base_dir, [*contract.MODEL_NAMES, *shards],
+                                     keep_versions=config.export.keep_versions)
             run.record_metrics("exports", {name: str(path) for name, path in exports.items()})
         return TaskResult(run=run, metrics=run.metrics(), exports=exports)
     finally:
@@ -102,7 +125,7 @@ def summary_table(result: TaskResult) -> str:
                 if isinstance(value, (int, float, str)):
                     rows.append((stage, name, f"{value:.4f}" if isinstance(value, float) else str(value)))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
 
@@ -111,8 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = resolve_config(args)
-        result = run_task(config, run_name=args.run_name, export=not args.no_export)
-    except (config_lib.ConfigError, DataError) as error:
+        role = distribute.role_from_env()
+        strategy = distribute.strategy_for(role)  # before TensorFlow runs anything (multi-worker collectives)
+        result = run_task(config, run_name=args.run_name, export=not args.no_export, role=role, strategy=strategy)
+    except (config_lib.ConfigError, DataError, distribute.DistributeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(summary_table(result))
@@ -132,7 +157,7 @@ class _stage:
         self.start = time.perf_counter()
         self.run.log.info("stage %s: started", self.name)
 
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         seconds = time.perf_counter() - self.start
         status = "done" if exc_type is None else "failed"
         self.run.log.info("stage %s: %s in %.1f s", self.name, status, seconds)

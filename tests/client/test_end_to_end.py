@@ -168,7 +168,8 @@ def test_cli_against_the_server(deployment):
 
 def test_the_compose_health_check_runs_against_a_serving_server(deployment):
     _, _, server = deployment
-    compose = yaml.safe_load((pathlib.Path(__file__).resolve().parents[2] / "serving" / "docker-compose.yml").read_text())
+    compose_file = pathlib.Path(__file__).resolve().parents[2] / "serving" / "docker-compose.yml"
+    compose = yaml.safe_load(compose_file.read_text())
     check = compose["services"]["ranking"]["healthcheck"]["test"][-1]
     check = check.replace("$$", "$").replace("/8501", f"/{server.rest_port}")  # compose's escaping, our port
     assert subprocess.run(["bash", "-c", check], timeout=20, check=False).returncode == 0

@@ -28,7 +28,8 @@ def test_temporal_split_respects_time(small_synthetic: Dataset, validation: floa
 
 def test_events_of_one_second_stay_together() -> None:
     events = validate_events(
-        pd.DataFrame({"user_id": list("abcdefghij"), "item_id": ["x"] * 10, "timestamp": [1, 2, 3, 4, 5, 6, 7, 8, 8, 8]}),
+        pd.DataFrame({"user_id": list("abcdefghij"), "item_id": ["x"] * 10,
+                      "timestamp": [1, 2, 3, 4, 5, 6, 7, 8, 8, 8]}),
         "test",
     )
     split = temporal_split(events, 0.1, 0.1)
@@ -38,7 +39,8 @@ def test_events_of_one_second_stay_together() -> None:
 
 
 def test_temporal_split_needs_training_events() -> None:
-    events = validate_events(pd.DataFrame({"user_id": list("abc"), "item_id": list("xyz"), "timestamp": [5, 5, 5]}), "t")
+    events = validate_events(
+        pd.DataFrame({"user_id": list("abc"), "item_id": list("xyz"), "timestamp": [5, 5, 5]}), "t")
     with pytest.raises(DataError, match="training split is empty"):
         temporal_split(events, 0.4, 0.4)
 

@@ -10,21 +10,26 @@ import pytest
 
 from trainer.config import SyntheticConfig
 from trainer.data.schema import DataError, Dataset
-from trainer.data.synthetic import generate
+from trainer.data.synthetic import PlantedModel, generate
 from trainer.data.vocab import tokenize
+
+
+def _truth(dataset: Dataset) -> PlantedModel:
+    assert isinstance(dataset.ground_truth, PlantedModel), "synthetic data keeps its planted model"
+    return dataset.ground_truth
 
 
 def test_same_seed_gives_identical_tables(small_config: SyntheticConfig, small_synthetic: Dataset) -> None:
     again = generate(small_config)
     for name in ("events", "users", "items"):
         pd.testing.assert_frame_equal(getattr(again, name), getattr(small_synthetic, name))
-    np.testing.assert_array_equal(again.ground_truth.user_vectors, small_synthetic.ground_truth.user_vectors)
+    np.testing.assert_array_equal(_truth(again).user_vectors, _truth(small_synthetic).user_vectors)
 
 
 def test_different_seed_gives_different_tables(small_config: SyntheticConfig, small_synthetic: Dataset) -> None:
     other = generate(dataclasses.replace(small_config, seed=small_config.seed + 1))
     assert not other.events[["user_id", "item_id"]].equals(small_synthetic.events[["user_id", "item_id"]])
-    assert not np.allclose(other.ground_truth.item_vectors, small_synthetic.ground_truth.item_vectors)
+    assert not np.allclose(_truth(other).item_vectors, _truth(small_synthetic).item_vectors)
 
 
 def test_sizes_and_contract(small_config: SyntheticConfig, small_synthetic: Dataset) -> None:
@@ -62,7 +67,7 @@ def test_queries_use_words_of_the_watched_topic(small_config: SyntheticConfig, s
 
 def test_planted_scores_rank_later_watches_far_above_popularity(small_synthetic: Dataset) -> None:
     """The signal is there: the planted scores find a user's later watches much better than popularity."""
-    truth = small_synthetic.ground_truth
+    truth = _truth(small_synthetic)
     events = small_synthetic.events.sort_values(["user_id", "timestamp"], kind="stable")
     position = events.groupby("user_id").cumcount()
     size = events.groupby("user_id")["item_id"].transform("size")
@@ -88,7 +93,7 @@ def test_planted_scores_rank_later_watches_far_above_popularity(small_synthetic:
 
 
 def test_scores_follow_the_planted_vectors(small_synthetic: Dataset) -> None:
-    truth = small_synthetic.ground_truth
+    truth = _truth(small_synthetic)
     users = [truth.user_ids[3], truth.user_ids[0]]
     expected = truth.user_vectors[[3, 0]] @ truth.item_vectors.T / truth.temperature + truth.item_bias
     np.testing.assert_allclose(truth.scores(users), expected)
@@ -98,7 +103,7 @@ def test_scores_follow_the_planted_vectors(small_synthetic: Dataset) -> None:
 
 def test_demographics_shift_preferences(small_synthetic: Dataset) -> None:
     """Region is part of the planted preference: users of one region agree more than users across regions."""
-    truth = small_synthetic.ground_truth
+    truth = _truth(small_synthetic)
     vectors = truth.user_vectors / np.linalg.norm(truth.user_vectors, axis=1, keepdims=True)
     similarity = vectors @ vectors.T
     region = small_synthetic.users.set_index("user_id").loc[truth.user_ids, "region"].to_numpy()

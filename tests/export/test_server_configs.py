@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import pytest
@@ -10,6 +11,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving import contract
 from serving._protos.tensorflow_serving.config import batching_parameters_pb2, monitoring_config_pb2
+from serving.batching import BatchingOptions as ServedBatchingOptions
 from trainer.export import server_configs
 from trainer.export.server_configs import BatchingOptions, ServerConfigError, write_server_configs
 
@@ -70,7 +72,8 @@ def test_batching_and_monitoring_configs(tmp_path):
     options = BatchingOptions(max_batch_size=32, batch_timeout_micros=500, num_batch_threads=2,
                               allowed_batch_sizes=(8, 16, 32))
     paths = write_server_configs(tmp_path, [contract.RANKING], batching=options, prometheus_path="/metrics")
-    batching = text_format.Parse(paths[contract.BATCHING_CONFIG].read_text(), batching_parameters_pb2.BatchingParameters())
+    batching = text_format.Parse(paths[contract.BATCHING_CONFIG].read_text(),
+                                 batching_parameters_pb2.BatchingParameters())
     assert batching.max_batch_size.value == 32
     assert batching.batch_timeout_micros.value == 500
     assert batching.num_batch_threads.value == 2
@@ -91,12 +94,14 @@ def test_the_local_server_reads_the_written_configs(tmp_path):
     model_config = pytest.importorskip("serving.model_config")
     _publish(tmp_path, {contract.RANKING: [1, 2], contract.RETRIEVAL: [5]})
     paths = write_server_configs(tmp_path, [contract.RANKING, contract.RETRIEVAL])
-    settings = {entry.name: entry for entry in model_config.read_model_config_file(paths[server_configs.LOCAL_MODELS_CONFIG])}
+    local = model_config.read_model_config_file(paths[server_configs.LOCAL_MODELS_CONFIG])
+    settings = {entry.name: entry for entry in local}
     assert settings[contract.RANKING].wanted_versions([1, 2, 3]) == {1, 2}
     assert settings[contract.RANKING].label_version("canary") == 2
     assert settings[contract.RETRIEVAL].wanted_versions([4, 5]) == {4, 5}
     batching = model_config.read_batching_parameters(paths[contract.BATCHING_CONFIG])
-    assert batching.max_batch_size.value == BatchingOptions().max_batch_size
+    served = ServedBatchingOptions.from_proto(batching)
+    assert dataclasses.asdict(served) == dataclasses.asdict(BatchingOptions())
 
 
 def test_rewriting_replaces_the_files_and_moves_the_labels(tmp_path):

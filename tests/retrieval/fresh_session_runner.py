@@ -39,7 +39,7 @@ def main(requests_path: str, output_path: str, models: list[str]) -> None:
                 inputs = {key: tf.make_ndarray(proto) for key, proto in log.predict_log.request.inputs.items()}
                 for output, value in model.run(contract.SIGNATURE_NAME, inputs).items():
                     outputs[f"{name}/warmup/{i}/{output}"] = _plain(value)
-    np.savez(output_path, **outputs)
+    np.savez(output_path, allow_pickle=False, **outputs)
 
 
 def _plain(value: np.ndarray) -> np.ndarray:

@@ -56,7 +56,7 @@ def served(exported, tree_exported, data, tmp_path_factory) -> dict[str, np.ndar
     folder = tmp_path_factory.mktemp("fresh")
     stored = {f"{set_name}/{name}": np.asarray(values).astype(str) if np.asarray(values).dtype == object else values
               for set_name, inputs in request_sets(data).items() for name, values in inputs.items()}
-    np.savez(folder / "requests.npz", **stored)
+    np.savez(folder / "requests.npz", allow_pickle=False, **stored)
     models = [f"{name}={exported[name]}" for name in MODELS] + [f"tree={tree_exported}"]
     completed = subprocess.run([sys.executable, str(RUNNER), str(folder / "requests.npz"), str(folder / "out.npz"),
                                 *models], check=False, capture_output=True, text=True, timeout=300)

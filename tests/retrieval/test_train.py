@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import numpy as np
 import pytest
 from tensorflow.python.summary.summary_iterator import summary_iterator
 
+from trainer.data.pipeline import make_dataset
 from trainer.retrieval.evaluate import evaluate_scores
-from trainer.retrieval.train import sampling_probability, temporal_eval_set, train_retrieval
+from trainer.retrieval.features import FeatureSet
+from trainer.retrieval.train import (
+    build_model,
+    fit,
+    sampling_probability,
+    temporal_eval_set,
+    train_retrieval,
+    training_features,
+)
 from trainer.run import RunContext
 
 
@@ -46,6 +56,20 @@ def test_sampling_probability_is_the_item_frequency():
     np.testing.assert_allclose(sampling_probability(ids), [3 / 6, 2 / 6, 3 / 6, 1 / 6, 3 / 6, 2 / 6])
 
 
+def test_the_epoch_loss_is_the_mean_loss_per_example(small_config, data):
+    """Not the last batch's summed loss (what Keras reports for a TFRS model): with frozen weights, the
+    epoch loss over one batch holding every example equals the task loss of that batch / its size."""
+    config = small_config(**{"retrieval.optimizer": "sgd", "retrieval.learning_rate": 1e-12,
+                             "retrieval.batch_size": 400, "retrieval.epochs": 1})
+    model = build_model(config.retrieval, FeatureSet.resolve(config.retrieval.features, data.available_features),
+                        data.vocab, data.catalog, data.t_max)
+    examples = {name: values[:400] for name, values in training_features(data).items()}
+    (batch,) = list(make_dataset(examples, 400, shuffle=False, seed=0))
+    expected = float(model.compute_loss(batch)) / 400
+    history = fit(model, config.retrieval, examples, None, config.seed, None, None, logging.getLogger("test"))
+    assert history["loss"] == [pytest.approx(expected, rel=1e-4)]
+
+
 def test_early_stopping_ends_training_when_validation_recall_stalls(small_config, data, tmp_path):
     # A learning rate this small cannot move validation recall, so patience 1 stops after epoch 2.
     stalled = small_config(**{"retrieval.epochs": 6, "retrieval.early_stopping_patience": 1,
@@ -76,7 +100,8 @@ def test_a_killed_run_resumes_after_its_last_epoch(small_config, data, tmp_path)
 
 
 def test_without_validation_users_all_epochs_run_unvalidated(small_config, data, tmp_path):
-    no_validation = dataclasses.replace(data, split=dataclasses.replace(data.split, validation=data.split.validation[:0]))
+    empty_validation = dataclasses.replace(data.split, validation=data.split.validation[:0])
+    no_validation = dataclasses.replace(data, split=empty_validation)
     config = small_config(**{"retrieval.epochs": 2, "retrieval.early_stopping_patience": 1})
     result = train_retrieval(config, no_validation, RunContext(tmp_path))
     assert result.metrics["epochs_trained"] == 2 and set(result.history) == {"loss"}

@@ -89,6 +89,11 @@ def publish(base: Path, version: int, write: Callable[[Path], object]) -> Path:
     return target
 
 
+def publish_affine(base: Path, version: int, offset: float) -> Path:
+    """Publishes `Affine(offset)` as `<base>/<version>`."""
+    return publish(base, version, lambda path: save_module(Affine(offset), path))
+
+
 def write_broken_version(path: Path) -> None:
     path.mkdir(parents=True)
     (path / "saved_model.pb").write_bytes(b"this is not a SavedModel")

@@ -15,6 +15,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving import json_codec
+from serving._protos.tensorflow_serving.config import batching_parameters_pb2
 from serving.batching import BatchingOptions, BatchScheduler
 from serving.errors import ServingError, http_status
 from serving.model_config import ConfigError, ModelSettings, read_model_config_file, version_directories
@@ -127,6 +128,18 @@ def test_json_response_formats() -> None:
     assert json_codec.predict_response(outputs, json_codec.RequestFormat.COLUMNAR) == {
         "outputs": {"item_ids": [["a", "b"]], "scores": [[0.5, 0.25]]}}
     assert json_codec.dumps({"x": [float("nan"), float("-inf")]}) == b'{"x": [NaN, -Infinity]}'
+
+
+def test_batching_parameters_round_trip_and_unset_fields_take_tf_servings_defaults() -> None:
+    options = BatchingOptions(max_batch_size=16, batch_timeout_micros=250, max_enqueued_batches=3, num_batch_threads=2,
+                              allowed_batch_sizes=(4, 16), pad_variable_length_inputs=True)
+    assert BatchingOptions.from_proto(options.to_proto()) == options
+    only_size = batching_parameters_pb2.BatchingParameters()
+    only_size.max_batch_size.value = 7
+    assert BatchingOptions.from_proto(only_size) == BatchingOptions(max_batch_size=7)
+    too_many_sizes = BatchingOptions(max_batch_size=16, allowed_batch_sizes=(4, 32)).to_proto()
+    with pytest.raises(ValueError, match=r"allowed_batch_sizes .* got \[4, 32\]"):
+        BatchingOptions.from_proto(too_many_sizes)
 
 
 def _double(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

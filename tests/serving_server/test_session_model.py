@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -25,7 +26,7 @@ from serving.session_model import SessionModel
 
 
 @pytest.fixture(scope="module")
-def multi(tmp_path_factory: pytest.TempPathFactory) -> SessionModel:
+def multi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SessionModel]:
     path = save_module(Multi(), tmp_path_factory.mktemp("multi") / "1")
     with SessionModel.load(path) as model:
         yield model

@@ -6,16 +6,19 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from server_test_models import Affine, grpc_stubs, model_config_text, predict_request, publish, save_module
+from server_test_models import grpc_stubs, model_config_text, predict_request, publish, publish_affine
 from server_test_models import write_broken_version as broken
 
 from serving.testing import ServerProcess, running_server
+
+if TYPE_CHECKING:
+    from typing import Self
 
 HAMMER_THREADS = 4
 
@@ -28,8 +31,8 @@ def versions_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     (the config reload, which removes `pinned`, comes last)."""
     tmp_path = tmp_path_factory.mktemp("versions")
     for version in (1, 2):
-        publish(tmp_path / "pinned", version, lambda path, v=version: save_module(Affine(float(v * 10)), path))
-    publish(tmp_path / "swap", 1, lambda path: save_module(Affine(1.0), path))
+        publish_affine(tmp_path / "pinned", version, float(version * 10))
+    publish_affine(tmp_path / "swap", 1, 1.0)
     config = tmp_path / "models.config"
     config.write_text(model_config_text(
         {"swap": tmp_path / "swap", "pinned": tmp_path / "pinned", "late": tmp_path / "late"},
@@ -95,7 +98,7 @@ def test_specific_policy_and_labels(versions_server: tuple[ServerProcess, Path],
 
 def test_specific_policy_serves_both_versions_and_ignores_others(versions_server: tuple[ServerProcess, Path]) -> None:
     server, root = versions_server
-    publish(root / "pinned", 3, lambda path: save_module(Affine(30.0), path))
+    publish_affine(root / "pinned", 3, 30.0)
     time.sleep(1.0)  # several poll intervals: version 3 is not in the policy, so it must never load
     versions = server.model_versions("pinned")
     assert {v: e["state"] for v, e in versions.items()} == {2: "AVAILABLE", 1: "AVAILABLE"}
@@ -107,7 +110,7 @@ def test_hot_swap_under_load_fails_no_request_and_a_broken_version_does_not_take
     server, root = versions_server
     with Hammer(server.grpc_target) as hammer:
         hammer.wait_for_more(50)
-        publish(root / "swap", 2, lambda path: save_module(Affine(2.0), path))
+        publish_affine(root / "swap", 2, 2.0)
         server.wait_until(
             "swap", lambda v: v.get(2, {}).get("state") == "AVAILABLE" and v.get(1, {}).get("state") == "END",
             what="version 2 AVAILABLE and version 1 unloaded")
@@ -125,7 +128,7 @@ def test_hot_swap_under_load_fails_no_request_and_a_broken_version_does_not_take
     assert status[2]["state"] == "AVAILABLE"
     assert server.post_json("/v1/models/swap:predict", {"instances": [1.0]}) == (200, {"predictions": [3.0]})
     # A good version after the broken one is still picked up.
-    publish(root / "swap", 4, lambda path: save_module(Affine(4.0), path))
+    publish_affine(root / "swap", 4, 4.0)
     server.wait_until_available("swap", version=4)
     assert server.post_json("/v1/models/swap:predict", {"instances": [1.0]}) == (200, {"predictions": [5.0]})
 
@@ -133,14 +136,14 @@ def test_hot_swap_under_load_fails_no_request_and_a_broken_version_does_not_take
 def test_a_model_whose_folder_appears_later_is_served_then(versions_server: tuple[ServerProcess, Path]) -> None:
     server, root = versions_server
     assert server.get_json("/v1/models/late") == (404, {"error": "Could not find any versions of model late"})
-    publish(root / "late", 5, lambda path: save_module(Affine(0.5), path))
+    publish_affine(root / "late", 5, 0.5)
     server.wait_until_available("late", version=5, timeout=30)
     assert server.post_json("/v1/models/late:predict", {"inputs": [1.0]}) == (200, {"outputs": [1.5]})
 
 
 def test_config_file_changes_are_picked_up(versions_server: tuple[ServerProcess, Path]) -> None:
     server, root = versions_server
-    publish(root / "added", 7, lambda path: save_module(Affine(-1.0), path))
+    publish_affine(root / "added", 7, -1.0)
     config = root / "models.config"
     config.write_text(model_config_text({"swap": root / "swap", "added": root / "added"}))
     server.wait_until_available("added", version=7, timeout=30)

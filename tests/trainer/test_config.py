@@ -4,16 +4,24 @@ import argparse
 import pathlib
 
 import pytest
+import yaml
 
 from trainer import config as config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_configs_load(path):
-    config = config_lib.load_config(path)
-    assert config.data.source in config_lib.SOURCES
+SHIPPED = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "tests" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shipped_configs_load_with_every_value_they_set(path):
+    loaded = config_lib.load_config(path).to_dict()
+    for key, value in (yaml.safe_load(path.read_text()) or {}).items():
+        if isinstance(value, dict):
+            assert {field: loaded[key][field] for field in value} == value, key
+        else:
+            assert loaded[key] == value, key
 
 
 def test_defaults_equal_default_yaml():

@@ -15,8 +15,9 @@ from trainer.data.schema import Dataset
 from trainer.data.sources import load_dataset
 from trainer.data.splits import TemporalSplit, temporal_split
 from trainer.data.vocab import Vocabularies
+from trainer.run import LOGGER_NAME
 
-LOGGER = logging.getLogger("trainer")
+LOGGER = logging.getLogger(LOGGER_NAME)
 
 
 @dataclasses.dataclass

@@ -43,14 +43,17 @@ import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from trainer.config import MOVIELENS_SOURCES
 from trainer.data.schema import DataError, Dataset, complete_tables, validate_events, validate_items, validate_users
+from trainer.progress import progress_bar
+from trainer.run import LOGGER_NAME
 
-LOGGER = logging.getLogger("trainer")
+LOGGER = logging.getLogger(LOGGER_NAME)
 BASE_URL = "https://files.grouplens.org/datasets/movielens"
 DOWNLOAD_TIMEOUT_S = 60
 _CHUNK = 1 << 20
@@ -500,10 +503,12 @@ def _download(url: str, out: io.BufferedWriter, algorithm: str, source: str, cac
     """Streams `url` into `out`; returns the hex digest."""
     hasher = hashlib.new(algorithm)
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, \
+                progress_bar(_content_length(response), f"downloading {source}", "B", unit_scale=True) as bar:
             while chunk := response.read(_CHUNK):
                 hasher.update(chunk)
                 out.write(chunk)
+                bar.update(len(chunk))
     except (urllib.error.URLError, OSError) as error:
         raise DataError(
             f"{source}: could not download {url} ({error}); on a machine without internet access, download it "
@@ -511,6 +516,11 @@ def _download(url: str, out: io.BufferedWriter, algorithm: str, source: str, cac
             "or set data.data_dir to a folder holding those files"
         ) from None
     return hasher.hexdigest()
+
+
+def _content_length(response: Any) -> int | None:
+    length = response.headers.get("Content-Length", "")
+    return int(length) if length.isdigit() else None
 
 
 def _digest(path: Path, algorithm: str) -> str:

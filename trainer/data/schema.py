@@ -118,7 +118,9 @@ def validate_items(items: pd.DataFrame, source: str) -> pd.DataFrame:
     return out[list(ITEM_COLUMNS)]
 
 
-def complete_tables(events: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def complete_tables(
+    events: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Adds a row with unknown features for every user or item of `events` missing from its table."""
     missing_users = sorted(set(events["user_id"]) - set(users["user_id"]))
     if missing_users:

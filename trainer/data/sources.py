@@ -6,8 +6,9 @@ import logging
 
 from trainer.config import MOVIELENS_SOURCES, DataConfig, SyntheticConfig
 from trainer.data.schema import DataError, Dataset
+from trainer.run import LOGGER_NAME
 
-LOGGER = logging.getLogger("trainer")
+LOGGER = logging.getLogger(LOGGER_NAME)
 
 
 def load_dataset(data: DataConfig, synthetic: SyntheticConfig) -> Dataset:
@@ -28,7 +29,9 @@ def load_dataset(data: DataConfig, synthetic: SyntheticConfig) -> Dataset:
 
         dataset = load_movielens(data.source, data.data_dir, data.cache_dir, data.download)
     else:
-        raise DataError(f"unknown data source {data.source!r}; choose synthetic or one of {', '.join(MOVIELENS_SOURCES)}")
+        raise DataError(
+            f"unknown data source {data.source!r}; choose synthetic or one of {', '.join(MOVIELENS_SOURCES)}"
+        )
     return drop_sparse_users(dataset, data.min_events_per_user)
 
 

@@ -69,7 +69,7 @@ class PlantedModel:
     item_bias: np.ndarray
     temperature: float
 
-    def scores(self, user_ids: Sequence[str]) -> np.ndarray:
+    def scores(self, user_ids: Sequence[str] | np.ndarray) -> np.ndarray:
         """The true affinities (the logits the events were drawn with, before availability).
 
         Args:

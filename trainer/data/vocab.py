@@ -34,11 +34,6 @@ def tokenize(text: str | None) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def tokenize_many(texts: Iterable[str | None]) -> list[list[str]]:
-    """`tokenize` over many texts."""
-    return [tokenize(text) for text in texts]
-
-
 @dataclasses.dataclass(frozen=True)
 class Vocabularies:
     """The vocabularies of every categorical feature (tuples sorted by frequency, then value)."""

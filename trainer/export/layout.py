@@ -30,8 +30,6 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 from serving import contract
 
 TEMP_PREFIX = ".tmp-"
-ASSETS_DIR = "assets"
-ASSETS_EXTRA_DIR = "assets.extra"
 _PUBLISH_ATTEMPTS = 5
 
 
@@ -93,7 +91,7 @@ def write_metadata(version_dir: pathlib.Path, metadata: Mapping[str, Any]) -> No
     NumPy scalars and arrays, paths, sets and tuples are converted to JSON types;
     anything else that JSON cannot hold raises ExportError naming the value's type.
     """
-    path = pathlib.Path(version_dir) / ASSETS_DIR / contract.METADATA_ASSET
+    path = pathlib.Path(version_dir) / contract.ASSETS_DIR / contract.METADATA_ASSET
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         text = json.dumps(metadata, indent=1, default=_json_default, allow_nan=False)
@@ -111,7 +109,7 @@ def read_metadata(version_dir: pathlib.Path) -> dict[str, Any]:
     Raises:
         ExportError: the asset is missing, not JSON, or not a JSON object.
     """
-    path = pathlib.Path(version_dir) / ASSETS_DIR / contract.METADATA_ASSET
+    path = pathlib.Path(version_dir) / contract.ASSETS_DIR / contract.METADATA_ASSET
     if not path.is_file():
         raise ExportError(f"{path} does not exist: {version_dir} has no export metadata")
     try:
@@ -168,7 +166,7 @@ def save_signature_model(
 
 def warmup_path(version_dir: pathlib.Path) -> pathlib.Path:
     """Where TF Serving looks for warmup requests of a version."""
-    return pathlib.Path(version_dir) / ASSETS_EXTRA_DIR / contract.WARMUP_FILE
+    return pathlib.Path(version_dir) / contract.ASSETS_EXTRA_DIR / contract.WARMUP_FILE
 
 
 def write_warmup_requests(

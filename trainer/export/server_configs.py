@@ -33,15 +33,17 @@ from collections.abc import Collection, Sequence
 from google.protobuf import message, text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving import batching as server_batching
 from serving import contract
 from serving._protos.tensorflow_serving.config import batching_parameters_pb2, monitoring_config_pb2
+from serving.model_config import DEFAULT_METRICS_PATH
 from trainer.export import layout
 
 LOCAL_MODELS_CONFIG = "models.local.config"
 STOCK_MODELS_CONFIG = "models.stock.config"
 SCANN_MODELS_CONFIG = "models.scann.config"
 CONTAINER_ROOT = "/models"
-PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+PROMETHEUS_PATH = DEFAULT_METRICS_PATH  # TF Serving's default
 MODEL_PLATFORM = "tensorflow"
 STABLE_LABEL = "stable"
 CANARY_LABEL = "canary"
@@ -52,12 +54,13 @@ class ServerConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class BatchingOptions:
-    """TF Serving's server-side batching (fields of BatchingParameters).
+class BatchingOptions(server_batching.BatchingOptions):
+    """The batching.config the export writes: BatchingParameters for small, latency-bound requests.
 
-    `pad_variable_length_inputs` lets requests with different history or candidate
-    lengths share a batch; TF Serving pads with each tensor's first element, which is the
-    "" pad for rows that `serving.client` left-pads (see its docstring).
+    The base class holds TF Serving's defaults for fields a file leaves unset; these are the
+    values written. `pad_variable_length_inputs` lets requests with different history or
+    candidate lengths share a batch; TF Serving pads with each tensor's first element, which
+    is the "" pad for rows that `serving.client` left-pads (see its docstring).
     """
 
     max_batch_size: int = 64
@@ -68,17 +71,10 @@ class BatchingOptions:
     pad_variable_length_inputs: bool = True
 
     def validate(self) -> None:
-        for name in ("max_batch_size", "max_enqueued_batches", "num_batch_threads"):
-            if getattr(self, name) < 1:
-                raise ServerConfigError(f"batching.{name} must be >= 1, got {getattr(self, name)}")
-        if self.batch_timeout_micros < 0:
-            raise ServerConfigError(f"batching.batch_timeout_micros must be >= 0, got {self.batch_timeout_micros}")
-        sizes = list(self.allowed_batch_sizes)
-        if sizes and (sizes != sorted(set(sizes)) or sizes[-1] != self.max_batch_size or sizes[0] < 1):
-            raise ServerConfigError(
-                f"batching.allowed_batch_sizes must increase and end at max_batch_size={self.max_batch_size}, "
-                f"got {sizes}"
-            )
+        try:
+            super().validate()
+        except ValueError as error:
+            raise ServerConfigError(f"batching.{error}") from None
 
 
 def write_server_configs(
@@ -154,15 +150,7 @@ def model_server_config(versions: dict[str, list[int]], keep_versions: int, root
 
 def batching_config(options: BatchingOptions) -> str:
     """batching.config text (BatchingParameters)."""
-    parameters = batching_parameters_pb2.BatchingParameters(
-        allowed_batch_sizes=list(options.allowed_batch_sizes),
-        pad_variable_length_inputs=options.pad_variable_length_inputs,
-    )
-    parameters.max_batch_size.value = options.max_batch_size
-    parameters.batch_timeout_micros.value = options.batch_timeout_micros
-    parameters.max_enqueued_batches.value = options.max_enqueued_batches
-    parameters.num_batch_threads.value = options.num_batch_threads
-    return _checked_text(parameters, batching_parameters_pb2.BatchingParameters)
+    return _checked_text(options.to_proto(), batching_parameters_pb2.BatchingParameters)
 
 
 def monitoring_config(prometheus_path: str = PROMETHEUS_PATH) -> str:

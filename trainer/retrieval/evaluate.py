@@ -23,6 +23,7 @@ import tensorflow_recommenders as tfrs
 
 from trainer import metrics
 from trainer.data.examples import query_examples
+from trainer.progress import track
 from trainer.retrieval.model import RetrievalModel, embed_items, embed_queries
 
 ScoreFn = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -97,19 +98,14 @@ def top_k_excluding_seen(score_fn: ScoreFn, eval_set: EvalSet, k: int, batch_siz
     """
     size = len(eval_set)
     result = []
-    for start in range(0, size, batch_size):
+    starts = range(0, size, batch_size)
+    for start in track(starts, len(starts), "retrieval evaluation", unit="batch"):
         batch = {name: values[start:start + batch_size] for name, values in eval_set.queries.items()}
         scores = np.array(score_fn(batch), dtype=np.float32)
         in_batch = (eval_set.seen_users >= start) & (eval_set.seen_users < start + batch_size)
         scores[eval_set.seen_users[in_batch] - start, eval_set.seen_items[in_batch]] = -np.inf
-        result.append(_top_k_rows(scores, min(k, scores.shape[1])))
+        result.append(metrics.top_k_indices(scores, min(k, scores.shape[1])))
     return np.concatenate(result) if result else np.zeros((0, k), dtype=np.int64)
-
-
-def _top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(top, order, axis=1)
 
 
 def ranking_metrics(top_rows: np.ndarray, relevant: Sequence[np.ndarray], ks: Sequence[int]) -> dict[str, float]:
@@ -171,7 +167,8 @@ def factorized_top_k_accuracy(query_embeddings: np.ndarray, true_item_ids: np.nd
     metric = tfrs.metrics.FactorizedTopK(candidates=index, ks=ks)
     positions = pd.Index(item_ids).get_indexer(np.asarray(true_item_ids, dtype=object))
     if (positions < 0).any():
-        raise ValueError("factorized_top_k_accuracy: some held-out items are not among the candidates")
+        unknown = np.asarray(true_item_ids, dtype=object)[positions < 0][:5].tolist()
+        raise ValueError(f"factorized_top_k_accuracy: held-out item id(s) {unknown} are not among the candidates")
     for start in range(0, len(positions), batch_size):
         rows = positions[start:start + batch_size]
         metric.update_state(

@@ -10,6 +10,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Iterable
 
+from serving import contract
+
+# Training-only inputs of the towers (never part of a serving request).
+EXAMPLE_AGE = "example_age"  # [B] float32 in [0, 1]; absent at serving = 0
+CANDIDATE_PROBABILITY = "candidate_probability"  # [B] float32, the watched item's sampling probability (logQ)
+
 # Config feature -> the optional data columns it needs (any one of them is enough).
 _REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "search_history": ("query",),
@@ -20,8 +26,8 @@ _REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "item_age": ("release_time",),
 }
 
-QUERY_INPUTS = ("user_id", "watch_history", "search_history", "gender", "age", "occupation", "region", "example_age")
-CANDIDATE_INPUTS = ("item_genres", "item_title", "item_age")
+QUERY_INPUTS = (contract.USER_ID, contract.WATCH_HISTORY, contract.SEARCH_HISTORY, contract.GENDER, contract.AGE,
+                contract.OCCUPATION, contract.REGION, EXAMPLE_AGE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +82,7 @@ class FeatureSet:
 
     def query_inputs(self) -> tuple[str, ...]:
         """The active query-tower inputs (example_age alone does not identify a user)."""
-        return tuple(name for name in QUERY_INPUTS if getattr(self, name) and name != "example_age")
+        return tuple(name for name in QUERY_INPUTS if getattr(self, name) and name != EXAMPLE_AGE)
 
     def enabled(self) -> list[str]:
         return [field.name for field in dataclasses.fields(self) if getattr(self, field.name)]

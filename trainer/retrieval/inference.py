@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainer.metrics import top_k_indices
 from trainer.retrieval.model import embed_queries
 from trainer.retrieval.train import RetrievalResult
 
@@ -23,7 +24,5 @@ def retrieve(result: RetrievalResult, features: dict[str, np.ndarray], k: int) -
         raise ValueError(f"k must be in [1, {len(result.item_ids)}] (the catalogue size), got {k}")
     queries = embed_queries(result.model.query_tower, features)
     scores = queries @ result.item_embeddings.T
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-    rows = np.take_along_axis(top, order, axis=1)
+    rows = top_k_indices(scores, k)
     return np.asarray(result.item_ids, dtype=object)[rows], np.take_along_axis(scores, rows, axis=1).astype(np.float32)

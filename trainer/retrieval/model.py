@@ -31,10 +31,13 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
+from serving import contract
 from trainer.config import RetrievalConfig
-from trainer.retrieval.features import FeatureSet
+from trainer.data.examples import ITEM_ID
+from trainer.retrieval.features import CANDIDATE_PROBABILITY, EXAMPLE_AGE, QUERY_INPUTS, FeatureSet
 
 SECONDS_PER_DAY = 86_400
+EXAMPLE_LOSS = "example_loss"  # the metric of the epoch's mean loss per training example
 PAD_INDEX, OOV_INDEX = 0, 1
 
 
@@ -158,8 +161,8 @@ class QueryTower(keras.Model):
         self.features = context.features
         vocab, dim = context.vocab, config.embedding_dim
         self.categorical: dict[str, tuple[keras.layers.StringLookup, KnownEmbedding]] = {}
-        for name, values in (("user_id", vocab.user_ids), ("gender", vocab.genders),
-                             ("occupation", vocab.occupations), ("region", vocab.regions)):
+        for name, values in ((contract.USER_ID, vocab.user_ids), (contract.GENDER, vocab.genders),
+                             (contract.OCCUPATION, vocab.occupations), (contract.REGION, vocab.regions)):
             if getattr(self.features, name) and len(values):
                 self.categorical[name] = (string_lookup(values), KnownEmbedding(len(values), dim, name=f"{name}_emb"))
         self.history_items = history_items if self.features.watch_history else None
@@ -178,16 +181,16 @@ class QueryTower(keras.Model):
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         parts = [embedding(lookup(inputs[name])) for name, (lookup, embedding) in self.categorical.items()]
         if self.history_items is not None:
-            vectors, indices = self.history_items(inputs["watch_history"])
+            vectors, indices = self.history_items(inputs[contract.WATCH_HISTORY])
             parts.append(masked_mean(vectors, indices))
         if self.search_tokens is not None:
             lookup, embedding = self.search_tokens
-            indices = lookup(inputs["search_history"])
+            indices = lookup(inputs[contract.SEARCH_HISTORY])
             parts.append(masked_mean(embedding(indices), indices))
         if self.features.age:
-            parts.append(self.age_embedding(self._age_bucket(inputs["age"])))
+            parts.append(self.age_embedding(self._age_bucket(inputs[contract.AGE])))
         if self.features.example_age:
-            parts.append(_example_age_features(inputs, batch_like=inputs["user_id"]))
+            parts.append(_example_age_features(inputs, batch_like=inputs[contract.USER_ID]))
         output = self.tower(tf.concat(parts, axis=1), training=training)
         return tf.math.l2_normalize(output, axis=1) if self.l2_normalize else output
 
@@ -200,8 +203,8 @@ class QueryTower(keras.Model):
 
 def _example_age_features(inputs: dict[str, tf.Tensor], batch_like: tf.Tensor) -> tf.Tensor:
     """[x, x^2, sqrt(x)] of the example age (the paper's powers of a normalised continuous feature)."""
-    if "example_age" in inputs:
-        age = tf.clip_by_value(tf.cast(inputs["example_age"], tf.float32), 0.0, 1.0)
+    if EXAMPLE_AGE in inputs:
+        age = tf.clip_by_value(tf.cast(inputs[EXAMPLE_AGE], tf.float32), 0.0, 1.0)
     else:
         age = tf.zeros(tf.shape(batch_like)[:1], tf.float32)
     return tf.stack([age, tf.square(age), tf.sqrt(age)], axis=1)
@@ -264,6 +267,9 @@ class RetrievalModel(tfrs.models.Model):
 
     Training batches hold the query inputs, `item_id` [B] string (the watched item) and,
     with logQ correction, `candidate_probability` [B] float32 (the item's sampling probability).
+
+    The task's loss sums over the batch, and Keras reports the last batch's value as "loss";
+    `example_loss` (in the `fit` history) is the mean loss per example over the epoch.
     """
 
     def __init__(self, config: RetrievalConfig, context: ModelContext) -> None:
@@ -279,17 +285,21 @@ class RetrievalModel(tfrs.models.Model):
             temperature=None if config.temperature == 1.0 else config.temperature,
             remove_accidental_hits=config.remove_accidental_hits,
         )
+        self.example_loss = keras.metrics.Mean(name=EXAMPLE_LOSS)
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         queries = self.query_tower(features, training=training)
-        candidates = self.candidate_tower(features["item_id"], training=training)
-        return self.task(
+        candidates = self.candidate_tower(features[ITEM_ID], training=training)
+        loss = self.task(
             queries,
             candidates,
-            candidate_sampling_probability=features["candidate_probability"] if self.logq_correction else None,
-            candidate_ids=features["item_id"] if self.remove_accidental_hits else None,
+            candidate_sampling_probability=features[CANDIDATE_PROBABILITY] if self.logq_correction else None,
+            candidate_ids=features[ITEM_ID] if self.remove_accidental_hits else None,
             compute_metrics=False,
         )
+        batch = tf.cast(tf.shape(queries)[0], loss.dtype)
+        self.example_loss.update_state(loss / batch, sample_weight=batch)
+        return loss
 
 
 def embed_items(candidate_tower: CandidateTower, item_ids: np.ndarray, batch_size: int = 8192) -> np.ndarray:
@@ -301,9 +311,8 @@ def embed_items(candidate_tower: CandidateTower, item_ids: np.ndarray, batch_siz
 
 def embed_queries(query_tower: QueryTower, features: dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
     """Query embeddings of a feature dict (rows [N]) -> [N, d] float32; missing example_age = 0."""
-    names = [name for name in ("user_id", "watch_history", "search_history", "gender", "occupation", "region",
-                               "age", "example_age") if name in features]
-    size = len(features["user_id"])
+    names = [name for name in QUERY_INPUTS if name in features]
+    size = len(features[contract.USER_ID])
     chunks = []
     for start in range(0, size, batch_size):
         batch = {name: tf.constant(_tensor_ready(features[name][start:start + batch_size])) for name in names}

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from trainer.metrics import top_k_indices
+from trainer.progress import track
 from trainer.retrieval.scann_index import ScannParams, build_searcher
 
 SEARCH_FRACTIONS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5)
@@ -59,10 +61,7 @@ def exact_top_k(queries: np.ndarray, embeddings: np.ndarray, k: int, batch_size:
     k = min(k, embeddings.shape[0])
     result = np.empty((queries.shape[0], k), dtype=np.int64)
     for start in range(0, queries.shape[0], batch_size):
-        scores = queries[start:start + batch_size] @ embeddings.T
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-        result[start:start + batch_size] = np.take_along_axis(top, order, axis=1)
+        result[start:start + batch_size] = top_k_indices(queries[start:start + batch_size] @ embeddings.T, k)
     return result
 
 
@@ -120,7 +119,7 @@ def _sweep(embeddings: np.ndarray, queries: np.ndarray, k: int) -> list[dict[str
     searcher = build_searcher(embeddings, widest, k)
     exact = exact_top_k(queries, embeddings, k)
     rows = []
-    for params in candidates:
+    for params in track(candidates, len(candidates), "ScaNN tuning", unit="config"):
         found = _search(searcher, queries, k, params)
         rows.append({"params": params.to_json(), "recall": recall_against(found, exact),
                      "query_ms": _time_search(searcher, queries, k, params)})

@@ -22,13 +22,22 @@ import pandas as pd
 import tensorflow as tf
 import tf_keras as keras
 
+from serving import contract
 from trainer.config import Config, RetrievalConfig
 from trainer.data.bundle import TrainingData
-from trainer.data.examples import example_age
+from trainer.data.examples import ITEM_ID, RATING, WATCH_TIME, example_age
 from trainer.data.pipeline import AGE_BUCKETS, make_dataset
+from trainer.progress import keras_batch_progress
 from trainer.retrieval.evaluate import EvalSet, build_eval_set, evaluate_model, evaluate_scores, popularity_scorer
-from trainer.retrieval.features import FeatureSet, dropped_features
-from trainer.retrieval.model import CatalogLike, ModelContext, RetrievalModel, VocabularyLike, embed_items
+from trainer.retrieval.features import CANDIDATE_PROBABILITY, EXAMPLE_AGE, FeatureSet, dropped_features
+from trainer.retrieval.model import (
+    EXAMPLE_LOSS,
+    CatalogLike,
+    ModelContext,
+    RetrievalModel,
+    VocabularyLike,
+    embed_items,
+)
 from trainer.run import RunContext
 
 STAGE = "retrieval"
@@ -60,7 +69,8 @@ class RetrievalResult:
 
 
 def train_retrieval(config: Config, data: TrainingData, run: RunContext,
-                    epoch_callback: EpochCallback | None = None) -> RetrievalResult:
+                    epoch_callback: EpochCallback | None = None,
+                    strategy: tf.distribute.Strategy | None = None) -> RetrievalResult:
     """Trains, validates and tests the candidate generator; records metrics in the run folder.
 
     Args:
@@ -68,6 +78,7 @@ def train_retrieval(config: Config, data: TrainingData, run: RunContext,
         data: the prepared data.
         run: the run folder (metrics, TensorBoard, checkpoints).
         epoch_callback: called after each finished (and checkpointed) epoch with (epoch, its record).
+        strategy: the tf.distribute strategy the model is built under (`trainer.distribute`); None = the default.
     """
     retrieval = config.retrieval
     log = run.log
@@ -75,7 +86,7 @@ def train_retrieval(config: Config, data: TrainingData, run: RunContext,
     if dropped:
         log.info("retrieval: the data has no columns for features %s; they are left out", dropped)
     result = fit_and_evaluate(config, data, retrieval.features, run.checkpoint_dir(STAGE),
-                              run.tensorboard_dir(STAGE), log, epoch_callback)
+                              run.tensorboard_dir(STAGE), log, epoch_callback, strategy)
     run.record_metrics(STAGE, {**result.metrics, "features": result.features.enabled(), "dropped_features": dropped,
                                "history": result.history})
     return result
@@ -83,12 +94,18 @@ def train_retrieval(config: Config, data: TrainingData, run: RunContext,
 
 def fit_and_evaluate(config: Config, data: TrainingData, features: list[str],
                      checkpoint_dir: pathlib.Path | None, tensorboard_dir: pathlib.Path | None,
-                     log: logging.Logger, epoch_callback: EpochCallback | None = None) -> RetrievalResult:
-    """Builds the model for `features`, trains it on the temporal split and evaluates on its test period."""
+                     log: logging.Logger, epoch_callback: EpochCallback | None = None,
+                     strategy: tf.distribute.Strategy | None = None) -> RetrievalResult:
+    """Builds the model for `features`, trains it on the temporal split and evaluates on its test period.
+
+    Only the model is built under `strategy` (Keras fit then distributes the batches); the training
+    state around it (epoch, history) stays local to each worker.
+    """
     retrieval = config.retrieval
     keras.utils.set_random_seed(config.seed)
     feature_set = FeatureSet.resolve(features, data.available_features)
-    model = build_model(retrieval, feature_set, data.vocab, data.catalog, data.t_max)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = build_model(retrieval, feature_set, data.vocab, data.catalog, data.t_max)
     validation = temporal_eval_set(config, data, "validation")
     ks = sorted(set(retrieval.eval_ks) | {retrieval.early_stopping_k})
     validate: Validator | None = None
@@ -127,9 +144,9 @@ def training_features(data: TrainingData) -> dict[str, np.ndarray]:
 def training_features_of(examples: dict[str, np.ndarray], t_max: int, t_span: int) -> dict[str, np.ndarray]:
     """`event_examples` of training events [N] plus example_age [N] and candidate_probability [N]."""
     examples = dict(examples)
-    examples["example_age"] = example_age(examples["request_time"], t_max, t_span)
-    examples["candidate_probability"] = sampling_probability(examples["item_id"])
-    return {name: values for name, values in examples.items() if name not in ("watch_time", "rating")}
+    examples[EXAMPLE_AGE] = example_age(examples[contract.REQUEST_TIME], t_max, t_span)
+    examples[CANDIDATE_PROBABILITY] = sampling_probability(examples[ITEM_ID])
+    return {name: values for name, values in examples.items() if name not in (WATCH_TIME, RATING)}
 
 
 def sampling_probability(item_ids: np.ndarray) -> np.ndarray:
@@ -196,7 +213,8 @@ def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.n
         epoch_callback: called with (epoch, record) after each finished epoch.
 
     Returns:
-        The per-epoch history: loss, val_recall (recall@early_stopping_k) and val_<metric>.
+        The per-epoch history: loss (the mean per training example), val_recall (recall@early_stopping_k)
+        and val_<metric>.
     """
     optimizer = make_optimizer(retrieval)
     model.compile(optimizer=optimizer)
@@ -207,12 +225,14 @@ def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.n
     if start:
         log.info("retrieval: resuming after epoch %d from %s", start, checkpoint_dir)
     dataset = make_dataset(train, retrieval.batch_size, shuffle=True, seed=seed + start)
+    steps = -(-len(train[ITEM_ID]) // retrieval.batch_size)
     writer = tf.summary.create_file_writer(str(tensorboard_dir)) if tensorboard_dir is not None else None
     for epoch in range(start + 1, retrieval.epochs + 1):
         if state["stopped"]:
             break
-        loss = float(model.fit(dataset, epochs=1, verbose=0).history["loss"][-1])
-        record = {"loss": loss}
+        bar = keras_batch_progress(f"retrieval epoch {epoch}/{retrieval.epochs}", steps, EXAMPLE_LOSS)
+        history = model.fit(dataset, epochs=1, verbose=0, callbacks=[bar]).history
+        record = {"loss": float(history[EXAMPLE_LOSS][-1])}
         if validate is not None:
             record.update({f"val_{name}": value for name, value in validate(model).items()})
             record["val_recall"] = record[f"val_recall@{retrieval.early_stopping_k}"]
