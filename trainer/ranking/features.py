@@ -283,10 +283,12 @@ class RankingFeatures(keras.layers.Layer):
     def _genre_features(self, history_rows: tf.Tensor, candidate_rows: tf.Tensor) -> dict[str, tf.Tensor]:
         watched = tf.gather(self.catalog.genre_multi_hot, history_rows)  # [B, H, NG]
         counts = tf.reduce_sum(watched, axis=1)  # [B, NG]
-        length = tf.shape(history_rows)[1]
-        positions_ago = tf.cast(tf.range(length - 1, -1, -1), tf.float32)[None, :, None]  # [1, H, 1]
+        # Watches after each position, pads ("" = row 0) not counted: TF Serving's batching appends pads
+        # after the most recent watch, so a position counted from the end of the row would shift.
+        is_watch = tf.cast(history_rows > 0, tf.float32)
+        positions_ago = tf.cumsum(is_watch, axis=1, exclusive=True, reverse=True)[:, :, None]  # [B, H, 1]
         since = tf.reduce_min(tf.where(watched > 0, positions_ago, NEVER_WATCHED), axis=1)  # [B, NG]
-        since = tf.where(length > 0, since, tf.fill(tf.shape(counts), NEVER_WATCHED))
+        since = tf.where(tf.shape(history_rows)[1] > 0, since, tf.fill(tf.shape(counts), NEVER_WATCHED))
         candidate_genres = tf.gather(self.catalog.genre_multi_hot, candidate_rows)  # [B, N, NG]
         has_genre = candidate_genres > 0
         watch_count = tf.reduce_max(tf.where(has_genre, counts[:, None, :], 0.0), axis=-1)
