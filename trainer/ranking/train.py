@@ -32,6 +32,7 @@ from serving import contract
 from trainer.config import Config, RankingConfig
 from trainer.data.examples import ITEM_ID, WATCH_TIME
 from trainer.data.pipeline import make_dataset
+from trainer.progress import track
 from trainer.ranking import evaluate
 from trainer.ranking.features import FeatureSpace
 from trainer.ranking.loss import candidate_weights, positive_weights, watch_time_unit, weighted_logistic_loss
@@ -133,7 +134,8 @@ def fit(model: RankingModel, data: RankingData, options: FitOptions, checkpoint_
     while int(state.epoch.numpy()) < options.epochs and not state.stopped(options.patience):
         epoch = int(state.epoch.numpy())
         started = time.perf_counter()
-        loss = _run_epoch(step, *epoch_inputs(epoch), options.batch_size, options.seed + epoch)
+        description = f"ranking {model.name} epoch {epoch + 1}/{options.epochs}"
+        loss = _run_epoch(step, *epoch_inputs(epoch), options.batch_size, options.seed + epoch, description)
         record = {"loss": loss, "seconds": time.perf_counter() - started}
         if data.validation is not None:
             record.update({f"validation_{k}": v for k, v in evaluate.evaluate_sampled(model, data.validation).items()})
@@ -347,11 +349,12 @@ def _train_step(model: RankingModel, optimizer: keras.optimizers.Optimizer) -> C
 
 
 def _run_epoch(step: Callable[..., tf.Tensor], inputs: dict[str, np.ndarray], labels: np.ndarray,
-               weights: np.ndarray, batch_size: int, seed: int) -> float:
+               weights: np.ndarray, batch_size: int, seed: int, description: str) -> float:
     table = dict(inputs)
     table[_LABELS], table[_WEIGHTS] = labels, weights
     total, batches = 0.0, 0
-    for batch in make_dataset(table, batch_size, shuffle=True, seed=seed, cache=False):
+    dataset = make_dataset(table, batch_size, shuffle=True, seed=seed, cache=False)
+    for batch in track(dataset, -(-len(labels) // batch_size), description, unit="batch"):
         batch_labels, batch_weights = batch.pop(_LABELS), batch.pop(_WEIGHTS)
         total += float(step(batch, batch_labels, batch_weights))
         batches += 1
