@@ -191,7 +191,8 @@ def _wait_for_rest(server: ServerProcess, timeout: float) -> None:
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise ServerError(f"The server did not open its ports in {timeout} s:\n{server.log()[-4000:]}")
+                log = server.log()[-4000:]
+                raise ServerError(f"The server did not open its ports in {timeout} s:\n{log}") from None
             time.sleep(0.1)
 
 

@@ -52,7 +52,8 @@ class TrainedModels:
         """Publishes a new version of every model and rewrites the server configs; returns the version folders."""
         exports = export_retrieval(self.retrieval, self.data, self.config.export, self.saved_models)
         exports[contract.RANKING] = export_ranking(self.ranking, self.data, self.config.export, self.saved_models)
-        write_server_configs(self.saved_models, list(contract.MODEL_NAMES), keep_versions=self.config.export.keep_versions)
+        write_server_configs(self.saved_models, list(contract.MODEL_NAMES),
+                             keep_versions=self.config.export.keep_versions)
         return exports
 
 
