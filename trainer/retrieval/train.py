@@ -224,14 +224,14 @@ def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.n
     state = progress.state()
     if start:
         log.info("retrieval: resuming after epoch %d from %s", start, checkpoint_dir)
-    dataset = make_dataset(train, retrieval.batch_size, shuffle=True, seed=seed + start)
     steps = -(-len(train[ITEM_ID]) // retrieval.batch_size)
+    dataset, fit_options = _fit_input(model, train, retrieval.batch_size, seed + start, steps)
     writer = tf.summary.create_file_writer(str(tensorboard_dir)) if tensorboard_dir is not None else None
     for epoch in range(start + 1, retrieval.epochs + 1):
         if state["stopped"]:
             break
         bar = keras_batch_progress(f"retrieval epoch {epoch}/{retrieval.epochs}", steps, EXAMPLE_LOSS)
-        history = model.fit(dataset, epochs=1, verbose=0, callbacks=[bar]).history
+        history = model.fit(dataset, epochs=1, verbose=0, callbacks=[bar], **fit_options).history
         record = {"loss": float(history[EXAMPLE_LOSS][-1])}
         if validate is not None:
             record.update({f"val_{name}": value for name, value in validate(model).items()})
@@ -245,6 +245,24 @@ def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.n
             epoch_callback(epoch, record)
     checkpoints.restore_best()
     return state["history"]
+
+
+def _fit_input(model: RetrievalModel, train: dict[str, np.ndarray], batch_size: int, seed: int,
+               steps: int) -> tuple[Any, dict[str, Any]]:
+    """What `model.fit` gets: the shuffled batches, or, under parameter servers, a per-worker dataset function.
+
+    With parameter servers each worker pulls batches from its own endless iterator, so the data is
+    sharded by worker (every n-th batch of the same shuffled order) and repeated, and an epoch is
+    `steps` steps (`trainer.distribute`).
+    """
+    if not isinstance(model.distribute_strategy, tf.distribute.experimental.ParameterServerStrategy):
+        return make_dataset(train, batch_size, shuffle=True, seed=seed), {}
+
+    def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        batches = make_dataset(train, batch_size, shuffle=True, seed=seed)
+        return batches.shard(context.num_input_pipelines, context.input_pipeline_id).repeat()
+
+    return keras.utils.experimental.DatasetCreator(per_worker), {"steps_per_epoch": steps}
 
 
 def _update_state(state: dict[str, Any], record: dict[str, float], patience: int, checkpoints: _Checkpoints) -> None:

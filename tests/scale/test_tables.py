@@ -1,0 +1,48 @@
+"""User and item tables as CSV: round trip and clear errors."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pandas as pd
+import pytest
+
+from trainer.data.bundle import TrainingData
+from trainer.data.schema import DataError
+from trainer.data.table_csv import read_items, read_users, with_missing_rows, write_items, write_users
+
+
+def test_tables_round_trip(tiny_data: TrainingData, tmp_path: pathlib.Path) -> None:
+    write_users(tiny_data.dataset.users, tmp_path / "users.csv")
+    write_items(tiny_data.dataset.items, tmp_path / "items.csv")
+    pd.testing.assert_frame_equal(read_users(tmp_path / "users.csv"), tiny_data.dataset.users.reset_index(drop=True))
+    pd.testing.assert_frame_equal(read_items(tmp_path / "items.csv"), tiny_data.dataset.items.reset_index(drop=True))
+
+
+def test_ids_keep_leading_zeros_and_unknowns_stay_unknown(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "items.csv"
+    path.write_text('item_id,title,genres,release_time\n007,"Dr. No, 1962",Action|Spy,\nNA,,,5\n')
+    items = read_items(path)
+    assert items["item_id"].tolist() == ["007", "NA"]
+    assert items["genres"].tolist() == [["Action", "Spy"], []]
+    assert items["release_time"].tolist() == [0, 5]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("user_id,age\nu1,old\n", r"age must be an integer, row 0 has 'old'"),
+    ("user_id,age\nu1,30,extra\n", r"more fields than the header"),
+    ("user_id,age\nu1,30\nu1,31\n", r"repeats user_id 'u1'"),
+    ("", r"the file is empty"),
+])
+def test_bad_user_tables_are_clear_errors(tmp_path: pathlib.Path, text: str, message: str) -> None:
+    path = tmp_path / "users.csv"
+    path.write_text(text)
+    with pytest.raises(DataError, match=message):
+        read_users(path)
+
+
+def test_missing_rows_are_added_with_unknown_features(tiny_data: TrainingData) -> None:
+    users, items = with_missing_rows(tiny_data.dataset.users, tiny_data.dataset.items, ["new-user"], ["new-item"])
+    assert len(users) == len(tiny_data.dataset.users) + 1 and len(items) == len(tiny_data.dataset.items) + 1
+    assert users.iloc[-1].tolist() == ["new-user", "", 0, "", ""]
+    assert items.iloc[-1]["genres"] == [] and items.iloc[-1]["release_time"] == 0

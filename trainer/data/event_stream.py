@@ -1,0 +1,166 @@
+"""The event log read in chunks: a CSV file in the data contract's columns, or a loaded table.
+
+A streaming reader never holds the whole log, so it needs the log in time order (the order
+a logging system appends it in): every chunk is validated like `schema.validate_events`,
+and a timestamp earlier than the one before it is an error that names the line. Each chunk
+comes back sorted by (timestamp, user_id) with the file order kept among ties, exactly as
+`validate_events` sorts a whole table, so chunk after chunk is the same sequence of events.
+
+CSV layout (header required; extra columns are ignored):
+    user_id,item_id,timestamp,rating,watch_time,query
+An empty rating, watch_time or query is missing; ids and timestamps must be present.
+Line numbers in errors count the header as line 1 (a quoted field spanning lines shifts them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import re
+import warnings
+from collections.abc import Iterator
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from trainer.data.schema import EVENT_COLUMNS, DataError, validate_events
+
+_OPTIONAL_COLUMNS = ("rating", "watch_time", "query")
+_ROW = re.compile(r"\brow (\d+)\b")
+
+
+@dataclasses.dataclass(frozen=True)
+class EventChunk:
+    """Consecutive events of the log.
+
+    Attributes:
+        events: validated contract columns, sorted by (timestamp, user_id), ties in log order.
+        first_row: the 0-based position of the chunk's first event in the log.
+    """
+
+    events: pd.DataFrame
+    first_row: int
+
+
+class EventSource(Protocol):
+    """A log that can be read from the start, chunk by chunk, any number of times."""
+
+    @property
+    def name(self) -> str:
+        """What errors call the log (its path)."""
+        ...
+
+    def chunks(self) -> Iterator[EventChunk]:
+        """The log in time order; raises DataError naming the place of bad or unsorted rows."""
+        ...
+
+
+@dataclasses.dataclass
+class CsvEventSource:
+    """A CSV event log on disk (utf-8), read `chunk_size` rows at a time."""
+
+    path: pathlib.Path
+    chunk_size: int = 100_000
+
+    def __post_init__(self) -> None:
+        self.path = pathlib.Path(self.path)
+        if self.chunk_size <= 0:
+            raise DataError(f"chunk_size must be > 0, got {self.chunk_size}")
+        if not self.path.is_file():
+            raise DataError(f"event log {self.path} does not exist")
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def chunks(self) -> Iterator[EventChunk]:
+        order = _OrderCheck(self.name)
+        first_row = 0
+        for raw in self._raw_chunks():
+            events = _validated(raw, self.name, first_row)
+            order.check(raw, first_row)
+            yield EventChunk(events, first_row)
+            first_row += len(raw)
+        if first_row == 0:
+            raise DataError(f"{self.name}: the event log has no rows")
+
+    def _raw_chunks(self) -> Iterator[pd.DataFrame]:
+        try:
+            reader = pd.read_csv(self.path, chunksize=self.chunk_size, dtype=str, keep_default_na=False,
+                                 na_values={column: [""] for column in _OPTIONAL_COLUMNS}, encoding="utf-8",
+                                 index_col=False)
+            with reader:
+                while (chunk := _next_chunk(reader)) is not None:
+                    yield chunk
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{self.name}: the file is empty (expected a header {','.join(EVENT_COLUMNS)})") from None
+        except pd.errors.ParserError as error:
+            raise DataError(f"{self.name}: malformed CSV: {error}") from None
+        except pd.errors.ParserWarning as warning:
+            raise DataError(f"{self.name}: malformed CSV: a row has more fields than the header ({warning})") from None
+        except UnicodeDecodeError as error:
+            raise DataError(f"{self.name}: not utf-8 text ({error.reason} at byte {error.start})") from None
+
+
+@dataclasses.dataclass
+class FrameEventSource:
+    """A loaded, validated event table (e.g. `Dataset.events`) served in chunks."""
+
+    events: pd.DataFrame
+    name: str = "events"
+    chunk_size: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.chunk_size <= 0:
+            raise DataError(f"chunk_size must be > 0, got {self.chunk_size}")
+
+    def chunks(self) -> Iterator[EventChunk]:
+        order = _OrderCheck(self.name)
+        for start in range(0, len(self.events), self.chunk_size):
+            raw = self.events.iloc[start:start + self.chunk_size]
+            events = _validated(raw, self.name, start)
+            order.check(raw, start)
+            yield EventChunk(events, start)
+
+
+class _OrderCheck:
+    """Remembers the last timestamp seen, so that the whole log is checked to be in time order."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.last: int | None = None
+
+    def check(self, raw: pd.DataFrame, first_row: int) -> None:
+        times = pd.to_numeric(raw["timestamp"]).to_numpy(dtype=np.int64)
+        offset = 0 if self.last is None else 1
+        joined = times if self.last is None else np.concatenate([[self.last], times])
+        backwards = np.flatnonzero(np.diff(joined) < 0)
+        if len(backwards):
+            at = int(backwards[0]) + 1
+            raise DataError(
+                f"{self.name}: line {_line(first_row + at - offset)}: timestamp {joined[at]} is earlier than the "
+                f"line before ({joined[at - 1]}); streaming needs the log in time order (sort it by timestamp first)"
+            )
+        self.last = int(times[-1])
+
+
+def _next_chunk(reader: Iterator[pd.DataFrame]) -> pd.DataFrame | None:
+    """The next chunk, None at the end; a row longer than the header raises (pandas only warns and drops it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        return next(reader, None)
+
+
+def _validated(raw: pd.DataFrame, name: str, first_row: int) -> pd.DataFrame:
+    """`validate_events` of one chunk, with its row numbers turned into the log's line numbers."""
+    try:
+        return validate_events(raw, name)
+    except DataError as error:
+        message = _ROW.sub(lambda match: f"line {_line(first_row + int(match.group(1)))}", str(error))
+        raise DataError(message) from None
+
+
+def _line(row: int) -> int:
+    """The file line of 0-based data row `row` (line 1 is the header)."""
+    return row + 2

@@ -1,0 +1,332 @@
+"""Preprocessed examples on disk: sharded TFRecord files of tf.train.Example, and their manifest.
+
+One record per event, with the features of `trainer.data.examples.event_examples`:
+
+    user_id, gender, occupation, region, item_id   bytes   []
+    watch_history                                  bytes   [H]  most recent last, b"" pads at the start
+    search_history                                 bytes   [S]
+    age, request_time                              int64   []
+    watch_time, rating                             float   []   NaN = missing
+
+`trainer.preprocess` writes them; `read_examples` (or `Manifest.read`) reads them back as a
+tf.data.Dataset of the same feature dicts, batched, each input pipeline of a distributed job
+reading its own share (whole files when there are enough files, else every n-th example).
+
+The manifest (manifest.json, written last, so its presence means the folder is complete)
+holds the shard files and counts per split, H and S, the vocabularies of the training
+split and its item counts, t_max / t_span for the example age, the split boundaries and the
+available features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from tensorflow.core.example import example_pb2
+
+from serving import contract
+from trainer.data.examples import ITEM_ID, RATING, WATCH_TIME
+from trainer.data.schema import DataError
+from trainer.data.table_csv import read_items, read_users
+from trainer.data.vocab import Vocabularies
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+SPLITS = ("train", "validation", "test")
+COMPRESSIONS = ("GZIP", "NONE")
+STRING_FEATURES = (contract.USER_ID, contract.GENDER, contract.OCCUPATION, contract.REGION, ITEM_ID)
+SEQUENCE_FEATURES = (contract.WATCH_HISTORY, contract.SEARCH_HISTORY)
+INT_FEATURES = (contract.AGE, contract.REQUEST_TIME)
+FLOAT_FEATURES = (WATCH_TIME, RATING)
+FEATURES = STRING_FEATURES + SEQUENCE_FEATURES + INT_FEATURES + FLOAT_FEATURES
+
+
+def feature_spec(history_length: int, search_history_length: int) -> dict[str, tf.io.FixedLenFeature]:
+    """The parsing spec of a record (H = history_length, S = search_history_length)."""
+    spec = {name: tf.io.FixedLenFeature([], tf.string) for name in STRING_FEATURES}
+    spec[contract.WATCH_HISTORY] = tf.io.FixedLenFeature([history_length], tf.string)
+    spec[contract.SEARCH_HISTORY] = tf.io.FixedLenFeature([search_history_length], tf.string)
+    spec.update({name: tf.io.FixedLenFeature([], tf.int64) for name in INT_FEATURES})
+    spec.update({name: tf.io.FixedLenFeature([], tf.float32) for name in FLOAT_FEATURES})
+    return spec
+
+
+def serialize_examples(features: dict[str, np.ndarray]) -> list[bytes]:
+    """Serialized tf.train.Example records, one per row.
+
+    Args:
+        features: the `event_examples` dict: every name of FEATURES, [N] (histories [N, H] and [N, S]).
+
+    Returns:
+        N serialized records.
+    """
+    _check_features(features)
+    strings = {name: _utf8(features[name]) for name in STRING_FEATURES + SEQUENCE_FEATURES}
+    numbers = {name: features[name].tolist() for name in INT_FEATURES + FLOAT_FEATURES}
+    records = []
+    for row in range(len(features[contract.USER_ID])):
+        example = example_pb2.Example()
+        feature = example.features.feature
+        for name in STRING_FEATURES:
+            feature[name].bytes_list.value.append(strings[name][row])
+        for name in SEQUENCE_FEATURES:
+            feature[name].bytes_list.value.extend(strings[name][row])
+        for name in INT_FEATURES:
+            feature[name].int64_list.value.append(numbers[name][row])
+        for name in FLOAT_FEATURES:
+            feature[name].float_list.value.append(numbers[name][row])
+        records.append(example.SerializeToString())
+    return records
+
+
+def read_examples(
+    files: str | pathlib.Path | Sequence[str | pathlib.Path],
+    batch_size: int,
+    history_length: int,
+    search_history_length: int,
+    *,
+    compression: str = "GZIP",
+    shuffle: bool = False,
+    seed: int = 0,
+    shuffle_buffer: int = 10_000,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+    """Batches of examples from TFRecord shards, this input pipeline's share only.
+
+    Without shuffling, records come in file order (files sorted by name), so a run is reproducible.
+    With `input_context` (from `strategy.distribute_datasets_from_function`), pipeline i of n reads
+    files i, i + n, ... when there are at least n files, else every n-th record of all files; give it
+    the per-replica batch size (`input_context.get_per_replica_batch_size(global_batch_size)`).
+
+    Args:
+        files: a glob pattern, one path, or paths.
+        batch_size: examples per batch of this pipeline.
+        history_length: H of the records.
+        search_history_length: S of the records.
+        compression: "GZIP" or "NONE", as written.
+        shuffle: shuffle file order and records (a buffer of `shuffle_buffer` records), anew every epoch.
+        seed: the shuffle seed.
+        shuffle_buffer: records held for shuffling (bounds memory).
+        repeat: repeat forever.
+        drop_remainder: drop a last smaller batch (static batch shapes).
+        input_context: the distributed input pipeline this dataset is for.
+
+    Returns:
+        A dataset of feature dicts: strings tf.string [B] (histories [B, H], [B, S]), age and request_time
+        int64 [B], watch_time and rating float32 [B].
+    """
+    paths = _resolve(files)
+    if batch_size <= 0 or shuffle_buffer <= 0:
+        raise DataError(f"read_examples: batch_size and shuffle_buffer must be > 0, got {batch_size}, "
+                        f"{shuffle_buffer}")
+    if compression not in COMPRESSIONS:
+        raise DataError(f"read_examples: compression must be one of {COMPRESSIONS}, got {compression!r}")
+    pipelines, pipeline = _pipeline(input_context)
+    by_file = len(paths) >= pipelines
+    file_names = tf.data.Dataset.from_tensor_slices(paths)
+    if by_file:
+        file_names = file_names.shard(pipelines, pipeline)
+    records = _records(file_names, "" if compression == "NONE" else compression, shuffle, seed, len(paths))
+    if not by_file:
+        records = records.shard(pipelines, pipeline)
+    if shuffle:
+        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        records = records.repeat()
+    spec = feature_spec(history_length, search_history_length)
+    batches = records.batch(batch_size, drop_remainder=drop_remainder)
+    return batches.map(lambda serialized: tf.io.parse_example(serialized, spec),
+                       num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """One TFRecord file of a split: its name in the folder and its number of records."""
+
+    file: str
+    examples: int
+
+
+@dataclasses.dataclass
+class Manifest:
+    """What `trainer.preprocess` wrote into a folder (see the module docstring)."""
+
+    directory: pathlib.Path
+    source: str
+    history_length: int
+    search_history_length: int
+    compression: str
+    shards: dict[str, list[Shard]]
+    vocab: Vocabularies
+    t_max: int
+    t_span: int
+    validation_start: int
+    test_start: int
+    available_features: set[str]
+    events: int
+    dropped_events: int
+    dropped_users: int
+    train_item_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    users_file: str = "users.csv"
+    items_file: str = "items.csv"
+
+    def files(self, split: str) -> list[str]:
+        """The absolute paths of the shards of `split` ("train", "validation" or "test")."""
+        return [str(self.directory / shard.file) for shard in self._split(split)]
+
+    def examples(self, split: str) -> int:
+        return sum(shard.examples for shard in self._split(split))
+
+    def read(self, split: str, batch_size: int, **options: Any) -> tf.data.Dataset:
+        """`read_examples` of the shards of `split` (options: shuffle, seed, input_context, ...)."""
+        if not self._split(split):
+            raise DataError(f"{self.directory / MANIFEST}: split {split!r} has no examples")
+        return read_examples(self.files(split), batch_size, self.history_length, self.search_history_length,
+                             compression=self.compression, **options)
+
+    def users(self) -> pd.DataFrame:
+        return read_users(self.directory / self.users_file)
+
+    def items(self) -> pd.DataFrame:
+        return read_items(self.directory / self.items_file)
+
+    def write(self) -> pathlib.Path:
+        """Writes manifest.json atomically (a reader never sees half of it)."""
+        path = self.directory / MANIFEST
+        partial = path.with_name(MANIFEST + ".partial")
+        partial.write_text(json.dumps(self._to_json(), indent=2) + "\n")
+        partial.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, directory: str | pathlib.Path) -> Manifest:
+        """Reads the manifest of `directory`; raises DataError if it is missing, malformed or lists absent files."""
+        directory = pathlib.Path(directory)
+        path = directory / MANIFEST
+        if not path.is_file():
+            raise DataError(f"{directory} holds no {MANIFEST}: run `python -m trainer.preprocess --output-dir "
+                            f"{directory} ...` first (an unfinished run leaves no manifest)")
+        try:
+            raw = json.loads(path.read_text())
+            manifest = cls._from_json(directory, raw)
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise DataError(f"{path}: not a manifest of format {FORMAT_VERSION}: {error!r}") from None
+        missing = [name for split in SPLITS for name in manifest.files(split) if not pathlib.Path(name).is_file()]
+        if missing:
+            raise DataError(f"{path}: listed shard file(s) missing: {missing[:5]}")
+        return manifest
+
+    def _split(self, split: str) -> list[Shard]:
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        return self.shards.get(split, [])
+
+    def _to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "source": self.source,
+            "history_length": self.history_length,
+            "search_history_length": self.search_history_length,
+            "compression": self.compression,
+            "splits": {split: {"examples": self.examples(split),
+                               "shards": [dataclasses.asdict(shard) for shard in self._split(split)]}
+                       for split in SPLITS},
+            "t_max": self.t_max,
+            "t_span": self.t_span,
+            "validation_start": self.validation_start,
+            "test_start": self.test_start,
+            "available_features": sorted(self.available_features),
+            "events": self.events,
+            "dropped_events": self.dropped_events,
+            "dropped_users": self.dropped_users,
+            "train_item_counts": self.train_item_counts,
+            "users_file": self.users_file,
+            "items_file": self.items_file,
+            "vocabularies": json.loads(self.vocab.to_json()),
+        }
+
+    @classmethod
+    def _from_json(cls, directory: pathlib.Path, raw: dict[str, Any]) -> Manifest:
+        if raw["format_version"] != FORMAT_VERSION:
+            raise ValueError(f"format_version {raw['format_version']}")
+        return cls(
+            directory=directory,
+            source=str(raw["source"]),
+            history_length=int(raw["history_length"]),
+            search_history_length=int(raw["search_history_length"]),
+            compression=str(raw["compression"]),
+            shards={split: [Shard(str(s["file"]), int(s["examples"])) for s in raw["splits"][split]["shards"]]
+                    for split in SPLITS},
+            vocab=Vocabularies.from_json(json.dumps(raw["vocabularies"])),
+            t_max=int(raw["t_max"]),
+            t_span=int(raw["t_span"]),
+            validation_start=int(raw["validation_start"]),
+            test_start=int(raw["test_start"]),
+            available_features=set(raw["available_features"]),
+            events=int(raw["events"]),
+            dropped_events=int(raw["dropped_events"]),
+            dropped_users=int(raw["dropped_users"]),
+            train_item_counts={str(item): int(count) for item, count in raw["train_item_counts"].items()},
+            users_file=str(raw["users_file"]),
+            items_file=str(raw["items_file"]),
+        )
+
+
+def _records(file_names: tf.data.Dataset, compression: str, shuffle: bool, seed: int,
+             num_files: int) -> tf.data.Dataset:
+    def read(name: tf.Tensor) -> tf.data.Dataset:
+        return tf.data.TFRecordDataset(name, compression_type=compression)
+
+    if not shuffle:
+        return file_names.flat_map(read)
+    file_names = file_names.shuffle(num_files, seed=seed, reshuffle_each_iteration=True)
+    return file_names.interleave(read, cycle_length=min(num_files, 4), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _pipeline(input_context: tf.distribute.InputContext | None) -> tuple[int, int]:
+    if input_context is None:
+        return 1, 0
+    return int(input_context.num_input_pipelines), int(input_context.input_pipeline_id)
+
+
+def _resolve(files: str | pathlib.Path | Sequence[str | pathlib.Path]) -> list[str]:
+    if isinstance(files, (str, pathlib.Path)):
+        pattern = str(files)
+        paths = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+    else:
+        paths = [str(path) for path in files]
+    if not paths:
+        raise DataError(f"read_examples: no files match {files!r}")
+    missing = [path for path in paths if not pathlib.Path(path).is_file()]
+    if missing:
+        raise DataError(f"read_examples: file(s) not found: {missing[:5]}")
+    return paths
+
+
+def _check_features(features: dict[str, np.ndarray]) -> None:
+    missing = [name for name in FEATURES if name not in features]
+    if missing:
+        raise DataError(f"serialize_examples: missing feature(s) {missing}")
+    rows = {name: len(features[name]) for name in FEATURES}
+    if len(set(rows.values())) != 1:
+        raise DataError(f"serialize_examples: features have different numbers of rows: {rows}")
+    for name in SEQUENCE_FEATURES:
+        if np.ndim(features[name]) != 2:
+            raise DataError(f"serialize_examples: {name} must be [N, width], got shape {np.shape(features[name])}")
+
+
+def _utf8(values: np.ndarray) -> list[Any]:
+    """str array [N] or [N, W] -> nested lists of utf-8 bytes."""
+    array = np.asarray(values, dtype=object)
+    encoded = np.array([value.encode() for value in array.ravel()], dtype=object).reshape(array.shape)
+    return encoded.tolist()

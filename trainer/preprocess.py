@@ -1,0 +1,312 @@
+"""Streaming preprocessing: an event log of any length -> sharded TFRecord examples + manifest.json.
+
+    # the configured source (synthetic / MovieLens), streamed in chunks:
+    python -m trainer.preprocess --config configs/default.yaml --output-dir prepared/ --shard-size 100000
+    # your own log: a CSV in the data contract's columns, in time order, plus the user and item tables:
+    python -m trainer.preprocess --config configs/default.yaml --events logs/events.csv \\
+        --users logs/users.csv --items logs/items.csv --output-dir prepared/ --shard-size 200000
+
+The log is read three times, `--chunk-size` rows at a time, and never held whole:
+1. validate every row (errors name the file line), check time order, count events per user
+   and collect the item ids;
+2. find the temporal split's boundaries (the time quantiles of `trainer.data.splits.temporal_split`,
+   over the events of users with at least `data.min_events_per_user` events, as `load_dataset` keeps);
+3. build each event's example with `trainer.data.streaming_examples.ContextStream` (the features of
+   `event_examples`; history from all earlier events of any split), write it to its split's shards,
+   `--shard-size` records per file, and count the training split's vocabularies.
+Memory is O(users x (H + S) + items + chunk), whatever the number of events.
+
+The folder then holds `{train,validation,test}-NNNNN.tfrecord[.gz]`, users.csv, items.csv (the
+tables, completed with every user and item of the log) and manifest.json, written last: see
+`trainer.data.tfrecord` for the record format and the reader. Exit status: 0 on success, 2 for a
+bad config or bad input (the message names the key, file or line), 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import pathlib
+import shutil
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from trainer import config as config_lib
+from trainer.data.event_stream import CsvEventSource, EventSource, FrameEventSource
+from trainer.data.schema import DataError, Dataset, validate_items, validate_users
+from trainer.data.streaming_examples import ContextStream
+from trainer.data.table_csv import read_items, read_users, with_missing_rows, write_items, write_users
+from trainer.data.tfrecord import COMPRESSIONS, SPLITS, Manifest, Shard, serialize_examples
+from trainer.data.vocab_counts import VocabularyCounter
+
+
+@dataclasses.dataclass(frozen=True)
+class LogSummary:
+    """What the first pass learns: events per user and every item id."""
+
+    events_per_user: dict[str, int]
+    item_ids: set[str]
+
+    def kept_users(self, min_events_per_user: int) -> set[str]:
+        return {user for user, count in self.events_per_user.items() if count >= min_events_per_user}
+
+
+def preprocess(
+    source: EventSource,
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    data: config_lib.DataConfig,
+    output_dir: pathlib.Path,
+    shard_size: int,
+    compression: str = "GZIP",
+) -> Manifest:
+    """Writes the examples of every event of `source` into `output_dir` (see the module docstring).
+
+    Args:
+        source: the time-ordered event log.
+        users: the user table (validated).
+        items: the item table (validated).
+        data: history lengths, split fractions, min_events_per_user.
+        output_dir: a new or empty folder (removed again if the run fails).
+        shard_size: records per TFRecord file.
+        compression: "GZIP" or "NONE".
+
+    Returns:
+        The manifest written to output_dir/manifest.json.
+    """
+    if shard_size <= 0:
+        raise DataError(f"--shard-size must be > 0, got {shard_size}")
+    if compression not in COMPRESSIONS:
+        raise DataError(f"--compression must be one of {COMPRESSIONS}, got {compression!r}")
+    output_dir = pathlib.Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise DataError(f"output folder {output_dir} is not empty; choose a new folder")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _preprocess(source, users, items, data, output_dir, shard_size, compression)
+    except BaseException:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+
+
+def summarize(source: EventSource) -> LogSummary:
+    """Pass 1: validates the whole log and counts events per user."""
+    per_user: collections.Counter[str] = collections.Counter()
+    item_ids: set[str] = set()
+    for chunk in source.chunks():
+        per_user.update(chunk.events["user_id"].value_counts().to_dict())
+        item_ids.update(chunk.events["item_id"].unique())
+    if not per_user:
+        raise DataError(f"{source.name}: the event log has no events")
+    return LogSummary(dict(per_user), item_ids)
+
+
+def split_boundaries(source: EventSource, kept_users: set[str], kept_events: int, validation_fraction: float,
+                     test_fraction: float) -> tuple[int, int]:
+    """Pass 2: (validation_start, test_start) exactly as `temporal_split` computes them on the kept events."""
+    if validation_fraction < 0 or test_fraction < 0 or validation_fraction + test_fraction >= 1:
+        raise DataError(f"temporal split: fractions must be >= 0 with a sum < 1, got {validation_fraction} and "
+                        f"{test_fraction}")
+    positions = {
+        "validation": int(np.ceil(kept_events * (1.0 - test_fraction - validation_fraction))),
+        "test": int(np.ceil(kept_events * (1.0 - test_fraction))),
+    }
+    found: dict[str, int] = {}
+    seen, first_time, last_time = 0, None, 0
+    for chunk in source.chunks():
+        times = chunk.events["timestamp"].to_numpy(dtype=np.int64)[chunk.events["user_id"].isin(kept_users)]
+        for name, position in positions.items():
+            if seen <= position < seen + len(times):
+                found[name] = int(times[position - seen])
+        if len(times):
+            first_time = int(times[0]) if first_time is None else first_time
+            last_time = int(times[-1])
+        seen += len(times)
+    test_start = found.get("test", last_time + 1)
+    validation_start = min(found.get("validation", last_time + 1), test_start)
+    if first_time is None or first_time >= validation_start:
+        raise DataError(f"{source.name}: the training split is empty (all {kept_events} events are at or after "
+                        f"{validation_start}); lower validation_fraction/test_fraction or provide more distinct "
+                        "timestamps")
+    return validation_start, test_start
+
+
+class ShardWriter:
+    """Writes the records of one split into files of at most `shard_size` records."""
+
+    def __init__(self, directory: pathlib.Path, split: str, shard_size: int, compression: str) -> None:
+        self.directory, self.split, self.shard_size = directory, split, shard_size
+        self.compression = compression
+        self.shards: list[Shard] = []
+        self._writer: tf.io.TFRecordWriter | None = None
+        self._in_file = 0
+
+    def write(self, records: Sequence[bytes]) -> None:
+        for record in records:
+            if self._writer is None or self._in_file == self.shard_size:
+                self._open_next()
+            assert self._writer is not None
+            self._writer.write(record)
+            self._in_file += 1
+
+    def close(self) -> list[Shard]:
+        self._finish_file()
+        return self.shards
+
+    def _open_next(self) -> None:
+        self._finish_file()
+        suffix = ".tfrecord.gz" if self.compression == "GZIP" else ".tfrecord"
+        name = f"{self.split}-{len(self.shards):05d}{suffix}"
+        options = tf.io.TFRecordOptions(compression_type="" if self.compression == "NONE" else self.compression)
+        self._writer = tf.io.TFRecordWriter(str(self.directory / name), options)
+        self.shards.append(Shard(name, 0))
+
+    def _finish_file(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self.shards[-1] = Shard(self.shards[-1].file, self._in_file)
+            self._writer, self._in_file = None, 0
+
+
+def _preprocess(source: EventSource, users: pd.DataFrame, items: pd.DataFrame, data: config_lib.DataConfig,
+                output_dir: pathlib.Path, shard_size: int, compression: str) -> Manifest:
+    summary = summarize(source)
+    kept = summary.kept_users(data.min_events_per_user)
+    kept_events = sum(summary.events_per_user[user] for user in kept)
+    if not kept:
+        raise DataError(f"{source.name}: no user has at least {data.min_events_per_user} events "
+                        "(data.min_events_per_user)")
+    validation_start, test_start = split_boundaries(source, kept, kept_events, data.validation_fraction,
+                                                    data.test_fraction)
+    users, items = with_missing_rows(users, items, summary.events_per_user, summary.item_ids)
+    writers = {split: ShardWriter(output_dir, split, shard_size, compression) for split in SPLITS}
+    stream = ContextStream(users, data.history_length, data.search_history_length)
+    counter = VocabularyCounter()
+    witnesses = _Witnesses()
+    train_range = _TimeRange()
+    for chunk in source.chunks():
+        events = chunk.events[chunk.events["user_id"].isin(kept)].reset_index(drop=True)
+        if events.empty:
+            continue
+        examples = stream.examples(events)
+        times = events["timestamp"].to_numpy(dtype=np.int64)
+        split_of = np.where(times < validation_start, 0, np.where(times < test_start, 1, 2))
+        for index, split in enumerate(SPLITS):
+            rows = split_of == index
+            if rows.any():
+                writers[split].write(serialize_examples({name: values[rows] for name, values in examples.items()}))
+        train = events[split_of == 0]
+        counter.add(train)
+        witnesses.add(events)
+        train_range.add(train["timestamp"].to_numpy(dtype=np.int64))
+    write_users(users, output_dir / "users.csv")
+    write_items(items, output_dir / "items.csv")
+    manifest = Manifest(
+        directory=output_dir,
+        source=source.name,
+        history_length=data.history_length,
+        search_history_length=data.search_history_length,
+        compression=compression,
+        shards={split: writer.close() for split, writer in writers.items()},
+        vocab=counter.vocabularies(users, items),
+        t_max=train_range.last,
+        t_span=max(1, train_range.last - train_range.first),
+        validation_start=validation_start,
+        test_start=test_start,
+        available_features=witnesses.available(source.name, users, items),
+        events=kept_events,
+        dropped_events=sum(summary.events_per_user.values()) - kept_events,
+        dropped_users=len(summary.events_per_user) - len(kept),
+        train_item_counts=dict(counter.item_ids),
+    )
+    manifest.write()
+    return manifest
+
+
+class _TimeRange:
+    """The first and last timestamp of a time-ordered stream."""
+
+    def __init__(self) -> None:
+        self.first = self.last = 0
+        self._empty = True
+
+    def add(self, times: np.ndarray) -> None:
+        if len(times):
+            self.first = int(times[0]) if self._empty else self.first
+            self.last, self._empty = int(times[-1]), False
+
+
+class _Witnesses:
+    """One event per optional column that has a known value, so `Dataset.available` can be asked."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, pd.DataFrame] = {}
+
+    def add(self, events: pd.DataFrame) -> None:
+        if "any" not in self.rows:
+            self.rows["any"] = events.iloc[:1]
+        known = {"rating": events["rating"].notna(), "watch_time": events["watch_time"].notna(),
+                 "query": events["query"].map(bool, na_action="ignore").fillna(False).astype(bool)}
+        for column, mask in known.items():
+            if column not in self.rows and mask.any():
+                self.rows[column] = events[mask.to_numpy()].iloc[:1]
+
+    def available(self, name: str, users: pd.DataFrame, items: pd.DataFrame) -> set[str]:
+        events = pd.concat(list(self.rows.values()), ignore_index=True)
+        return Dataset(name, events, users, items).available()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer.preprocess",
+                                     description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--config", type=pathlib.Path, help="YAML config (data.*: source, history lengths, split)")
+    parser.add_argument("--output-dir", type=pathlib.Path, required=True, help="a new or empty folder")
+    parser.add_argument("--shard-size", type=int, default=100_000, help="records per TFRecord file")
+    parser.add_argument("--chunk-size", type=int, default=100_000, help="log rows read at a time")
+    parser.add_argument("--events", type=pathlib.Path, help="CSV event log (default: the configured source)")
+    parser.add_argument("--users", type=pathlib.Path, help="CSV user table (with --events; optional)")
+    parser.add_argument("--items", type=pathlib.Path, help="CSV item table (with --events; optional)")
+    parser.add_argument("--compression", choices=COMPRESSIONS, default="GZIP")
+    config_lib.add_config_flags(parser)
+    return parser
+
+
+def open_source(args: argparse.Namespace,
+                config: config_lib.Config) -> tuple[EventSource, pd.DataFrame, pd.DataFrame]:
+    """The event source and tables the flags name: the CSV files, or the configured source."""
+    if args.events is None:
+        if args.users is not None or args.items is not None:
+            raise DataError("--users and --items go with --events (the configured source has its own tables)")
+        from trainer.data.sources import load_dataset
+
+        dataset = load_dataset(config.data, config.synthetic)
+        return FrameEventSource(dataset.events, dataset.name, args.chunk_size), dataset.users, dataset.items
+    users = read_users(args.users) if args.users else validate_users(pd.DataFrame({"user_id": []}), "users")
+    items = read_items(args.items) if args.items else validate_items(pd.DataFrame({"item_id": []}), "items")
+    return CsvEventSource(args.events, args.chunk_size), users, items
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_lib.load_config(args.config, config_lib.overrides_from_args(args))
+        source, users, items = open_source(args, config)
+        manifest = preprocess(source, users, items, config.data, args.output_dir, args.shard_size,
+                              args.compression)
+    except (config_lib.ConfigError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for split in SPLITS:
+        print(f"{split}: {manifest.examples(split)} examples in {len(manifest.files(split))} file(s)")
+    print(f"dropped {manifest.dropped_events} events of {manifest.dropped_users} users with fewer than "
+          f"{config.data.min_events_per_user} events; manifest: {manifest.directory / 'manifest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
