@@ -24,3 +24,12 @@ def test_quick_start_is_two_commands():
 def test_ci_runs_the_readme_test_command():
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert quick_start_commands()[1].strip() in ci_lines
+
+
+def test_every_config_field_is_documented():
+    from trainer import config as config_lib
+
+    readme = (ROOT / "README.md").read_text()
+    undocumented = [dotted for dotted, _, _ in config_lib._leaf_fields(config_lib.Config, "")
+                    if f"| `{dotted}` |" not in readme]
+    assert not undocumented, f"add these config fields to the README's Configuration table: {undocumented}"

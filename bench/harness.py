@@ -1,0 +1,185 @@
+"""Runs the benchmark sections as subprocesses, each bounded by a timeout, and records how each ended.
+
+A section is the module `bench.<name>`, run as `python -m bench.<name> --out <dir>/<name>.json [--quick]`.
+A failing, hanging or missing section never stops the others: its outcome (ok, skipped, failed, timeout,
+not available) and the reason are recorded for the report. A section that cannot measure on this setup
+exits 0 and writes `{"skipped": "<reason>"}`; a section that measured only part of what it covers lists the
+rest under "skipped_parts".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+OK, SKIPPED, FAILED, TIMEOUT, NOT_AVAILABLE, REUSED, NOT_SELECTED = (
+    "ok", "skipped", "failed", "timeout", "not available", "reused", "not selected"
+)
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass(frozen=True)
+class SectionSpec:
+    """A benchmark section and how long it may run (seconds) in each mode.
+
+    Attributes:
+        module: the module run with `python -m` (default `bench.<name>`).
+    """
+
+    name: str
+    title: str
+    timeout_s: int
+    quick_timeout_s: int
+    module: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.module:
+            object.__setattr__(self, "module", f"bench.{self.name}")
+
+    def command(self, out: pathlib.Path, quick: bool) -> list[str]:
+        """The subprocess command (run from the repository root, so `out` is shown relative to it)."""
+        shown = out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out
+        return [sys.executable, "-m", self.module, "--out", str(shown)] + (["--quick"] if quick else [])
+
+
+SECTIONS = (
+    SectionSpec("ncf_table", "Quality on ml-100k: NCF protocol and full ranking", 900, 150),
+    SectionSpec("ease", "EASE baseline under the NCF protocol", 120, 60),
+    SectionSpec("retrieval_quality", "Retrieval quality and ablations", 600, 240),
+    SectionSpec("scann_vs_bruteforce", "Retrieval: exported ScaNN against brute force", 300, 120),
+    SectionSpec("ann_peers", "Retrieval: ScaNN against other ANN libraries", 900, 120),
+    SectionSpec("client_latency", "Serving: recommend() latency against concurrency, client import cost", 300, 120),
+    SectionSpec("training_speed", "Training speed and end-to-end task time", 600, 180),
+    SectionSpec("large_inputs", "Large inputs: peak memory of streaming preprocessing as the log grows", 420, 150),
+)
+SECTION_NAMES = tuple(spec.name for spec in SECTIONS)
+
+
+@dataclasses.dataclass
+class Outcome:
+    """How one section ended.
+
+    Attributes:
+        status: one of ok, skipped, failed, timeout, not available, reused, not selected.
+        reason: why it is not ok (empty when ok).
+        wall_s: seconds the subprocess ran (None when it did not run).
+        result: the section's JSON (None when it wrote none).
+        json_path: where the JSON is.
+        log_path: the subprocess's stdout+stderr.
+    """
+
+    spec: SectionSpec
+    status: str
+    reason: str = ""
+    wall_s: float | None = None
+    result: dict[str, Any] | None = None
+    json_path: pathlib.Path | None = None
+    log_path: pathlib.Path | None = None
+
+
+def select_sections(names: list[str] | None) -> list[SectionSpec]:
+    """The specs for `names` (all when None), in report order.
+
+    Raises:
+        ValueError: a name is not a known section.
+    """
+    if names is None:
+        return list(SECTIONS)
+    unknown = sorted(set(names) - set(SECTION_NAMES))
+    if unknown:
+        raise ValueError(f"unknown section(s) {', '.join(unknown)}; known sections: {', '.join(SECTION_NAMES)}")
+    return [spec for spec in SECTIONS if spec.name in names]
+
+
+def is_available(spec: SectionSpec) -> bool:
+    """Whether the section's module exists (other helpers may not have written it yet)."""
+    return importlib.util.find_spec(spec.module) is not None
+
+
+def run_section(spec: SectionSpec, out_dir: pathlib.Path, quick: bool, timeout_s: float | None = None) -> Outcome:
+    """Runs one section in a subprocess (its own process group, killed whole on timeout)."""
+    if not is_available(spec):
+        return Outcome(spec, NOT_AVAILABLE, f"{spec.module} does not exist yet")
+    json_path = out_dir / f"{spec.name}.json"
+    log_path = out_dir / "raw" / f"{spec.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.unlink(missing_ok=True)
+    limit = timeout_s if timeout_s is not None else (spec.quick_timeout_s if quick else spec.timeout_s)
+    start = time.perf_counter()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            spec.command(json_path, quick), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            returncode = process.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            return Outcome(spec, TIMEOUT, f"still running after {limit:.0f} s; killed", round(limit, 1),
+                           json_path=None, log_path=log_path)
+    wall_s = round(time.perf_counter() - start, 1)
+    return _finished(spec, returncode, wall_s, json_path, log_path)
+
+
+def reuse_section(spec: SectionSpec, out_dir: pathlib.Path, quick: bool) -> Outcome:
+    """An unselected section: its earlier JSON in `out_dir` if there is one (the report says so)."""
+    json_path = out_dir / f"{spec.name}.json"
+    if not json_path.is_file():
+        return Outcome(spec, NOT_SELECTED, "not selected with --sections")
+    try:
+        result = json.loads(json_path.read_text())
+    except json.JSONDecodeError as error:
+        return Outcome(spec, NOT_SELECTED, f"not selected; its earlier {json_path.name} is unreadable: {error}")
+    started = result.get("started", "an earlier run")
+    status = SKIPPED if result.get("skipped") else REUSED
+    mode = "" if bool(result.get("quick")) == quick else (" (a --quick run)" if result.get("quick") else
+                                                          " (a full run)")
+    reason = result.get("skipped") or f"not selected; figures from {started}{mode}"
+    return Outcome(spec, status, str(reason), result.get("wall_s"), result, json_path)
+
+
+def _finished(
+    spec: SectionSpec, returncode: int, wall_s: float, json_path: pathlib.Path, log_path: pathlib.Path
+) -> Outcome:
+    if returncode != 0:
+        return Outcome(spec, FAILED, f"exit status {returncode}: {last_error_line(log_path)}", wall_s,
+                       log_path=log_path)
+    if not json_path.is_file():
+        return Outcome(spec, FAILED, f"exited 0 but wrote no {json_path.name}", wall_s, log_path=log_path)
+    try:
+        result = json.loads(json_path.read_text())
+    except json.JSONDecodeError as error:
+        return Outcome(spec, FAILED, f"{json_path.name} is not valid JSON: {error}", wall_s, log_path=log_path)
+    if not isinstance(result, dict):
+        return Outcome(spec, FAILED, f"{json_path.name} must hold a JSON object", wall_s, log_path=log_path)
+    if result.get("skipped"):
+        return Outcome(spec, SKIPPED, str(result["skipped"]), wall_s, result, json_path, log_path)
+    return Outcome(spec, OK, "", wall_s, result, json_path, log_path)
+
+
+def last_error_line(log_path: pathlib.Path, limit: int = 300) -> str:
+    """The last line of the log that reads like an error (else the last non-empty line), shortened."""
+    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error:" in line or "Exception" in line]
+    line = (errors or lines or ["(no output)"])[-1]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """Ends the section's process group (it may have started servers of its own)."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
