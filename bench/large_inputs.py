@@ -13,7 +13,10 @@ processes measure their peak RSS (ru_maxrss):
 - in memory (the baseline, what `trainer.data.bundle.prepare` does): the whole CSV into pandas,
   `temporal_split`, `event_examples` of every split, then one shuffled pass over the training examples
   with `trainer.data.pipeline.make_dataset`.
-Both report the RSS right after importing TensorFlow too, so the growth above the fixed runtime is shown
+- train (every size; --quick: 1x and 16x): one retrieval training epoch streamed from the shards the
+  streaming worker wrote (`trainer.retrieval.records.ShardedTrainingInput`, what
+  `python -m trainer.task --data.prepared_dir` trains on), the model built from the manifest.
+All report the RSS right after importing TensorFlow too, so the growth above the fixed runtime is shown
 ("above runtime"). Memory stays flat when the streaming peak at 16x is close to the one at 1x; the
 in-memory peak grows with the log. Per-user state (H + S values per user) and the vocabularies grow with
 users and items, not with events, so this growth-in-time log is the case the streaming path keeps flat.
@@ -35,6 +38,7 @@ from typing import Any
 from bench.cli import SectionResult, section_parser
 
 SCALES = {False: (1, 4, 16), True: (1, 16)}  # --quick: two sizes (each size costs two fresh TF processes)
+TRAIN_SCALES = {False: (1, 4, 16), True: (1, 16)}
 BATCH_SIZE = 512
 QUICK_SYNTHETIC = {"num_users": 200, "num_items": 200, "events_per_user": 15}
 WORKER_TIMEOUT_S = 900
@@ -55,7 +59,7 @@ SIZES = {False: Sizes(chunk_size=50_000, shard_size=100_000, shuffle_buffer=10_0
 
 def main(argv: list[str] | None = None) -> None:
     parser = section_parser(__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--worker", choices=("stream", "memory"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("stream", "memory", "train"), help=argparse.SUPPRESS)
     parser.add_argument("--log-dir", type=pathlib.Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -76,7 +80,9 @@ def measure(quick: bool) -> dict[str, Any]:
             log_dir = pathlib.Path(folder) / f"log_{scale}x"
             events, csv_bytes = write_log(dataset, log_dir, scale)
             row: dict[str, Any] = {"scale": scale, "events": events, "csv_mb": round(csv_bytes / 2**20, 1)}
-            for path in ("stream", "memory"):
+            for path in ("stream", "memory", "train"):
+                if path == "train" and scale not in TRAIN_SCALES[quick]:
+                    continue
                 figures = _run_worker_process(path, log_dir, quick)
                 row.update({f"{path}_{name}": value for name, value in figures.items()})
             rows.append(row)
@@ -84,9 +90,13 @@ def measure(quick: bool) -> dict[str, Any]:
     ratios = {f"{path}_{kind}_ratio_{largest['scale']}x_over_1x":
               round(largest[f"{path}_{kind}_mb"] / max(smallest[f"{path}_{kind}_mb"], 1e-9), 2)
               for path in ("stream", "memory") for kind in ("peak", "above_runtime")}
+    trained = [row for row in rows if "train_peak_mb" in row]
+    ratios.update({f"train_{kind}_ratio_{trained[-1]['scale']}x_over_1x":
+                   round(trained[-1][f"train_{kind}_mb"] / max(trained[0][f"train_{kind}_mb"], 1e-9), 2)
+                   for kind in ("peak", "above_runtime")})
     columns = ["scale", "events", "csv_mb", "stream_peak_mb", "stream_above_runtime_mb", "stream_wall_s",
                "memory_peak_mb", "memory_above_runtime_mb", "memory_wall_s", "stream_shards",
-               "stream_examples_read"]
+               "stream_examples_read", "train_peak_mb", "train_above_runtime_mb", "train_wall_s", "train_steps"]
     return {
         "baseline": "in-memory path: the whole log in pandas + event_examples + make_dataset (bundle.prepare's way)",
         "tables": [{"title": "Peak RSS (MiB) against log size", "columns": columns, "rows": rows}],
@@ -98,6 +108,8 @@ def measure(quick: bool) -> dict[str, Any]:
             (f"streaming: chunks of {sizes.chunk_size} rows, shards of {sizes.shard_size} records, GZIP; reading: "
              f"one shuffled pass (buffer {sizes.shuffle_buffer}) over the training split in batches of {BATCH_SIZE}"),
             "the k-x log is the 1x synthetic log repeated k times later in time (same users and items)",
+            ("train: one epoch of the configured retrieval model (batch size retrieval.batch_size) streamed from "
+             f"the training shards, shuffle buffer {sizes.shuffle_buffer}"),
         ],
     }
 
@@ -134,7 +146,8 @@ def run_worker(path: str, log_dir: pathlib.Path, quick: bool) -> dict[str, Any]:
     runtime_mb = _rss_mb()
     config = load_config(overrides={f"synthetic.{k}": v for k, v in QUICK_SYNTHETIC.items()} if quick else None)
     sizes = SIZES[quick]
-    figures = _stream(log_dir, config, sizes) if path == "stream" else _in_memory(log_dir, config)
+    workers = {"stream": _stream, "memory": _in_memory, "train": _train_epoch}
+    figures = workers[path](log_dir, config, sizes)
     peak_mb = _peak_rss_mb()
     return {**figures, "peak_mb": round(peak_mb, 1), "runtime_mb": round(runtime_mb, 1),
             "above_runtime_mb": round(peak_mb - runtime_mb, 1), "wall_s": round(time.perf_counter() - start, 2)}
@@ -157,7 +170,26 @@ def _stream(log_dir: pathlib.Path, config: Any, sizes: Sizes) -> dict[str, Any]:
     return {"examples_read": read, "shards": sum(len(manifest.files(s)) for s in ("train", "validation", "test"))}
 
 
-def _in_memory(log_dir: pathlib.Path, config: Any) -> dict[str, Any]:
+def _train_epoch(log_dir: pathlib.Path, config: Any, sizes: Sizes) -> dict[str, Any]:
+    from trainer.data.catalog import ItemCatalog
+    from trainer.data.tfrecord import Manifest
+    from trainer.retrieval.features import FeatureSet
+    from trainer.retrieval.model import EXAMPLE_LOSS
+    from trainer.retrieval.records import ShardedTrainingInput
+    from trainer.retrieval.train import build_model, make_optimizer
+
+    manifest = Manifest.load(log_dir / "prepared")
+    retrieval = config.retrieval
+    features = FeatureSet.resolve(retrieval.features, manifest.available_features)
+    model = build_model(retrieval, features, manifest.vocab, ItemCatalog.from_items(manifest.items()), manifest.t_max)
+    model.compile(optimizer=make_optimizer(retrieval))
+    batches = ShardedTrainingInput(manifest).batches(retrieval.batch_size, seed=1, shuffle_buffer=sizes.shuffle_buffer)
+    history = model.fit(batches.prefetch(1), epochs=1, verbose=0).history
+    return {"steps": -(-manifest.examples("train") // retrieval.batch_size),
+            "loss": round(float(history[EXAMPLE_LOSS][-1]), 4)}
+
+
+def _in_memory(log_dir: pathlib.Path, config: Any, sizes: Sizes) -> dict[str, Any]:
     import pandas as pd
 
     from trainer.data.examples import event_examples

@@ -82,8 +82,14 @@ class DataConfig:
     search_history_length: int = 10
     min_events_per_user: int = 2
     seed: int = 42
+    prepared_dir: str | None = None  # a `python -m trainer.preprocess` folder: retrieval trains from its shards
+    prepared_sample_examples: int = 200_000  # training examples held in memory for ranking (prepared_dir only)
 
     def validate(self) -> None:
+        prepared = pathlib.Path(self.prepared_dir).expanduser() if self.prepared_dir is not None else None
+        if prepared is not None and not (prepared / "manifest.json").is_file():
+            raise ConfigError(f"data.prepared_dir: {self.prepared_dir!r} holds no manifest.json; run "
+                              "`python -m trainer.preprocess --output-dir DIR` first")
         if self.source not in SOURCES:
             raise ConfigError(f"data.source: unknown source {self.source!r}; choose one of {', '.join(SOURCES)}")
         _probability(self, "data", "validation_fraction", "test_fraction")
@@ -92,7 +98,8 @@ class DataConfig:
                 "data.validation_fraction + data.test_fraction must be < 1, got "
                 f"{self.validation_fraction} + {self.test_fraction}"
             )
-        _positive(self, "data", "eval_negatives", "history_length", "search_history_length", "min_events_per_user")
+        _positive(self, "data", "eval_negatives", "history_length", "search_history_length", "min_events_per_user",
+                  "prepared_sample_examples")
 
 
 @dataclasses.dataclass

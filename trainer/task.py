@@ -78,6 +78,7 @@ def _run_stages(config: config_lib.Config, run_name: str, export: bool, role: di
                 strategy: Any) -> TaskResult:
     from serving import contract
     from trainer.data import bundle
+    from trainer.data.prepared import load_prepared
     from trainer.export.server_configs import write_server_configs
     from trainer.ranking.export import export_ranking
     from trainer.ranking.train import train_ranking
@@ -90,7 +91,7 @@ def _run_stages(config: config_lib.Config, run_name: str, export: bool, role: di
     try:
         run.write_config(config.to_dict())
         with _stage(run, "data"):
-            data = bundle.prepare(config)
+            data = load_prepared(config) if config.data.prepared_dir else bundle.prepare(config)
         with _stage(run, "retrieval"):
             retrieval = train_retrieval(config, data, run, strategy=strategy)
         if not role.is_chief:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,9 @@ from trainer.data.sources import load_dataset
 from trainer.data.splits import TemporalSplit, temporal_split
 from trainer.data.vocab import Vocabularies
 from trainer.run import LOGGER_NAME
+
+if TYPE_CHECKING:
+    from trainer.data.tfrecord import Manifest
 
 LOGGER = logging.getLogger(LOGGER_NAME)
 
@@ -34,6 +38,8 @@ class TrainingData:
             contexts use all earlier events (of any split) as history.
         history_length, search_history_length: H and S of the examples.
         available_features: `dataset.available()`, so models drop features the data lacks.
+        shards: the preprocessed folder the retrieval stage streams its training split from
+            (`trainer.data.prepared`); None = train from `train_examples`.
     """
 
     dataset: Dataset
@@ -48,6 +54,7 @@ class TrainingData:
     history_length: int
     search_history_length: int
     available_features: set[str]
+    shards: Manifest | None = None
 
 
 def prepare(config: Config) -> TrainingData:

@@ -38,6 +38,12 @@ from trainer.retrieval.model import (
     VocabularyLike,
     embed_items,
 )
+from trainer.retrieval.records import (
+    ShardedTrainingInput,
+    eval_set_from_examples,
+    items_per_user,
+    popularity_from_counts,
+)
 from trainer.run import RunContext
 
 STAGE = "retrieval"
@@ -114,13 +120,14 @@ def fit_and_evaluate(config: Config, data: TrainingData, features: list[str],
     else:
         log.warning("retrieval: no user has unseen items in the validation period; training all %d epochs "
                     "without validation or early stopping", retrieval.epochs)
-    history = fit(model, retrieval, training_features(data), validate, config.seed, checkpoint_dir,
+    train = ShardedTrainingInput(data.shards) if data.shards is not None else training_features(data)
+    history = fit(model, retrieval, train, validate, config.seed, checkpoint_dir,
                   tensorboard_dir, log, epoch_callback)
     item_embeddings = embed_items(model.candidate_tower, data.catalog.item_ids)
     test = temporal_eval_set(config, data, "test")
     ks = retrieval.eval_ks
     scores = evaluate_model(model, data.catalog.item_ids, test, ks, item_embeddings)
-    baseline = evaluate_scores(popularity_scorer(data.split.train, data.catalog.item_ids), test, ks)
+    baseline = evaluate_scores(_popularity(data), test, ks)
     metrics: dict[str, float] = {**scores, **{f"popularity_{name}": value for name, value in baseline.items()}}
     metrics.update(epochs_trained=float(len(history["loss"])), test_users=float(len(test)))
     if history.get("val_recall"):
@@ -166,8 +173,20 @@ def temporal_eval_set(config: Config, data: TrainingData, period: str) -> EvalSe
             split.test_start
     else:
         raise ValueError(f"unknown evaluation period {period!r}; use 'validation' or 'test'")
+    if data.shards is not None:  # the training split is on disk: requests come from the period's own examples
+        examples = data.validation_examples if period == "validation" else data.test_examples
+        earlier_splits = ("train",) if period == "validation" else ("train", "validation")
+        earlier = functools.partial(items_per_user, data.shards, earlier_splits)
+        return eval_set_from_examples(examples, data.catalog.item_ids, start, config.retrieval.eval_max_users,
+                                      config.seed, earlier)
     return build_eval_set(history, targets, data.dataset.users, data.catalog.item_ids, start, data.history_length,
                           data.search_history_length, config.retrieval.eval_max_users, config.seed)
+
+
+def _popularity(data: TrainingData) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    if data.shards is not None:
+        return popularity_from_counts(data.shards.train_item_counts, data.catalog.item_ids)
+    return popularity_scorer(data.split.train, data.catalog.item_ids)
 
 
 def make_optimizer(retrieval: RetrievalConfig) -> keras.optimizers.Optimizer:
@@ -194,7 +213,7 @@ class _Progress(tf.Module):
         self.record.assign(json.dumps(state))
 
 
-def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.ndarray],
+def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.ndarray] | ShardedTrainingInput,
         validate: Validator | None, seed: int, checkpoint_dir: pathlib.Path | None,
         tensorboard_dir: pathlib.Path | None, log: logging.Logger,
         epoch_callback: EpochCallback | None = None) -> dict[str, list[float]]:
@@ -203,7 +222,7 @@ def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.n
     Args:
         model: the model (its weights end as the best validation epoch's).
         retrieval: epochs, batch size, optimiser, early stopping.
-        train: the training feature dict (`training_features`).
+        train: the training feature dict (`training_features`), or the training shards to stream.
         validate: the per-epoch validation (model -> metrics with recall@early_stopping_k); None trains all
             epochs without validation.
         seed: the shuffle seed.
@@ -224,7 +243,8 @@ def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.n
     state = progress.state()
     if start:
         log.info("retrieval: resuming after epoch %d from %s", start, checkpoint_dir)
-    steps = -(-len(train[ITEM_ID]) // retrieval.batch_size)
+    size = len(train) if isinstance(train, ShardedTrainingInput) else len(train[ITEM_ID])
+    steps = -(-size // retrieval.batch_size)
     dataset, fit_options = _fit_input(model, train, retrieval.batch_size, seed + start, steps)
     writer = tf.summary.create_file_writer(str(tensorboard_dir)) if tensorboard_dir is not None else None
     for epoch in range(start + 1, retrieval.epochs + 1):
@@ -247,19 +267,24 @@ def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.n
     return state["history"]
 
 
-def _fit_input(model: RetrievalModel, train: dict[str, np.ndarray], batch_size: int, seed: int,
-               steps: int) -> tuple[Any, dict[str, Any]]:
+def _fit_input(model: RetrievalModel, train: dict[str, np.ndarray] | ShardedTrainingInput, batch_size: int,
+               seed: int, steps: int) -> tuple[Any, dict[str, Any]]:
     """What `model.fit` gets: the shuffled batches, or, under parameter servers, a per-worker dataset function.
 
     With parameter servers each worker pulls batches from its own endless iterator, so the data is
     sharded by worker (every n-th batch of the same shuffled order) and repeated, and an epoch is
     `steps` steps (`trainer.distribute`).
     """
+    def shuffled() -> tf.data.Dataset:
+        if isinstance(train, ShardedTrainingInput):
+            return train.batches(batch_size, seed)
+        return make_dataset(train, batch_size, shuffle=True, seed=seed)
+
     if not isinstance(model.distribute_strategy, tf.distribute.experimental.ParameterServerStrategy):
-        return make_dataset(train, batch_size, shuffle=True, seed=seed), {}
+        return shuffled(), {}
 
     def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        batches = make_dataset(train, batch_size, shuffle=True, seed=seed)
+        batches = shuffled()
         return batches.shard(context.num_input_pipelines, context.input_pipeline_id).repeat()
 
     return keras.utils.experimental.DatasetCreator(per_worker), {"steps_per_epoch": steps}

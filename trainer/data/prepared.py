@@ -1,0 +1,122 @@
+"""`TrainingData` from a preprocessed folder (`data.prepared_dir`, written by `python -m trainer.preprocess`).
+
+Vocabularies, catalogue, users, t_max and t_span come from the manifest. The training split stays on
+disk: the retrieval stage streams it from the shards (`TrainingData.shards`). What is held in memory:
+the validation and test examples (small), and a uniform random sample of at most
+`data.prepared_sample_examples` training examples, which the ranking stage trains on and export
+draws its sample requests from. The event tables are rebuilt from those examples (one event per
+example; the events' own queries are not stored, so `query` is empty).
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+
+import numpy as np
+import pandas as pd
+
+from serving import contract
+from trainer.config import Config
+from trainer.data.bundle import TrainingData
+from trainer.data.catalog import ItemCatalog
+from trainer.data.examples import ITEM_ID, RATING, WATCH_TIME
+from trainer.data.schema import Dataset, validate_events
+from trainer.data.splits import TemporalSplit
+from trainer.data.tfrecord import Manifest
+from trainer.run import LOGGER_NAME
+
+LOGGER = logging.getLogger(LOGGER_NAME)
+READ_BATCH = 4096
+
+
+def load_prepared(config: Config) -> TrainingData:
+    """The `TrainingData` of `config.data.prepared_dir` (see the module docstring); raises DataError if invalid."""
+    assert config.data.prepared_dir is not None
+    manifest = Manifest.load(pathlib.Path(config.data.prepared_dir).expanduser())
+    _warn_on_length_mismatch(config, manifest)
+    users = manifest.users()
+    cap = config.data.prepared_sample_examples
+    train = sample_examples(manifest, "train", cap, config.data.seed)
+    validation, test = read_split(manifest, "validation"), read_split(manifest, "test")
+    split = TemporalSplit(events_of(train, manifest.source), events_of(validation, manifest.source),
+                          events_of(test, manifest.source), manifest.validation_start, manifest.test_start)
+    events = pd.concat([split.train, split.validation, split.test], ignore_index=True)
+    level = logging.WARNING if len(train[ITEM_ID]) < manifest.examples("train") else logging.INFO
+    LOGGER.log(level, "%s: streaming %d training examples from %d shard(s); %d of them sampled into memory for "
+               "ranking (data.prepared_sample_examples=%d); validation %d, test %d examples", manifest.directory,
+               manifest.examples("train"), len(manifest.files("train")), len(train[ITEM_ID]), cap,
+               len(validation[ITEM_ID]), len(test[ITEM_ID]))
+    return TrainingData(
+        dataset=Dataset(manifest.source, events, users, manifest.items()),
+        split=split, vocab=manifest.vocab, catalog=ItemCatalog.from_items(manifest.items()),
+        t_max=manifest.t_max, t_span=manifest.t_span,
+        train_examples=train, validation_examples=validation, test_examples=test,
+        history_length=manifest.history_length, search_history_length=manifest.search_history_length,
+        available_features=set(manifest.available_features), shards=manifest,
+    )
+
+
+def read_split(manifest: Manifest, split: str) -> dict[str, np.ndarray]:
+    """Every example of `split` in file order, as `event_examples` arrays (str columns as object arrays)."""
+    if not manifest.examples(split):
+        return _empty(manifest)
+    return _concatenate([_numpy(batch) for batch in manifest.read(split, READ_BATCH).as_numpy_iterator()], manifest)
+
+
+def sample_examples(manifest: Manifest, split: str, limit: int, seed: int) -> dict[str, np.ndarray]:
+    """A uniform random sample of at most `limit` examples of `split`, in one streaming pass (memory ~ limit)."""
+    total = manifest.examples(split)
+    if total <= limit:
+        return read_split(manifest, split)
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(total, limit, replace=False))
+    parts, start = [], 0
+    for batch in manifest.read(split, READ_BATCH).as_numpy_iterator():
+        size = len(batch[ITEM_ID])
+        rows = keep[(keep >= start) & (keep < start + size)] - start
+        if len(rows):
+            parts.append({name: values[rows] for name, values in _numpy(batch).items()})
+        start += size
+    return _concatenate(parts, manifest)
+
+
+def events_of(examples: dict[str, np.ndarray], source: str) -> pd.DataFrame:
+    """The contract event table of the examples' target events, sorted by (timestamp, user_id)."""
+    events = pd.DataFrame({
+        "user_id": examples[contract.USER_ID], "item_id": examples[ITEM_ID],
+        "timestamp": examples[contract.REQUEST_TIME], "rating": examples[RATING],
+        "watch_time": examples[WATCH_TIME], "query": pd.Series([None] * len(examples[ITEM_ID]), dtype=object),
+    })
+    events = events.sort_values(["timestamp", "user_id"], kind="stable").reset_index(drop=True)
+    return validate_events(events, source)
+
+
+def _numpy(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {name: (values.astype(str).astype(object) if values.dtype.kind in "SO" else values)
+            for name, values in batch.items()}
+
+
+def _concatenate(parts: list[dict[str, np.ndarray]], manifest: Manifest) -> dict[str, np.ndarray]:
+    if not parts:
+        return _empty(manifest)
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def _empty(manifest: Manifest) -> dict[str, np.ndarray]:
+    sequences = {contract.WATCH_HISTORY: manifest.history_length,
+                 contract.SEARCH_HISTORY: manifest.search_history_length}
+    strings = (contract.USER_ID, contract.GENDER, contract.OCCUPATION, contract.REGION, ITEM_ID)
+    empty: dict[str, np.ndarray] = {name: np.zeros(0, dtype=object) for name in strings}
+    empty.update({name: np.zeros((0, width), dtype=object) for name, width in sequences.items()})
+    empty.update({contract.AGE: np.zeros(0, np.int64), contract.REQUEST_TIME: np.zeros(0, np.int64),
+                  WATCH_TIME: np.zeros(0, np.float32), RATING: np.zeros(0, np.float32)})
+    return empty
+
+
+def _warn_on_length_mismatch(config: Config, manifest: Manifest) -> None:
+    configured = (config.data.history_length, config.data.search_history_length)
+    stored = (manifest.history_length, manifest.search_history_length)
+    if configured != stored:
+        LOGGER.warning("data.prepared_dir: the shards were written with (history_length, search_history_length) = "
+                       "%s, the config says %s; the shards' lengths are used", stored, configured)
