@@ -44,7 +44,9 @@ DIM = 32
 CONCURRENCY = (1, 4, 16)
 IMPORTS = {
     "serving.client": "import serving.client",
-    "tensorflow_serving.apis (baseline)": "from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc",
+    "tensorflow_serving.apis (baseline)": (
+        "from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc"
+    ),
     "python (nothing imported)": "pass",
 }
 _PROBE = """
