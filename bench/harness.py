@@ -59,6 +59,7 @@ SECTIONS = (
     SectionSpec("client_latency", "Serving: recommend() latency against concurrency, client import cost", 300, 120),
     SectionSpec("training_speed", "Training speed and end-to-end task time", 600, 180),
     SectionSpec("large_inputs", "Large inputs: peak memory of streaming preprocessing as the log grows", 420, 150),
+    SectionSpec("sharded_index", "Sharded retrieval index: latency and recall against the number of shards", 300, 120),
 )
 SECTION_NAMES = tuple(spec.name for spec in SECTIONS)
 
