@@ -40,6 +40,7 @@ from scann.scann_ops.py import scann_ops_pybind
 
 from bench.cli import SectionResult, section_parser
 from bench.machine import usable_cores
+from trainer.metrics import top_k_indices
 
 K = 100
 DIM = 32
@@ -115,13 +116,6 @@ def make_embeddings(num_items: int, num_queries: int, dim: int, seed: int) -> tu
     return items, queries
 
 
-def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest scores of each row, best first. Args: scores [Q, N]. Returns [Q, k]."""
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1)
-    return np.take_along_axis(part, order, axis=1)
-
-
 def exact_top_k(items: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Exact maximum-inner-product top-k, in blocks of queries to bound memory.
 
@@ -133,7 +127,7 @@ def exact_top_k(items: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """
     block = max(1, SCORE_CHUNK_FLOATS // len(items))
     return np.concatenate(
-        [top_k_rows(queries[start : start + block] @ items.T, k) for start in range(0, len(queries), block)]
+        [top_k_indices(queries[start : start + block] @ items.T, k) for start in range(0, len(queries), block)]
     )
 
 
@@ -147,9 +141,7 @@ def brute_force_family(items: np.ndarray) -> Family:
     """The exact baseline: one matmul per block of queries, then argpartition."""
 
     def one(query: np.ndarray) -> np.ndarray:
-        scores = items @ query
-        part = np.argpartition(-scores, K - 1)[:K]
-        return part[np.argsort(-scores[part])]
+        return top_k_indices((items @ query)[np.newaxis], K)[0]
 
     setting = Setting(BRUTE_FORCE, {}, lambda queries: exact_top_k(items, queries, K), one)
     return Family(BRUTE_FORCE, 0.0, [setting])

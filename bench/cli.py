@@ -16,9 +16,8 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
-
 from bench.machine import machine_info
+from trainer.run import json_default
 
 
 def section_parser(description: str) -> argparse.ArgumentParser:
@@ -61,13 +60,3 @@ def command_line() -> str:
     head = ["python", "-m", module.name] if module is not None else ["python", sys.argv[0]]
     return shlex.join(head + sys.argv[1:])
 
-
-def json_default(value: Any) -> Any:
-    """JSON for NumPy scalars/arrays and paths."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, pathlib.Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")

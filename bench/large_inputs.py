@@ -38,7 +38,6 @@ from typing import Any
 from bench.cli import SectionResult, section_parser
 
 SCALES = {False: (1, 4, 16), True: (1, 16)}  # --quick: two sizes (each size costs two fresh TF processes)
-TRAIN_SCALES = {False: (1, 4, 16), True: (1, 16)}
 BATCH_SIZE = 512
 QUICK_SYNTHETIC = {"num_users": 200, "num_items": 200, "events_per_user": 15}
 WORKER_TIMEOUT_S = 900
@@ -81,19 +80,13 @@ def measure(quick: bool) -> dict[str, Any]:
             events, csv_bytes = write_log(dataset, log_dir, scale)
             row: dict[str, Any] = {"scale": scale, "events": events, "csv_mb": round(csv_bytes / 2**20, 1)}
             for path in ("stream", "memory", "train"):
-                if path == "train" and scale not in TRAIN_SCALES[quick]:
-                    continue
                 figures = _run_worker_process(path, log_dir, quick)
                 row.update({f"{path}_{name}": value for name, value in figures.items()})
             rows.append(row)
     largest, smallest = rows[-1], rows[0]
     ratios = {f"{path}_{kind}_ratio_{largest['scale']}x_over_1x":
               round(largest[f"{path}_{kind}_mb"] / max(smallest[f"{path}_{kind}_mb"], 1e-9), 2)
-              for path in ("stream", "memory") for kind in ("peak", "above_runtime")}
-    trained = [row for row in rows if "train_peak_mb" in row]
-    ratios.update({f"train_{kind}_ratio_{trained[-1]['scale']}x_over_1x":
-                   round(trained[-1][f"train_{kind}_mb"] / max(trained[0][f"train_{kind}_mb"], 1e-9), 2)
-                   for kind in ("peak", "above_runtime")})
+              for path in ("stream", "memory", "train") for kind in ("peak", "above_runtime")}
     columns = ["scale", "events", "csv_mb", "stream_peak_mb", "stream_above_runtime_mb", "stream_wall_s",
                "memory_peak_mb", "memory_above_runtime_mb", "memory_wall_s", "stream_shards",
                "stream_examples_read", "train_peak_mb", "train_above_runtime_mb", "train_wall_s", "train_steps"]

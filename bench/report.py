@@ -18,8 +18,8 @@ from typing import Any
 from bench.figures import number
 from bench.harness import OK, REPO_ROOT, REUSED, Outcome
 
-RESERVED = {"section", "command", "quick", "started", "wall_s", "machine", "baseline", "notes", "skipped",
-            "skipped_parts", "tables"}
+RESERVED = frozenset({"section", "command", "quick", "started", "wall_s", "machine", "baseline", "notes", "skipped",
+                      "skipped_parts", "tables"})
 MAX_ROWS = 40
 KEY_LIBRARIES = ("tensorflow", "tensorflow-recommenders", "scann", "numpy", "faiss-cpu", "annoy", "implicit")
 

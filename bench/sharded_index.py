@@ -31,6 +31,15 @@ import trainer  # noqa: F401  (TensorFlow's environment, before TensorFlow loads
 import tensorflow as tf
 
 from bench.cli import SectionResult, section_parser
+from serving import contract
+from serving.client import RecommenderClient
+from serving.testing import running_server
+from trainer.export import layout
+from trainer.export.server_configs import LOCAL_MODELS_CONFIG, write_server_configs
+from trainer.export.synthetic_models import export_synthetic_models, make_catalog
+from trainer.retrieval.export import SCANN_NAMESPACE, scann_module
+from trainer.retrieval.scann_tuning import exact_top_k, tune_scann
+from trainer.retrieval.sharding import shard_model_names, split_corpus
 
 DIM = 32
 TOPICS = 200
@@ -64,7 +73,7 @@ def measure(sizes: Sizes) -> dict[str, Any]:
     tower = HashedUserTower(corpus["users"])
     request_users = np.array([f"user-{i}" for i in range(sizes.requests)], dtype=object)
     queries = tower.embed(request_users)
-    exact = _exact_top_k(queries, corpus["items"], K)
+    exact = exact_top_k(queries, corpus["items"], K)
     rows = []
     with tempfile.TemporaryDirectory(prefix="sharded_index_") as folder:
         for shards in sizes.shard_counts:
@@ -121,12 +130,6 @@ class HashedUserTower(tf.Module):
 def export_shards(tower: HashedUserTower, corpus: dict[str, np.ndarray], shards: int, base: pathlib.Path,
                   brute_force_below: int, queries: np.ndarray) -> dict[str, Any]:
     """Publishes `shards` ScaNN retrieval models over the corpus (one `retrieval` model when shards = 1)."""
-    from serving import contract
-    from trainer.export import layout
-    from trainer.retrieval.export import SCANN_NAMESPACE, scann_module
-    from trainer.retrieval.scann_tuning import tune_scann
-    from trainer.retrieval.sharding import shard_model_names, split_corpus
-
     start = time.perf_counter()
     names = [contract.RETRIEVAL] if shards == 1 else shard_model_names(shards)
     parts = split_corpus(corpus["ids"], corpus["items"], shards)
@@ -153,12 +156,6 @@ def export_shards(tower: HashedUserTower, corpus: dict[str, np.ndarray], shards:
 def serve_and_query(base: pathlib.Path, models: list[str], users: np.ndarray, item_ids: np.ndarray,
                     exact: np.ndarray) -> dict[str, Any]:
     """Serves `base` with serving.server and times recommend() per user; recall of the merged candidates."""
-    from serving import contract
-    from serving.client import RecommenderClient
-    from serving.testing import running_server
-    from trainer.export.server_configs import LOCAL_MODELS_CONFIG, write_server_configs
-    from trainer.export.synthetic_models import export_synthetic_models, make_catalog
-
     export_synthetic_models(base, make_catalog(10, dim=4), (contract.RANKING,), k=5)
     written = write_server_configs(base, [*models, contract.RANKING])
     with running_server(model_config_file=written[LOCAL_MODELS_CONFIG], wait_for=[*models, contract.RANKING],
@@ -176,12 +173,6 @@ def serve_and_query(base: pathlib.Path, models: list[str], users: np.ndarray, it
     return {"latency_median_ms": round(float(np.median(times)) * 1000, 2),
             "latency_p90_ms": round(float(np.percentile(times, 90)) * 1000, 2),
             "recall_at_k": round(float(np.mean(recalls)), 4)}
-
-
-def _exact_top_k(queries: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
-    from trainer.retrieval.scann_tuning import exact_top_k
-
-    return exact_top_k(queries, items, k)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from trainer.data.event_stream import CsvEventSource, EventSource, FrameEventSou
 from trainer.data.schema import DataError, Dataset, validate_items, validate_users
 from trainer.data.streaming_examples import ContextStream
 from trainer.data.table_csv import read_items, read_users, with_missing_rows, write_items, write_users
-from trainer.data.tfrecord import COMPRESSIONS, SPLITS, Manifest, Shard, serialize_examples
+from trainer.data.tfrecord import COMPRESSIONS, MANIFEST, SPLITS, Manifest, Shard, serialize_examples
 from trainer.data.vocab_counts import VocabularyCounter
 
 
@@ -181,6 +181,7 @@ class ShardWriter:
 
 def _preprocess(source: EventSource, users: pd.DataFrame, items: pd.DataFrame, data: config_lib.DataConfig,
                 output_dir: pathlib.Path, shard_size: int, compression: str) -> Manifest:
+    """Two passes over `source`: one to count events per user and fix the split boundaries, one to write."""
     summary = summarize(source)
     kept = summary.kept_users(data.min_events_per_user)
     kept_events = sum(summary.events_per_user[user] for user in kept)
@@ -192,24 +193,7 @@ def _preprocess(source: EventSource, users: pd.DataFrame, items: pd.DataFrame, d
     users, items = with_missing_rows(users, items, summary.events_per_user, summary.item_ids)
     writers = {split: ShardWriter(output_dir, split, shard_size, compression) for split in SPLITS}
     stream = ContextStream(users, data.history_length, data.search_history_length)
-    counter = VocabularyCounter()
-    witnesses = _Witnesses()
-    train_range = _TimeRange()
-    for chunk in source.chunks():
-        events = chunk.events[chunk.events["user_id"].isin(kept)].reset_index(drop=True)
-        if events.empty:
-            continue
-        examples = stream.examples(events)
-        times = events["timestamp"].to_numpy(dtype=np.int64)
-        split_of = np.where(times < validation_start, 0, np.where(times < test_start, 1, 2))
-        for index, split in enumerate(SPLITS):
-            rows = split_of == index
-            if rows.any():
-                writers[split].write(serialize_examples({name: values[rows] for name, values in examples.items()}))
-        train = events[split_of == 0]
-        counter.add(train)
-        witnesses.add(events)
-        train_range.add(train["timestamp"].to_numpy(dtype=np.int64))
+    counter, witnesses, train_range = _write_splits(source, kept, stream, writers, validation_start, test_start)
     write_users(users, output_dir / "users.csv")
     write_items(items, output_dir / "items.csv")
     manifest = Manifest(
@@ -232,6 +216,31 @@ def _preprocess(source: EventSource, users: pd.DataFrame, items: pd.DataFrame, d
     )
     manifest.write()
     return manifest
+
+
+def _write_splits(source: EventSource, kept: set[str], stream: ContextStream, writers: dict[str, ShardWriter],
+                  validation_start: int, test_start: int) -> tuple[VocabularyCounter, _Witnesses, _TimeRange]:
+    """Streams the kept users' events once: writes each example to its split's shards, and counts the
+    training split's vocabularies, the features that hold values and the training time range."""
+    counter = VocabularyCounter()
+    witnesses = _Witnesses()
+    train_range = _TimeRange()
+    for chunk in source.chunks():
+        events = chunk.events[chunk.events["user_id"].isin(kept)].reset_index(drop=True)
+        if events.empty:
+            continue
+        examples = stream.examples(events)
+        times = events["timestamp"].to_numpy(dtype=np.int64)
+        split_of = np.where(times < validation_start, 0, np.where(times < test_start, 1, 2))
+        for index, split in enumerate(SPLITS):
+            rows = split_of == index
+            if rows.any():
+                writers[split].write(serialize_examples({name: values[rows] for name, values in examples.items()}))
+        train = events[split_of == 0]
+        counter.add(train)
+        witnesses.add(events)
+        train_range.add(train["timestamp"].to_numpy(dtype=np.int64))
+    return counter, witnesses, train_range
 
 
 class _TimeRange:
@@ -310,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for split in SPLITS:
         print(f"{split}: {manifest.examples(split)} examples in {len(manifest.files(split))} file(s)")
     print(f"dropped {manifest.dropped_events} events of {manifest.dropped_users} users with fewer than "
-          f"{config.data.min_events_per_user} events; manifest: {manifest.directory / 'manifest.json'}")
+          f"{config.data.min_events_per_user} events; manifest: {manifest.directory / MANIFEST}")
     return 0
 
 

@@ -54,7 +54,7 @@ class RunContext:
 
     def write_json(self, name: str, payload: Any) -> pathlib.Path:
         path = self.root / name
-        path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+        path.write_text(json.dumps(payload, indent=2, default=json_default) + "\n")
         return path
 
     def write_text(self, name: str, text: str) -> pathlib.Path:
@@ -103,7 +103,8 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None)
     return "\n".join(lines) + "\n"
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """JSON for NumPy scalars/arrays and paths (the `default=` of `json.dumps`)."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

@@ -11,13 +11,24 @@ from serving import contract
 from trainer.ranking.evaluate import evaluate_sampled
 from trainer.ranking.models import build_model
 from trainer.ranking.negatives import NegativeSampler
-from trainer.ranking.train import EpochExamples, FitOptions, fit, train_model
+from trainer.ranking.train import OPTIMIZERS, EpochExamples, FitOptions, fit, make_optimizer, train_model
 
 
 def options(**changes) -> FitOptions:
     base = FitOptions(epochs=2, batch_size=256, num_negatives=4, optimizer="adam", learning_rate=0.005, patience=0,
                       seed=3)
     return dataclasses.replace(base, **changes)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_each_optimizer_is_built_with_its_learning_rate(name: str) -> None:
+    optimizer = make_optimizer(name, 0.25)
+    assert type(optimizer).__name__.lower() == name and float(optimizer.learning_rate) == 0.25
+
+
+def test_an_unknown_optimizer_is_named_in_the_error() -> None:
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'; choose one of adam, adagrad, sgd"):
+        make_optimizer("rmsprop", 0.1)
 
 
 def test_epoch_examples_put_the_watch_first_and_resample_unseen_negatives(temporal):

@@ -83,7 +83,7 @@ def test_the_chiefs_export_loads_and_serves(cluster_run: dict) -> None:
     from serving.session_model import SessionModel
 
     saved = cluster_run["shared"] / "saved_models"  # type: ignore[operator]
-    metadata = json.loads((saved / contract.RETRIEVAL_BRUTEFORCE / "1" / "assets" / contract.METADATA_ASSET)
+    metadata = json.loads((saved / contract.RETRIEVAL_BRUTEFORCE / "1" / contract.ASSETS_DIR / contract.METADATA_ASSET)
                           .read_text())
     catalogue = set(metadata[contract.METADATA_ITEM_TITLES])
     history = np.array([sorted(catalogue)[:3], ["", "", sorted(catalogue)[5]]], dtype=object)

@@ -68,7 +68,7 @@ def test_every_shard_is_a_published_scann_model_over_its_items(sharded_export: d
     sizes = []
     for index, (name, version) in enumerate(sorted(sharded_export["shards"].items())):
         assert name == contract.shard_model_name(index) and version.name == "1"
-        metadata = json.loads((version / "assets" / contract.METADATA_ASSET).read_text())
+        metadata = json.loads((version / contract.ASSETS_DIR / contract.METADATA_ASSET).read_text())
         assert metadata["shard"]["index"] == index and metadata["shard"]["num_shards"] == SHARDS
         items = set(metadata[contract.METADATA_ITEM_TITLES])
         expected = {str(i) for i in tiny_retrieval.item_ids if shard_of(np.array([i]), SHARDS)[0] == index}
@@ -86,7 +86,7 @@ def test_merged_shards_return_the_unsharded_top_k(sharded_export: dict, tiny_dat
     from trainer.retrieval.inference import retrieve
 
     requests = sample_requests(tiny_data, limit=12)
-    k = json.loads((sharded_export["unsharded"][contract.RETRIEVAL] / "assets" / contract.METADATA_ASSET)
+    k = json.loads((sharded_export["unsharded"][contract.RETRIEVAL] / contract.ASSETS_DIR / contract.METADATA_ASSET)
                    .read_text())["k"]
     target = sharded_export["server"].grpc_target
     with RecommenderClient(target, retrieval_model=list(sharded_export["shards"])) as sharded, \

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pathlib
+import re
+from collections.abc import Callable
 
 import pandas as pd
 import pytest
 
 from trainer.data.bundle import TrainingData
+from trainer.data.event_stream import CsvEventSource
 from trainer.data.schema import DataError
 from trainer.data.table_csv import read_items, read_users, with_missing_rows, write_items, write_users
 
@@ -39,6 +42,19 @@ def test_bad_user_tables_are_clear_errors(tmp_path: pathlib.Path, text: str, mes
     path.write_text(text)
     with pytest.raises(DataError, match=message):
         read_users(path)
+
+
+@pytest.mark.parametrize("header, read", [
+    ("user_id,gender", read_users),
+    ("item_id,title", read_items),
+    ("user_id,item_id,timestamp", lambda path: list(CsvEventSource(path, chunk_size=2).chunks())),
+], ids=["users", "items", "events"])
+def test_text_that_is_not_utf8_is_an_error_naming_the_file(
+        tmp_path: pathlib.Path, header: str, read: Callable[[pathlib.Path], object]) -> None:
+    path = tmp_path / "table.csv"
+    path.write_bytes(header.encode() + b"\nu1,caf\xe9\n")
+    with pytest.raises(DataError, match=re.escape(f"{path}: not utf-8 text (") + r".* at byte \d+\)"):
+        read(path)
 
 
 def test_missing_rows_are_added_with_unknown_features(tiny_data: TrainingData) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from trainer.data.schema import EVENT_COLUMNS, DataError, validate_events
+from trainer.data.table_csv import csv_errors
 
 _OPTIONAL_COLUMNS = ("rating", "watch_time", "query")
 _ROW = re.compile(r"\brow (\d+)\b")
@@ -86,21 +87,13 @@ class CsvEventSource:
             raise DataError(f"{self.name}: the event log has no rows")
 
     def _raw_chunks(self) -> Iterator[pd.DataFrame]:
-        try:
+        with csv_errors(self.name, f"expected a header {','.join(EVENT_COLUMNS)}"):
             reader = pd.read_csv(self.path, chunksize=self.chunk_size, dtype=str, keep_default_na=False,
                                  na_values={column: [""] for column in _OPTIONAL_COLUMNS}, encoding="utf-8",
                                  index_col=False)
             with reader:
                 while (chunk := _next_chunk(reader)) is not None:
                     yield chunk
-        except pd.errors.EmptyDataError:
-            raise DataError(f"{self.name}: the file is empty (expected a header {','.join(EVENT_COLUMNS)})") from None
-        except pd.errors.ParserError as error:
-            raise DataError(f"{self.name}: malformed CSV: {error}") from None
-        except pd.errors.ParserWarning as warning:
-            raise DataError(f"{self.name}: malformed CSV: a row has more fields than the header ({warning})") from None
-        except UnicodeDecodeError as error:
-            raise DataError(f"{self.name}: not utf-8 text ({error.reason} at byte {error.start})") from None
 
 
 @dataclasses.dataclass

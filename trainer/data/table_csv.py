@@ -9,9 +9,10 @@ whole; the event log is what `trainer.data.event_stream` reads in chunks.
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import pandas as pd
 
@@ -56,16 +57,26 @@ def _read(path: pathlib.Path, numeric: tuple[str, ...]) -> pd.DataFrame:
     path = pathlib.Path(path)
     if not path.is_file():
         raise DataError(f"table {path} does not exist")
+    with csv_errors(str(path), "a header line is required"), warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)  # pandas would drop a row's extra fields
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values={name: [""] for name in numeric},
+                           encoding="utf-8", index_col=False)
+
+
+@contextlib.contextmanager
+def csv_errors(name: str, empty_hint: str) -> Iterator[None]:
+    """Turns pandas' CSV reading errors into DataErrors naming the file `name`.
+
+    A ParserWarning is an error here: it is raised (by `warnings.simplefilter("error", ...)`) for a row with
+    more fields than the header, which pandas would otherwise drop silently.
+    """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", pd.errors.ParserWarning)  # pandas would drop a row's extra fields
-            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values={name: [""] for name in numeric},
-                               encoding="utf-8", index_col=False)
+        yield
     except pd.errors.ParserWarning as warning:
-        raise DataError(f"{path}: malformed CSV: a row has more fields than the header ({warning})") from None
+        raise DataError(f"{name}: malformed CSV: a row has more fields than the header ({warning})") from None
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty (a header line is required)") from None
+        raise DataError(f"{name}: the file is empty ({empty_hint})") from None
     except pd.errors.ParserError as error:
-        raise DataError(f"{path}: malformed CSV: {error}") from None
+        raise DataError(f"{name}: malformed CSV: {error}") from None
     except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not utf-8 text ({error.reason} at byte {error.start})") from None
+        raise DataError(f"{name}: not utf-8 text ({error.reason} at byte {error.start})") from None

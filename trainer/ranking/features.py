@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,10 @@ import tensorflow as tf
 import tf_keras as keras
 
 from serving import contract
+
+if TYPE_CHECKING:
+    from trainer.data.catalog import ItemCatalog
+    from trainer.data.vocab import Vocabularies
 
 NEVER_WATCHED = 10_000.0
 SECONDS_PER_DAY = 86_400.0
@@ -91,9 +95,9 @@ class FeatureSpace:
             )
 
     @classmethod
-    def from_parts(cls, vocab: Any, catalog: Any, t_max: int, t_span: int, available: set[str] | frozenset[str],
-                   age_boundaries: Sequence[float]) -> FeatureSpace:
-        """Builds the space from a `trainer.data.vocab.Vocabularies` and a `trainer.data.catalog.ItemCatalog`."""
+    def from_parts(cls, vocab: Vocabularies, catalog: ItemCatalog, t_max: int, t_span: int,
+                   available: set[str] | frozenset[str], age_boundaries: Sequence[float]) -> FeatureSpace:
+        """Builds the space from the training vocabularies and the item catalogue."""
         return cls(
             user_ids=tuple(vocab.user_ids), item_ids=tuple(vocab.item_ids), genders=tuple(vocab.genders),
             occupations=tuple(vocab.occupations), regions=tuple(vocab.regions), genres=tuple(vocab.genres),

@@ -18,7 +18,7 @@ import logging
 import pathlib
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,16 +43,16 @@ from trainer.ranking.protocol import RankingData, ncf_protocol, temporal_protoco
 from trainer.ranking.signature import RankingSignature
 from trainer.run import RunContext
 
+if TYPE_CHECKING:
+    from trainer.data.bundle import TrainingData
+    from trainer.retrieval.train import RetrievalResult
+
 LOGGER = logging.getLogger("trainer")
 STAGE = "ranking"
 VALIDATION_METRIC = "ndcg@10"
 _LABELS, _WEIGHTS = "__labels", "__weights"
 _ADAPT_ROWS = 20_000
-_OPTIMIZERS: dict[str, Callable[[float], keras.optimizers.Optimizer]] = {
-    "adam": lambda rate: keras.optimizers.Adam(rate),
-    "adagrad": lambda rate: keras.optimizers.Adagrad(rate),
-    "sgd": lambda rate: keras.optimizers.SGD(rate),
-}
+OPTIMIZERS = ("adam", "adagrad", "sgd")
 
 
 @dataclasses.dataclass
@@ -108,6 +108,17 @@ class RankingResult:
         return self._signature
 
 
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    """A fresh Keras optimizer called `name` (one of OPTIMIZERS)."""
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if name == "adagrad":
+        return keras.optimizers.Adagrad(learning_rate)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
 def fit(model: RankingModel, data: RankingData, options: FitOptions, checkpoint_dir: pathlib.Path | None = None,
         tensorboard_dir: pathlib.Path | None = None) -> dict[str, list[float]]:
     """Trains `model` on `data.train`; returns the per-epoch history (loss, validation metrics).
@@ -120,7 +131,7 @@ def fit(model: RankingModel, data: RankingData, options: FitOptions, checkpoint_
         inputs, labels, _ = epoch_inputs(0)
         model.fit_statistics(inputs, labels)
         return {}
-    optimizer = _OPTIMIZERS[options.optimizer](options.learning_rate)
+    optimizer = make_optimizer(options.optimizer, options.learning_rate)
     optimizer.build(model.trainable_variables)
     state = _TrainingState(model, optimizer, checkpoint_dir, options.resume)
     if int(state.epoch.numpy()) == 0:
@@ -180,7 +191,8 @@ def train_model(name: str, data: RankingData, config: Config, trained: dict[str,
     return model, history
 
 
-def train_ranking(config: Config, data: Any, run: RunContext, retrieval: Any = None) -> RankingResult:
+def train_ranking(config: Config, data: TrainingData, run: RunContext,
+                  retrieval: RetrievalResult | None = None) -> RankingResult:
     """The ranking stage of a run (STAGES_API.md).
 
     Trains config.ranking.model on the temporal split, evaluates it (sampled candidates, full ranking
@@ -190,9 +202,9 @@ def train_ranking(config: Config, data: Any, run: RunContext, retrieval: Any = N
 
     Args:
         config: the run config.
-        data: `trainer.data.bundle.TrainingData`.
+        data: the prepared data.
         run: the run folder.
-        retrieval: a `trainer.retrieval.train.RetrievalResult`, or None.
+        retrieval: the trained candidate generator, or None.
     """
     from trainer.ranking import retrieval_feature, two_stage
 
