@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 
 import grpc
@@ -25,6 +24,7 @@ from serving.client import (
     format_table,
     main,
 )
+from serving.testing import free_port
 
 USERS = [
     UserContext(user_id="7", watch_history=[], age=30),
@@ -46,12 +46,6 @@ def _assert_matches(recommendations, expected):
 
 def _inputs(request) -> dict[str, np.ndarray]:
     return {name: tf.make_ndarray(tensor) for name, tensor in request.inputs.items()}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize("user", USERS, ids=lambda user: user.user_id)
@@ -202,7 +196,7 @@ def test_deadline_exceeded(toy_server_plain):
 
 
 def test_no_server_is_unavailable_after_retries():
-    client = RecommenderClient(f"127.0.0.1:{_free_port()}", retries=2, initial_backoff=0.01, timeout=1)
+    client = RecommenderClient(f"127.0.0.1:{free_port()}", retries=2, initial_backoff=0.01, timeout=1)
     with client, pytest.raises(ServerUnavailableError, match="after 3 attempts"):
         client.recommend(user_id="1", k=2)
 

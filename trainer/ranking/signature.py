@@ -19,15 +19,10 @@ import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
 from serving import contract
+from trainer.export.layout import tf_input_signature
 from trainer.ranking.models import RankingModel
 
 MAX_LOGIT = 80.0  # exp(80) ~ 5.5e34 still fits float32; larger logits would overflow to inf
-
-
-def input_signature() -> dict[str, tf.TensorSpec]:
-    """tf.TensorSpecs of the ranking inputs: [B] for rank 1, [B, N] for rank 2, named after the inputs."""
-    return {spec.name: tf.TensorSpec([None] * spec.rank, tf.dtypes.as_dtype(spec.dtype), spec.name)
-            for spec in contract.RANKING_INPUTS}
 
 
 class RankingSignature(tf.Module):
@@ -39,7 +34,7 @@ class RankingSignature(tf.Module):
             raise ValueError(f"watch_time_unit must be > 0, got {watch_time_unit}")
         self.model = model
         self.watch_time_unit = float(watch_time_unit)
-        self.serve = tf.function(self._serve, input_signature=[input_signature()])
+        self.serve = tf.function(self._serve, input_signature=[tf_input_signature(contract.RANKING_INPUTS)])
 
     def _serve(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         candidates = inputs[contract.CANDIDATE_IDS]
