@@ -13,7 +13,7 @@ Two protocols:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from serving import contract
 from trainer import metrics
 from trainer.data.examples import query_examples
 from trainer.progress import track
@@ -144,9 +145,13 @@ def evaluate_model(model: RetrievalModel, item_ids: np.ndarray, eval_set: EvalSe
 
 def popularity_scorer(train_events: pd.DataFrame, catalog_item_ids: np.ndarray) -> ScoreFn:
     """The most-watched-items baseline: every user gets the training counts [b, M]."""
-    counts = pd.Index(catalog_item_ids).get_indexer(train_events["item_id"].to_numpy(dtype=object))
-    popularity = np.bincount(counts[counts >= 0], minlength=len(catalog_item_ids)).astype(np.float32)
-    return lambda batch: np.broadcast_to(popularity, (len(batch["user_id"]), popularity.size))
+    return popularity_from_counts(train_events["item_id"].value_counts().to_dict(), catalog_item_ids)
+
+
+def popularity_from_counts(item_counts: Mapping[str, int], catalog_item_ids: np.ndarray) -> ScoreFn:
+    """The most-watched-items baseline from training item counts (items absent count 0): [b, M] per batch."""
+    popularity = pd.Series(item_counts, dtype=np.float32).reindex(catalog_item_ids, fill_value=0.0).to_numpy()
+    return lambda batch: np.broadcast_to(popularity, (len(batch[contract.USER_ID]), popularity.size))
 
 
 def factorized_top_k_accuracy(query_embeddings: np.ndarray, true_item_ids: np.ndarray, item_ids: np.ndarray,

@@ -20,7 +20,7 @@ from serving import contract
 from trainer.data.examples import ITEM_ID, RATING, WATCH_TIME
 from trainer.data.schema import DataError
 from trainer.data.tfrecord import Manifest
-from trainer.retrieval.evaluate import EvalSet, ScoreFn
+from trainer.retrieval.evaluate import EvalSet
 from trainer.retrieval.features import CANDIDATE_PROBABILITY, EXAMPLE_AGE
 
 EarlierItems = Callable[[Sequence[str]], dict[str, set[str]]]
@@ -131,9 +131,3 @@ def _eval_set(examples: dict[str, np.ndarray], first_row: pd.Series, user_ids: l
     return EvalSet(queries, [relevant[user] for user in user_ids],
                    np.concatenate(seen_users or [np.zeros(0, np.int64)]),
                    np.concatenate(seen_items or [np.zeros(0, np.int64)]))
-
-
-def popularity_from_counts(item_counts: dict[str, int], catalog_item_ids: np.ndarray) -> ScoreFn:
-    """The most-watched-items baseline from the manifest's training item counts: every user gets [b, M]."""
-    popularity = pd.Series(item_counts, dtype=np.float32).reindex(catalog_item_ids, fill_value=0.0).to_numpy()
-    return lambda batch: np.broadcast_to(popularity, (len(batch[contract.USER_ID]), popularity.size))

@@ -28,7 +28,14 @@ from trainer.data.bundle import TrainingData
 from trainer.data.examples import ITEM_ID, RATING, WATCH_TIME, example_age
 from trainer.data.pipeline import AGE_BUCKETS, make_dataset
 from trainer.progress import keras_batch_progress
-from trainer.retrieval.evaluate import EvalSet, build_eval_set, evaluate_model, evaluate_scores, popularity_scorer
+from trainer.retrieval.evaluate import (
+    EvalSet,
+    build_eval_set,
+    evaluate_model,
+    evaluate_scores,
+    popularity_from_counts,
+    popularity_scorer,
+)
 from trainer.retrieval.features import CANDIDATE_PROBABILITY, EXAMPLE_AGE, FeatureSet, dropped_features
 from trainer.retrieval.model import (
     EXAMPLE_LOSS,
@@ -42,7 +49,6 @@ from trainer.retrieval.records import (
     ShardedTrainingInput,
     eval_set_from_examples,
     items_per_user,
-    popularity_from_counts,
 )
 from trainer.run import RunContext
 
