@@ -75,3 +75,27 @@ def test_brute_force_searcher_is_exact():
 def test_too_few_queries_is_an_error():
     with pytest.raises(ValueError, match="at least 2 queries"):
         tune_scann(np.zeros((30_000, 4), np.float32), np.zeros((1, 4), np.float32), 10, TARGET, 20_000)
+
+
+def test_layer_given_a_searcher_serves_that_searcher_not_a_new_tree():
+    rng = np.random.default_rng(5)
+    items = clustered_vectors(rng, 4000, 16, clusters=40, spread=0.7)
+    queries = rng.normal(size=(64, 16)).astype(np.float32)
+    params = ScannParams(False, num_leaves=63, num_leaves_to_search=3, reorder=40)
+    searcher = build_searcher(items, params, k=20)
+    expected = searcher.search_batched(queries, final_num_neighbors=20).indices.numpy()
+    layer = ScannLayer(params, k=20, searcher=searcher)
+    layer.index(items, np.arange(len(items)))
+    _, ids = layer(queries)
+    np.testing.assert_array_equal(ids.numpy(), expected)
+
+
+def test_tuning_returns_the_searcher_it_measured():
+    rng = np.random.default_rng(6)
+    items = clustered_vectors(rng, 30_000, 16, clusters=100, spread=0.7)
+    queries = rng.normal(size=(80, 16)).astype(np.float32)
+    tuning = tune_scann(items, queries, k=20, target_recall=0.9, brute_force_below=20_000)
+    assert tuning.searcher is not None and not tuning.params.brute_force
+    check = queries[1::2]
+    found = tuning.searcher.search_batched(check, final_num_neighbors=20).indices.numpy()
+    assert recall_against(found, exact_top_k(check, items, 20)) == pytest.approx(tuning.recall)

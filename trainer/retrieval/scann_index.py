@@ -3,7 +3,9 @@
 A `ScannParams` fixes one searcher: exact (ScaNN's own brute force, for small corpora) or a
 partitioning tree with anisotropic hashing (AH) scoring and exact re-scoring of the best
 `reorder` candidates. `ScannLayer` is `tfrs.layers.factorized_top_k.ScaNN` built from such
-params, so the exported index is exactly the searcher that was tuned and measured.
+params. ScaNN's tree training is randomised (two builds from the same data and params can
+partition differently), so the layer can take the searcher that was tuned and measured, and
+then the exported index is exactly that searcher.
 """
 
 from __future__ import annotations
@@ -68,10 +70,18 @@ class ScannLayer(tfrs.layers.factorized_top_k.ScaNN):
 
     Call it with query embeddings [B, d] (or raw features when `query_model` is given); it
     returns (scores [B, k], identifiers [B, k]).
+
+    Args:
+        params: the searcher's configuration.
+        k: the number of neighbours returned by default.
+        query_model: optional model from raw features to query embeddings [B, d].
+        searcher: a searcher already built with `params` over the candidates that `index` will
+            receive; `index` then serialises it instead of training a new tree.
+        name: the layer name.
     """
 
     def __init__(self, params: ScannParams, k: int, query_model: keras.Model | None = None,
-                 name: str | None = None) -> None:
+                 searcher: scann_ops.ScannSearcher | None = None, name: str | None = None) -> None:
         super().__init__(
             query_model=query_model,
             k=k,
@@ -82,8 +92,13 @@ class ScannLayer(tfrs.layers.factorized_top_k.ScaNN):
             name=name,
         )
         self.params = params
-        self._build_searcher = lambda candidates: build_searcher(
-            candidates, params, k, shared_name=f"{self.name}/{uuid.uuid4()}")
+        self._searcher = searcher
+        self._build_searcher = self._searcher_for
+
+    def _searcher_for(self, candidates: Any) -> scann_ops.ScannSearcher:
+        if self._searcher is not None:
+            return self._searcher
+        return build_searcher(candidates, self.params, self._k, shared_name=f"{self.name}/{uuid.uuid4()}")
 
     def get_config(self) -> dict[str, Any]:
         return {"params": self.params.to_json(), "k": self._k}

@@ -7,6 +7,8 @@ search-time settings, so the sweep over them costs searches, not rebuilds. The q
 split in two: the sweep picks on the first half, and the chosen searcher is rebuilt (tree
 training is randomised) and its recall measured on the second half. If it falls short, the
 next cheapest configuration that met the target is tried; if none does, the index is exact.
+The searcher that passed is returned, so that the export serves that very tree rather than
+a new draw.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from typing import Any
 
 import numpy as np
+from scann.scann_ops.py import scann_ops
 
 from trainer.metrics import top_k_indices
 from trainer.progress import track
@@ -38,6 +41,7 @@ class ScannTuning:
         query_ms: its median search time per query in a batch (ms).
         sweep: every configuration tried: params, recall and query_ms on the tuning queries.
         reason: why this configuration was chosen.
+        searcher: the searcher whose recall and speed were measured (not part of the JSON).
     """
 
     params: ScannParams
@@ -45,6 +49,7 @@ class ScannTuning:
     query_ms: float
     sweep: list[dict[str, Any]]
     reason: str
+    searcher: scann_ops.ScannSearcher | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"params": self.params.to_json(), "recall": self.recall, "query_ms": self.query_ms,
@@ -109,7 +114,7 @@ def tune_scann(embeddings: np.ndarray, queries: np.ndarray, k: int, target_recal
         if recall >= target_recall:
             query_ms = _time_search(searcher, check_queries, k)
             return ScannTuning(params, recall, query_ms, sweep, f"fastest tree-AH configuration with recall@{k} "
-                                                                 f">= {target_recall} on held-out queries")
+                                                                 f">= {target_recall} on held-out queries", searcher)
     return _exact(embeddings, queries, k, f"no tree-AH configuration reached recall@{k} >= {target_recall}", sweep)
 
 
@@ -146,4 +151,4 @@ def _exact(embeddings: np.ndarray, queries: np.ndarray, k: int, reason: str,
     params = ScannParams(brute_force=True)
     searcher = build_searcher(embeddings, params, k)
     recall = recall_against(_search(searcher, queries, k), exact_top_k(queries, embeddings, k))
-    return ScannTuning(params, recall, _time_search(searcher, queries, k), sweep or [], reason)
+    return ScannTuning(params, recall, _time_search(searcher, queries, k), sweep or [], reason, searcher)
