@@ -4,12 +4,13 @@
 
 - No TF_CONFIG (or a one-task cluster): the default strategy, one machine, as before.
 - Workers only: `MultiWorkerMirroredStrategy`. Every worker runs the same program
-  (`python -m trainer.task ...`); the retrieval model is built under the strategy, Keras `fit`
-  gives each worker its share of every batch and all-reduces the gradients, so the weights stay
-  identical on every worker. The chief (the "chief" task, else worker 0) writes the run folder,
-  then ranks and exports; the others write into scratch folders that they delete
-  (`worker_scoped_config`) and stop after the distributed stage. They must write while training:
-  saving a checkpoint of mirrored variables takes every worker.
+  (`python -m trainer.task ...`); the retrieval and ranking models are built under the strategy,
+  each worker reads its share of every global batch (Keras `fit` for retrieval, the ranking loop's
+  `strategy.run`) and the gradients are all-reduced, so the weights stay identical on every
+  worker. The chief (the "chief" task, else worker 0) writes the run folder and exports; the
+  others write into scratch folders that they delete (`worker_scoped_config`) and stop before the
+  export. They must write while training: saving a checkpoint of mirrored variables takes every
+  worker.
 - A "ps" task type in the cluster: `ParameterServerStrategy`, for embedding tables larger than one
   machine. Variables live on the parameter servers; a variable larger than `min_shard_bytes` is
   split row-wise over up to all of them (`MinSizePartitioner`), so an embedding table of any size

@@ -63,9 +63,11 @@ def run_task(config: config_lib.Config, run_name: str | None = None, export: boo
              role: distribute.ClusterRole | None = None, strategy: Any = None) -> TaskResult:
     """Runs every stage of a training job on a validated config.
 
-    In a cluster (`role`, `strategy` from `trainer.distribute`), every worker runs this: the retrieval
-    model trains under `strategy`, each worker on its share of the batches; then the other workers stop
-    (their scratch folders are deleted) and the chief alone trains the ranking stage and exports.
+    In a cluster (`role`, `strategy` from `trainer.distribute`), every worker runs this. With
+    MultiWorkerMirroredStrategy both stages train under `strategy`, each worker on its share of every
+    batch; then the other workers stop (their scratch folders are deleted) and the chief exports. With
+    parameter servers the retrieval model trains on the cluster and the chief (the coordinator) trains
+    the ranking stage alone.
     """
     _quiet_tensorflow()
     role = role or distribute.ClusterRole()
@@ -94,11 +96,12 @@ def _run_stages(config: config_lib.Config, run_name: str, export: bool, role: di
             data = load_prepared(config) if config.data.prepared_dir else bundle.prepare(config)
         with _stage(run, "retrieval"):
             retrieval = train_retrieval(config, data, run, strategy=strategy)
-        if not role.is_chief:
-            run.log.info("%s %d: distributed training done; the chief ranks and exports", role.task_type, role.task_id)
-            return TaskResult(run=run, metrics=run.metrics(), exports={})
         with _stage(run, "ranking"):
-            ranking = train_ranking(config, data, run, retrieval)
+            ranking = train_ranking(config, data, run, retrieval,
+                                    strategy=None if role.uses_parameter_servers else strategy)
+        if not role.is_chief:
+            run.log.info("%s %d: distributed training done; the chief exports", role.task_type, role.task_id)
+            return TaskResult(run=run, metrics=run.metrics(), exports={})
         exports: dict[str, pathlib.Path] = {}
         if export:
             base_dir = pathlib.Path(config.export.output_dir)

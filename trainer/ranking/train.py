@@ -9,6 +9,12 @@ The loop checkpoints every epoch (model, optimizer, epoch, early-stopping state)
 run folder and, with `ranking.resume`, continues from the latest checkpoint; with a validation
 set it keeps the epoch of best validation NDCG@10 and stops after `early_stopping_patience`
 epochs without improvement.
+
+Under a multi-replica strategy (MultiWorkerMirroredStrategy, `trainer.distribute`) every worker
+runs the same loop: the models are built under the strategy, each epoch's rows are shuffled
+alike on every worker and each input pipeline takes its slice of every global batch, and the
+optimizer all-reduces the gradients, so the weights and therefore every validation decision
+stay identical on all workers.
 """
 
 from __future__ import annotations
@@ -120,33 +126,39 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
 
 
 def fit(model: RankingModel, data: RankingData, options: FitOptions, checkpoint_dir: pathlib.Path | None = None,
-        tensorboard_dir: pathlib.Path | None = None) -> dict[str, list[float]]:
+        tensorboard_dir: pathlib.Path | None = None, strategy: tf.distribute.Strategy | None = None
+        ) -> dict[str, list[float]]:
     """Trains `model` on `data.train`; returns the per-epoch history (loss, validation metrics).
 
     Models that count rather than learn (ItemPop) are fitted in one pass and not checkpointed.
+    `model` must have been built under `strategy` (None: the default strategy).
     """
+    strategy = strategy or tf.distribute.get_strategy()
     epoch_inputs = EpochExamples(data, model.feature_keys, options)
-    model.create_weights()
+    with strategy.scope():
+        model.create_weights()
     if not model.learns_by_gradient:
         inputs, labels, _ = epoch_inputs(0)
         model.fit_statistics(inputs, labels)
         return {}
-    optimizer = make_optimizer(options.optimizer, options.learning_rate)
-    optimizer.build(model.trainable_variables)
+    batches = EpochBatches(strategy, options.batch_size)
+    with strategy.scope():
+        optimizer = make_optimizer(options.optimizer, options.learning_rate)
+        optimizer.build(model.trainable_variables)
     state = _TrainingState(model, optimizer, checkpoint_dir, options.resume)
     if int(state.epoch.numpy()) == 0:
         inputs, labels, _ = epoch_inputs(0)
         model.fit_statistics(*_sample_rows(inputs, labels, _ADAPT_ROWS, options.seed))
         if data.validation is not None:  # a pretrained start may already beat every later epoch
             state.record_start(evaluate.evaluate_sampled(model, data.validation)[VALIDATION_METRIC])
-    step = _train_step(model, optimizer)
+    step = _train_step(model, optimizer, strategy)
     writer = tf.summary.create_file_writer(str(tensorboard_dir)) if tensorboard_dir else None
     history: dict[str, list[float]] = {}
     while int(state.epoch.numpy()) < options.epochs and not state.stopped(options.patience):
         epoch = int(state.epoch.numpy())
         started = time.perf_counter()
         description = f"ranking {model.name} epoch {epoch + 1}/{options.epochs}"
-        loss = _run_epoch(step, *epoch_inputs(epoch), options.batch_size, options.seed + epoch, description)
+        loss = _run_epoch(step, batches(*epoch_inputs(epoch), options.seed + epoch), description)
         record = {"loss": loss, "seconds": time.perf_counter() - started}
         if data.validation is not None:
             record.update({f"validation_{k}": v for k, v in evaluate.evaluate_sampled(model, data.validation).items()})
@@ -160,7 +172,7 @@ def fit(model: RankingModel, data: RankingData, options: FitOptions, checkpoint_
 
 def train_model(name: str, data: RankingData, config: Config, trained: dict[str, RankingModel] | None = None,
                 run: RunContext | None = None, retrieval_scorer: keras.layers.Layer | None = None,
-                ) -> tuple[RankingModel, dict[str, list[float]]]:
+                strategy: tf.distribute.Strategy | None = None) -> tuple[RankingModel, dict[str, list[float]]]:
     """Builds and trains the model called `name` on `data`.
 
     "neumf_pretrained" takes its GMF and MLP from `trained` (training them first when absent) and
@@ -173,26 +185,31 @@ def train_model(name: str, data: RankingData, config: Config, trained: dict[str,
         trained: models trained earlier on the same `data`, by name; trained models are added to it.
         run: where checkpoints and TensorBoard summaries go (none without a run).
         retrieval_scorer: for "full", the candidate generator's score as a feature.
+        strategy: the tf.distribute strategy to build and train under (None: the default strategy).
     """
     trained = {} if trained is None else trained
+    strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(config.seed)  # the same initial weights for the same config
-    model = build_model(name, data.space, config.ranking, retrieval_scorer if name == "full" else None)
+    with strategy.scope():
+        model = build_model(name, data.space, config.ranking, retrieval_scorer if name == "full" else None)
     pretrained = name == "neumf_pretrained"
     if pretrained:
-        branches = [trained.get(branch) or train_model(branch, data, config, trained, run)[0]
+        branches = [trained.get(branch) or train_model(branch, data, config, trained, run, strategy=strategy)[0]
                     for branch in ("gmf", "mlp")]
-        load_pretrained(_as_neumf(model), _as_neumf(branches[0]), _as_neumf(branches[1]),
-                        config.ranking.pretrain_alpha)
+        with strategy.scope():
+            load_pretrained(_as_neumf(model), _as_neumf(branches[0]), _as_neumf(branches[1]),
+                            config.ranking.pretrain_alpha)
     where = f"{data.name}/{name}"
     history = fit(model, data, FitOptions.from_config(config.ranking, config.seed, pretrained),
                   run.checkpoint_dir(STAGE) / where if run else None,
-                  run.tensorboard_dir(STAGE) / where if run else None)
+                  run.tensorboard_dir(STAGE) / where if run else None, strategy)
     trained[name] = model
     return model, history
 
 
 def train_ranking(config: Config, data: TrainingData, run: RunContext,
-                  retrieval: RetrievalResult | None = None) -> RankingResult:
+                  retrieval: RetrievalResult | None = None, strategy: tf.distribute.Strategy | None = None
+                  ) -> RankingResult:
     """The ranking stage of a run (STAGES_API.md).
 
     Trains config.ranking.model on the temporal split, evaluates it (sampled candidates, full ranking
@@ -205,19 +222,24 @@ def train_ranking(config: Config, data: TrainingData, run: RunContext,
         data: the prepared data.
         run: the run folder.
         retrieval: the trained candidate generator, or None.
+        strategy: a multi-replica strategy to train every model under (each worker runs this function
+            alike); None trains on this machine alone.
     """
     from trainer.ranking import retrieval_feature, two_stage
 
     ranking = config.ranking
     temporal = temporal_protocol(data, config)
-    scorer = retrieval_feature.scorer_for(retrieval, temporal.space) if retrieval is not None else None
-    model, history = train_model(ranking.model, temporal, config, run=run, retrieval_scorer=scorer)
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        scorer = retrieval_feature.scorer_for(retrieval, temporal.space) if retrieval is not None else None
+    model, history = train_model(ranking.model, temporal, config, run=run, retrieval_scorer=scorer, strategy=strategy)
     metrics = evaluate_model(model, temporal, ranking.eval_ks)
     if retrieval is not None and temporal.full_ranking is not None:
         metrics.update(two_stage.evaluate_two_stage(
             retrieval_feature.retriever_for(retrieval), model, temporal.full_ranking, ranking.rerank_candidates,
             ranking.eval_ks))
-    comparison = compare_models(ncf_protocol(data.dataset, config), [*ranking.compare, ranking.model], config, run)
+    comparison = compare_models(ncf_protocol(data.dataset, config), [*ranking.compare, ranking.model], config, run,
+                                strategy)
     run.write_text("ranking_comparison.md", evaluate.comparison_markdown(
         comparison, f"Ranking models, NCF protocol ({data.dataset.name})"))
     run.write_json("ranking_comparison.json", comparison)
@@ -237,14 +259,14 @@ def evaluate_model(model: RankingModel, data: RankingData, ks: list[int]) -> dic
     return metrics
 
 
-def compare_models(data: RankingData, names: list[str], config: Config, run: RunContext | None = None
-                   ) -> list[dict[str, Any]]:
-    """Trains each named model on `data` and evaluates it: one table row per model (in `names` order)."""
+def compare_models(data: RankingData, names: list[str], config: Config, run: RunContext | None = None,
+                   strategy: tf.distribute.Strategy | None = None) -> list[dict[str, Any]]:
+    """Trains each named model on `data` (under `strategy`) and evaluates it: one table row per model, in order."""
     trained: dict[str, RankingModel] = {}
     rows = []
     for name in dict.fromkeys(names):
         started = time.perf_counter()
-        model, history = train_model(name, data, config, trained, run)
+        model, history = train_model(name, data, config, trained, run, strategy=strategy)
         row: dict[str, Any] = {"model": name}
         row.update(evaluate_model(model, data, config.ranking.eval_ks))
         row["epochs"] = len(history.get("loss", []))
@@ -292,6 +314,45 @@ class EpochExamples:
         labels = np.zeros((len(self.positives), width), dtype=np.float32)
         labels[:, 0] = 1.0
         return inputs, labels, candidate_weights(self.weights, width)
+
+
+class EpochBatches:
+    """One epoch's rows as the batches that `strategy.run` steps take: `batches(inputs, labels, weights, seed)`.
+
+    With one replica: every row, shuffled by `seed`, in batches of `batch_size` (the last one smaller).
+    With R replicas: the rows are shuffled by `seed` alike on every worker, cut into global batches of
+    `batch_size` (the remainder, under one batch, sits out this epoch; the next shuffle draws another),
+    and each input pipeline reads only its slice of each global batch, so every replica takes the same
+    number of equal steps, as the all-reduce needs.
+    """
+
+    def __init__(self, strategy: tf.distribute.Strategy, batch_size: int) -> None:
+        replicas = strategy.num_replicas_in_sync
+        if batch_size % replicas:
+            raise ValueError(f"ranking.batch_size ({batch_size}) must be a multiple of the {replicas} replicas "
+                             "training in sync")
+        self.strategy, self.batch_size = strategy, batch_size
+
+    def __call__(self, inputs: dict[str, np.ndarray], labels: np.ndarray, weights: np.ndarray, seed: int
+                 ) -> tuple[Any, int]:
+        """Returns (batches to iterate, number of steps)."""
+        table = dict(inputs)
+        table[_LABELS], table[_WEIGHTS] = labels, weights
+        if self.strategy.num_replicas_in_sync == 1:
+            steps = -(-len(labels) // self.batch_size)
+            return make_dataset(table, self.batch_size, shuffle=True, seed=seed, cache=False), steps
+        steps = len(labels) // self.batch_size
+        if steps == 0:
+            raise ValueError(f"ranking.batch_size ({self.batch_size}) exceeds the {len(labels)} training rows")
+        order = np.random.default_rng(seed).permutation(len(labels))[:steps * self.batch_size]
+
+        def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            share = order.reshape(steps, context.num_input_pipelines, -1)[:, context.input_pipeline_id].ravel()
+            return make_dataset({key: values[share] for key, values in table.items()},
+                                context.get_per_replica_batch_size(self.batch_size), shuffle=False, seed=seed,
+                                cache=False)
+
+        return self.strategy.distribute_datasets_from_function(dataset_fn), steps
 
 
 class _TrainingState:
@@ -347,30 +408,37 @@ class _TrainingState:
             self.best_weights.restore(self.best_manager.latest_checkpoint).assert_existing_objects_matched()
 
 
-def _train_step(model: RankingModel, optimizer: keras.optimizers.Optimizer) -> Callable[..., tf.Tensor]:
-    @tf.function(reduce_retracing=True, autograph=False)
-    def step(inputs: dict[str, tf.Tensor], labels: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+def _train_step(model: RankingModel, optimizer: keras.optimizers.Optimizer, strategy: tf.distribute.Strategy
+                ) -> Callable[[Any], tf.Tensor]:
+    """One optimizer step on a batch of each replica; returns the mean loss over the replicas."""
+    replicas = strategy.num_replicas_in_sync
+
+    def replica_step(batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        inputs = dict(batch)
+        labels, weights = inputs.pop(_LABELS), inputs.pop(_WEIGHTS)
         with tf.GradientTape() as tape:
             loss = weighted_logistic_loss(labels, model(inputs, training=True), weights)
             total = loss + tf.add_n(model.losses) if model.losses else loss
+            # Equal per-replica batches: the all-reduced sum of these gradients is the global mean's.
+            scaled = total / replicas
         variables = model.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(total, variables), variables))
+        optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
         return loss
+
+    @tf.function(reduce_retracing=True, autograph=False)
+    def step(batch: Any) -> tf.Tensor:
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(replica_step, args=(batch,)), axis=None)
 
     return step
 
 
-def _run_epoch(step: Callable[..., tf.Tensor], inputs: dict[str, np.ndarray], labels: np.ndarray,
-               weights: np.ndarray, batch_size: int, seed: int, description: str) -> float:
-    table = dict(inputs)
-    table[_LABELS], table[_WEIGHTS] = labels, weights
-    total, batches = 0.0, 0
-    dataset = make_dataset(table, batch_size, shuffle=True, seed=seed, cache=False)
-    for batch in track(dataset, -(-len(labels) // batch_size), description, unit="batch"):
-        batch_labels, batch_weights = batch.pop(_LABELS), batch.pop(_WEIGHTS)
-        total += float(step(batch, batch_labels, batch_weights))
-        batches += 1
-    return total / max(batches, 1)
+def _run_epoch(step: Callable[[Any], tf.Tensor], batches: tuple[Any, int], description: str) -> float:
+    dataset, steps = batches
+    total, count = 0.0, 0
+    for batch in track(dataset, steps, description, unit="batch"):
+        total += float(step(batch))
+        count += 1
+    return total / max(count, 1)
 
 
 def _sample_rows(inputs: dict[str, np.ndarray], labels: np.ndarray, rows: int, seed: int

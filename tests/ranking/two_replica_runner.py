@@ -1,0 +1,82 @@
+"""Run in a fresh process by test_distributed.py: the ranking loop on two in-process replicas.
+
+    python two_replica_runner.py OUTPUT.json
+
+The process splits its CPU into two logical devices (only possible before TensorFlow starts), so a
+MirroredStrategy over them has two replicas, like two workers of MultiWorkerMirroredStrategy. It
+writes which rows each replica took in each step of `EpochBatches`, and the weights of one "mf"
+model after one SGD step on a full batch, trained once on the two replicas and once on the default
+strategy from the same initial weights.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+# isort: split
+import tensorflow as tf
+
+ROWS, BATCH, SEED = 20, 8, 3
+TINY_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
+
+def replica_rows(strategy: tf.distribute.Strategy) -> list[list[list[int]]]:
+    """[step][replica] -> the row numbers the replica read."""
+    from trainer.ranking.train import EpochBatches
+
+    rows = np.arange(ROWS)
+    dataset, steps = EpochBatches(strategy, BATCH)({"row": rows}, np.zeros((ROWS, 1), np.float32),
+                                                   np.ones((ROWS, 1), np.float32), SEED)
+    taken = [[t.numpy().tolist() for t in strategy.experimental_local_results(batch["row"])] for batch in dataset]
+    assert len(taken) == steps
+    return taken
+
+
+def one_step_weights(strategy: tf.distribute.Strategy, initial: list[np.ndarray] | None) -> list[np.ndarray]:
+    """The weights of an "mf" model after one SGD step on all rows of the first training epoch."""
+    from trainer.config import load_config
+    from trainer.data.bundle import prepare
+    from trainer.ranking.models import build_model
+    from trainer.ranking.protocol import temporal_protocol
+    from trainer.ranking.train import EpochBatches, EpochExamples, FitOptions, _train_step, make_optimizer
+
+    config = load_config(TINY_CONFIG)
+    data = temporal_protocol(prepare(config), config)
+    options = FitOptions(epochs=1, batch_size=BATCH, num_negatives=2, optimizer="sgd", learning_rate=0.5,
+                         patience=0, seed=SEED)
+    inputs, labels, weights = EpochExamples(data, ("user_id", "candidate_ids"), options)(0)
+    inputs, labels, weights = {k: v[:BATCH] for k, v in inputs.items()}, labels[:BATCH], weights[:BATCH]
+    with strategy.scope():
+        model = build_model("mf", data.space, config.ranking)
+        model.create_weights()
+        if initial is not None:
+            model.set_weights(initial)
+        optimizer = make_optimizer("sgd", options.learning_rate)
+        optimizer.build(model.trainable_variables)
+    step = _train_step(model, optimizer, strategy)
+    dataset, _ = EpochBatches(strategy, BATCH)(inputs, labels, weights, SEED)
+    for batch in dataset:
+        step(batch)
+    return model.get_weights()
+
+
+def main(output: str) -> None:
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    single = tf.distribute.get_strategy()
+    initial = one_step_weights(single, None)  # any weights will do as the common start
+    on_one, on_two = one_step_weights(single, initial), one_step_weights(two, initial)
+    json.dump({"replicas": two.num_replicas_in_sync, "rows": replica_rows(two),
+               "moved": max(float(np.abs(a - b).max()) for a, b in zip(on_one, initial)),
+               "difference": max(float(np.abs(a - b).max()) for a, b in zip(on_one, on_two))}, open(output, "w"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
