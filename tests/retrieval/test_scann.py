@@ -54,9 +54,9 @@ def test_tuned_index_reaches_the_target_on_100k_items_for_unseen_queries():
     searched = tuning.params.num_leaves_to_search
     cheaper = [row for row in tuning.sweep if row["params"]["num_leaves_to_search"] < searched]
     assert cheaper and min(row["recall"] for row in cheaper) < TARGET  # the sweep did have to search
-    # A fresh searcher with the chosen parameters, through the TFRS layer, on queries never used in tuning.
+    # The tuned searcher, through the TFRS layer as the export serves it, on queries never used in tuning.
     fresh_queries = rng.normal(size=(200, 32)).astype(np.float32)
-    layer = ScannLayer(tuning.params, k=100)
+    layer = ScannLayer(tuning.params, k=100, searcher=tuning.searcher)
     layer.index(items, np.array([f"item{i}" for i in range(len(items))]))
     scores, ids = layer(fresh_queries)
     found = np.array([[int(i[4:]) for i in row] for row in ids.numpy().astype(str)])
