@@ -16,6 +16,11 @@ processes measure their peak RSS (ru_maxrss):
 - train (every size; --quick: 1x and 16x): one retrieval training epoch streamed from the shards the
   streaming worker wrote (`trainer.retrieval.records.ShardedTrainingInput`, what
   `python -m trainer.task --data.prepared_dir` trains on), the model built from the manifest.
+- rank (every size): one epoch of the configured ranking model streamed from the same shards
+  (`trainer.ranking.streaming.StreamedEpochs`), its feature statistics from the in-memory sample that
+  `data.prepared_dir` runs hold, capped here at `Sizes.rank_sample` examples (the 1x log's training split
+  is larger) so that every size holds the same sample; with the default cap (200k) the sample grows
+  with the log up to 200k examples and then stays put.
 All report the RSS right after importing TensorFlow too, so the growth above the fixed runtime is shown
 ("above runtime"). Memory stays flat when the streaming peak at 16x is close to the one at 1x; the
 in-memory peak grows with the log. Per-user state (H + S values per user) and the vocabularies grow with
@@ -41,24 +46,27 @@ SCALES = {False: (1, 4, 16), True: (1, 16)}  # --quick: two sizes (each size cos
 BATCH_SIZE = 512
 QUICK_SYNTHETIC = {"num_users": 200, "num_items": 200, "events_per_user": 15}
 WORKER_TIMEOUT_S = 900
+PATHS = ("stream", "memory", "train", "rank")
 
 
 @dataclasses.dataclass(frozen=True)
 class Sizes:
-    """The bounded buffers of the streaming path: log rows per chunk, records per shard and shuffle buffer."""
+    """The bounded buffers of the streaming path: log rows per chunk, records per shard, shuffle buffer, and the
+    in-memory sample of the ranking stage."""
 
     chunk_size: int
     shard_size: int
     shuffle_buffer: int
+    rank_sample: int
 
 
-SIZES = {False: Sizes(chunk_size=50_000, shard_size=100_000, shuffle_buffer=10_000),
-         True: Sizes(chunk_size=2_000, shard_size=5_000, shuffle_buffer=1_000)}
+SIZES = {False: Sizes(chunk_size=50_000, shard_size=100_000, shuffle_buffer=10_000, rank_sample=20_000),
+         True: Sizes(chunk_size=2_000, shard_size=5_000, shuffle_buffer=1_000, rank_sample=2_000)}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = section_parser(__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--worker", choices=("stream", "memory", "train"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--log-dir", type=pathlib.Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -79,17 +87,18 @@ def measure(quick: bool) -> dict[str, Any]:
             log_dir = pathlib.Path(folder) / f"log_{scale}x"
             events, csv_bytes = write_log(dataset, log_dir, scale)
             row: dict[str, Any] = {"scale": scale, "events": events, "csv_mb": round(csv_bytes / 2**20, 1)}
-            for path in ("stream", "memory", "train"):
+            for path in PATHS:
                 figures = _run_worker_process(path, log_dir, quick)
                 row.update({f"{path}_{name}": value for name, value in figures.items()})
             rows.append(row)
     largest, smallest = rows[-1], rows[0]
     ratios = {f"{path}_{kind}_ratio_{largest['scale']}x_over_1x":
               round(largest[f"{path}_{kind}_mb"] / max(smallest[f"{path}_{kind}_mb"], 1e-9), 2)
-              for path in ("stream", "memory", "train") for kind in ("peak", "above_runtime")}
+              for path in PATHS for kind in ("peak", "above_runtime")}
     columns = ["scale", "events", "csv_mb", "stream_peak_mb", "stream_above_runtime_mb", "stream_wall_s",
                "memory_peak_mb", "memory_above_runtime_mb", "memory_wall_s", "stream_shards",
-               "stream_examples_read", "train_peak_mb", "train_above_runtime_mb", "train_wall_s", "train_steps"]
+               "stream_examples_read", "train_peak_mb", "train_above_runtime_mb", "train_wall_s", "train_steps",
+               "rank_peak_mb", "rank_above_runtime_mb", "rank_wall_s", "rank_steps"]
     return {
         "baseline": "in-memory path: the whole log in pandas + event_examples + make_dataset (bundle.prepare's way)",
         "tables": [{"title": "Peak RSS (MiB) against log size", "columns": columns, "rows": rows}],
@@ -103,6 +112,10 @@ def measure(quick: bool) -> dict[str, Any]:
             "the k-x log is the 1x synthetic log repeated k times later in time (same users and items)",
             ("train: one epoch of the configured retrieval model (batch size retrieval.batch_size) streamed from "
              f"the training shards, shuffle buffer {sizes.shuffle_buffer}"),
+            ("rank: one epoch of the configured ranking model (ranking.model, batch size ranking.batch_size, "
+             "ranking.num_negatives negatives drawn in the pipeline) streamed from the training shards; its feature "
+             f"statistics from a sample of {sizes.rank_sample} examples at every size "
+             "(data.prepared_sample_examples, default 200k, bounds it in a real run)"),
         ],
     }
 
@@ -139,7 +152,7 @@ def run_worker(path: str, log_dir: pathlib.Path, quick: bool) -> dict[str, Any]:
     runtime_mb = _rss_mb()
     config = load_config(overrides={f"synthetic.{k}": v for k, v in QUICK_SYNTHETIC.items()} if quick else None)
     sizes = SIZES[quick]
-    workers = {"stream": _stream, "memory": _in_memory, "train": _train_epoch}
+    workers = {"stream": _stream, "memory": _in_memory, "train": _train_epoch, "rank": _rank_epoch}
     figures = workers[path](log_dir, config, sizes)
     peak_mb = _peak_rss_mb()
     return {**figures, "peak_mb": round(peak_mb, 1), "runtime_mb": round(runtime_mb, 1),
@@ -180,6 +193,31 @@ def _train_epoch(log_dir: pathlib.Path, config: Any, sizes: Sizes) -> dict[str, 
     history = model.fit(batches.prefetch(1), epochs=1, verbose=0).history
     return {"steps": -(-manifest.examples("train") // retrieval.batch_size),
             "loss": round(float(history[EXAMPLE_LOSS][-1]), 4)}
+
+
+def _rank_epoch(log_dir: pathlib.Path, config: Any, sizes: Sizes) -> dict[str, Any]:
+    import numpy as np
+
+    from trainer.data.catalog import ItemCatalog
+    from trainer.data.pipeline import AGE_BUCKETS
+    from trainer.data.prepared import sample_examples
+    from trainer.data.tfrecord import Manifest
+    from trainer.ranking.features import FeatureSpace
+    from trainer.ranking.models import build_model
+    from trainer.ranking.protocol import RankingData, SampledSet
+    from trainer.ranking.train import FitOptions, fit
+
+    manifest = Manifest.load(log_dir / "prepared")
+    space = FeatureSpace.from_parts(manifest.vocab, ItemCatalog.from_items(manifest.items()), manifest.t_max,
+                                    manifest.t_span, manifest.available_features, AGE_BUCKETS)
+    sample = sample_examples(manifest, "train", sizes.rank_sample, config.data.seed)
+    no_held_out = SampledSet(inputs={}, watch_time=np.zeros(0, np.float32))
+    data = RankingData(name="temporal", space=space, train=sample, seen={}, validation=None, test=no_held_out,
+                       full_ranking=None, train_stream=manifest)
+    options = dataclasses.replace(FitOptions.from_config(config.ranking, config.seed), epochs=1, resume=False)
+    history = fit(build_model(config.ranking.model, space, config.ranking), data, options)
+    return {"steps": int(history["steps"][0]), "loss": round(float(history["loss"][0]), 4),
+            "sample_examples": len(sample["item_id"])}
 
 
 def _in_memory(log_dir: pathlib.Path, config: Any, sizes: Sizes) -> dict[str, Any]:

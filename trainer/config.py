@@ -83,7 +83,7 @@ class DataConfig:
     min_events_per_user: int = 2
     seed: int = 42
     prepared_dir: str | None = None  # a `python -m trainer.preprocess` folder: retrieval trains from its shards
-    prepared_sample_examples: int = 200_000  # training examples held in memory for ranking (prepared_dir only)
+    prepared_sample_examples: int = 200_000  # in-memory sample for ranking statistics (prepared_dir only)
 
     def validate(self) -> None:
         prepared = pathlib.Path(self.prepared_dir).expanduser() if self.prepared_dir is not None else None

@@ -21,9 +21,10 @@ tables, completed with every user and item of the log) and manifest.json, writte
 `trainer.data.tfrecord` for the record format and the reader. Exit status: 0 on success, 2 for a
 bad config or bad input (the message names the key, file or line), 1 for anything else.
 
-Step 2, training from the folder (retrieval streams the training shards; evaluation uses the
-validation/test shards; ranking trains on a sample of at most `data.prepared_sample_examples`
-training examples, see `trainer.data.prepared` and deploy/README.md):
+Step 2, training from the folder (retrieval and ranking stream the training shards; evaluation uses
+the validation/test shards; a sample of at most `data.prepared_sample_examples` training examples
+gives the ranking features' statistics and the NCF comparison table, see `trainer.data.prepared`
+and deploy/README.md):
 
     python -m trainer.task --config configs/default.yaml --data.prepared_dir prepared/
 """

@@ -36,6 +36,12 @@ def test_each_replica_reads_its_slice_of_every_global_batch(two_replicas: dict) 
         assert first == global_batch[:batch // 2].tolist() and second == global_batch[batch // 2:].tolist()
 
 
+def test_streamed_epochs_give_every_replica_the_same_number_of_full_batches(two_replicas: dict) -> None:
+    streamed, global_batch = two_replicas["streamed"], 8 * 16  # two_replica_runner.py
+    assert streamed["steps"] == streamed["examples"] // global_batch == len(streamed["shapes"])
+    assert all(shapes == [[global_batch // 2, 3]] * 2 for shapes in streamed["shapes"])
+
+
 def test_a_step_on_two_replicas_equals_a_step_on_the_whole_batch(two_replicas: dict) -> None:
     assert two_replicas["moved"] > 1e-3  # the step did change the weights
     assert two_replicas["difference"] < 1e-6

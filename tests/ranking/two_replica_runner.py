@@ -4,7 +4,7 @@
 
 The process splits its CPU into two logical devices (only possible before TensorFlow starts), so a
 MirroredStrategy over them has two replicas, like two workers of MultiWorkerMirroredStrategy. It
-writes which rows each replica took in each step of `EpochBatches`, and the weights of one "mf"
+writes which rows each replica took in each step of `EpochBatches` and of `StreamedEpochs`, and the weights of one "mf"
 model after one SGD step on a full batch, trained once on the two replicas and once on the default
 strategy from the same initial weights.
 """
@@ -66,6 +66,29 @@ def one_step_weights(strategy: tf.distribute.Strategy, initial: list[np.ndarray]
     return model.get_weights()
 
 
+def streamed_batches(strategy: tf.distribute.Strategy) -> dict[str, object]:
+    """Steps and per-replica batch shapes of one epoch streamed from preprocessed shards of the tiny data."""
+    import tempfile
+
+    from trainer.config import load_config
+    from trainer.data.bundle import prepare
+    from trainer.data.event_stream import FrameEventSource
+    from trainer.preprocess import preprocess
+    from trainer.ranking.streaming import StreamedEpochs
+
+    config = load_config(TINY_CONFIG)
+    dataset = prepare(config).dataset
+    with tempfile.TemporaryDirectory() as folder:
+        manifest = preprocess(FrameEventSource(dataset.events, "tiny", 1000), dataset.users, dataset.items,
+                              config.data, pathlib.Path(folder) / "out", shard_size=500)
+        epochs = StreamedEpochs(manifest, strategy, ("user_id", "candidate_ids"), list(manifest.vocab.item_ids), 2,
+                                BATCH * 16, 1.0, SEED)
+        batches, steps = epochs(0)
+        shapes = [[list(t.shape) for t in strategy.experimental_local_results(batch["candidate_ids"])]
+                  for batch in batches]
+        return {"examples": manifest.examples("train"), "steps": steps, "shapes": shapes}
+
+
 def main(output: str) -> None:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -73,7 +96,7 @@ def main(output: str) -> None:
     single = tf.distribute.get_strategy()
     initial = one_step_weights(single, None)  # any weights will do as the common start
     on_one, on_two = one_step_weights(single, initial), one_step_weights(two, initial)
-    json.dump({"replicas": two.num_replicas_in_sync, "rows": replica_rows(two),
+    json.dump({"replicas": two.num_replicas_in_sync, "rows": replica_rows(two), "streamed": streamed_batches(two),
                "moved": max(float(np.abs(a - b).max()) for a, b in zip(on_one, initial)),
                "difference": max(float(np.abs(a - b).max()) for a, b in zip(on_one, on_two))}, open(output, "w"))
 

@@ -62,6 +62,18 @@ def test_retrieval_trains_from_the_shards_and_beats_popularity(shard_run: tuple[
                for m in messages), "the ranking sample cap must be logged"
 
 
+def test_ranking_trains_on_every_streamed_example_not_on_the_sample(shard_run: tuple[TaskResult, list[str]],
+                                                                    tiny_prepared: Manifest,
+                                                                    tiny_config: Config) -> None:
+    batch = tiny_config.ranking.batch_size
+    streamed_steps = -(-tiny_prepared.examples("train") // batch)
+    assert streamed_steps > -(-SAMPLE_CAP // batch)
+    epochs = [m for m in shard_run[1] if m.startswith(f"ranking temporal/{tiny_config.ranking.model} epoch")]
+    assert len(epochs) == tiny_config.ranking.epochs
+    assert all(f"steps {streamed_steps:.4f}" in m for m in epochs), epochs
+    assert shard_run[0].metrics["ranking"]["test_auc"] > 0.6
+
+
 def test_metrics_are_close_to_the_in_memory_run(shard_run: tuple[TaskResult, list[str]], tiny_retrieval) -> None:
     shards, memory = shard_run[0].metrics["retrieval"], tiny_retrieval.metrics
     assert shards["test_users"] == memory["test_users"]

@@ -3,8 +3,9 @@
 Vocabularies, catalogue, users, t_max and t_span come from the manifest. The training split stays on
 disk: the retrieval stage streams it from the shards (`TrainingData.shards`). What is held in memory:
 the validation and test examples (small), and a uniform random sample of at most
-`data.prepared_sample_examples` training examples, which the ranking stage trains on and export
-draws its sample requests from. The event tables are rebuilt from those examples (one event per
+`data.prepared_sample_examples` training examples, from which the ranking stage takes its feature
+statistics and its NCF comparison table (the ranking model itself streams the shards,
+`trainer.ranking.streaming`). The event tables are rebuilt from those examples (one event per
 example; the events' own queries are not stored, so `query` is empty).
 """
 

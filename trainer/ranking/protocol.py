@@ -25,6 +25,7 @@ from trainer.data.examples import ITEM_ID, WATCH_TIME, event_examples, query_exa
 from trainer.data.pipeline import AGE_BUCKETS
 from trainer.data.schema import Dataset
 from trainer.data.splits import LeaveLastOut, leave_last_out, sample_negatives
+from trainer.data.tfrecord import Manifest
 from trainer.data.vocab import Vocabularies
 from trainer.ranking.features import FeatureSpace
 
@@ -78,6 +79,8 @@ class RankingData:
         seen: user -> items of their training events (never sampled as their negatives).
         validation, test: held-out sets with sampled negatives.
         full_ranking: the test users for full-corpus ranking.
+        train_stream: the preprocessed shards to train from (`data.prepared_dir`); `train` is then a
+            sample of them, used for the feature statistics and the watch-time unit.
     """
 
     name: str
@@ -87,6 +90,7 @@ class RankingData:
     validation: SampledSet | None
     test: SampledSet
     full_ranking: FullRankingSet | None
+    train_stream: Manifest | None = None
 
 
 def feature_space(vocab: Vocabularies, catalog: ItemCatalog, train_events: pd.DataFrame,
@@ -115,6 +119,7 @@ def temporal_protocol(data: TrainingData, config: Config) -> RankingData:
         validation=validation,
         test=_sampled(_subsample(data.test_examples, limit, rng), every_item, pool, negatives, rng),
         full_ranking=_future_items(data.dataset, before_test, split.test, split.test_start, pool, config, rng),
+        train_stream=data.shards,
     )
 
 

@@ -47,6 +47,7 @@ from trainer.ranking.negatives import NegativeSampler
 from trainer.ranking.pretrain import load_pretrained
 from trainer.ranking.protocol import RankingData, ncf_protocol, temporal_protocol
 from trainer.ranking.signature import RankingSignature
+from trainer.ranking.streaming import LABELS, WEIGHTS, StreamedEpochs
 from trainer.run import RunContext
 
 if TYPE_CHECKING:
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger("trainer")
 STAGE = "ranking"
 VALIDATION_METRIC = "ndcg@10"
-_LABELS, _WEIGHTS = "__labels", "__weights"
 _ADAPT_ROWS = 20_000
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 
@@ -141,7 +141,7 @@ def fit(model: RankingModel, data: RankingData, options: FitOptions, checkpoint_
         inputs, labels, _ = epoch_inputs(0)
         model.fit_statistics(inputs, labels)
         return {}
-    batches = EpochBatches(strategy, options.batch_size)
+    epochs = _epoch_source(data, model.feature_keys, options, strategy, epoch_inputs)
     with strategy.scope():
         optimizer = make_optimizer(options.optimizer, options.learning_rate)
         optimizer.build(model.trainable_variables)
@@ -158,11 +158,11 @@ def fit(model: RankingModel, data: RankingData, options: FitOptions, checkpoint_
         epoch = int(state.epoch.numpy())
         started = time.perf_counter()
         description = f"ranking {model.name} epoch {epoch + 1}/{options.epochs}"
-        loss = _run_epoch(step, batches(*epoch_inputs(epoch), options.seed + epoch), description)
-        record = {"loss": loss, "seconds": time.perf_counter() - started}
+        loss, steps = _run_epoch(step, epochs(epoch), description)
+        record = {"loss": loss, "steps": float(steps), "seconds": time.perf_counter() - started}
         if data.validation is not None:
             record.update({f"validation_{k}": v for k, v in evaluate.evaluate_sampled(model, data.validation).items()})
-        _log_epoch(model.name, epoch, record, writer)
+        _log_epoch(f"{data.name}/{model.name}", epoch, record, writer)
         for key, value in record.items():
             history.setdefault(key, []).append(value)
         state.finish_epoch(record.get(f"validation_{VALIDATION_METRIC}"))
@@ -337,7 +337,7 @@ class EpochBatches:
                  ) -> tuple[Any, int]:
         """Returns (batches to iterate, number of steps)."""
         table = dict(inputs)
-        table[_LABELS], table[_WEIGHTS] = labels, weights
+        table[LABELS], table[WEIGHTS] = labels, weights
         if self.strategy.num_replicas_in_sync == 1:
             steps = -(-len(labels) // self.batch_size)
             return make_dataset(table, self.batch_size, shuffle=True, seed=seed, cache=False), steps
@@ -415,7 +415,7 @@ def _train_step(model: RankingModel, optimizer: keras.optimizers.Optimizer, stra
 
     def replica_step(batch: dict[str, tf.Tensor]) -> tf.Tensor:
         inputs = dict(batch)
-        labels, weights = inputs.pop(_LABELS), inputs.pop(_WEIGHTS)
+        labels, weights = inputs.pop(LABELS), inputs.pop(WEIGHTS)
         with tf.GradientTape() as tape:
             loss = weighted_logistic_loss(labels, model(inputs, training=True), weights)
             total = loss + tf.add_n(model.losses) if model.losses else loss
@@ -432,13 +432,24 @@ def _train_step(model: RankingModel, optimizer: keras.optimizers.Optimizer, stra
     return step
 
 
-def _run_epoch(step: Callable[[Any], tf.Tensor], batches: tuple[Any, int], description: str) -> float:
+def _epoch_source(data: RankingData, feature_keys: tuple[str, ...], options: FitOptions,
+                  strategy: tf.distribute.Strategy, in_memory: EpochExamples) -> Callable[[int], tuple[Any, int]]:
+    """`epoch -> (batches, steps)`: streamed from the shards when the data has them, else from memory."""
+    batches = EpochBatches(strategy, options.batch_size)
+    if data.train_stream is not None:
+        return StreamedEpochs(data.train_stream, strategy, feature_keys, data.space.item_ids, options.num_negatives,
+                              options.batch_size, watch_time_unit(data.train[WATCH_TIME]), options.seed)
+    return lambda epoch: batches(*in_memory(epoch), options.seed + epoch)
+
+
+def _run_epoch(step: Callable[[Any], tf.Tensor], batches: tuple[Any, int], description: str) -> tuple[float, int]:
+    """Runs one epoch; returns (mean loss, steps taken)."""
     dataset, steps = batches
     total, count = 0.0, 0
     for batch in track(dataset, steps, description, unit="batch"):
         total += float(step(batch))
         count += 1
-    return total / max(count, 1)
+    return total / max(count, 1), count
 
 
 def _sample_rows(inputs: dict[str, np.ndarray], labels: np.ndarray, rows: int, seed: int
