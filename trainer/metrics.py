@@ -11,7 +11,7 @@ Two protocols:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -63,6 +63,21 @@ def ndcg_at_k_single(ranks: np.ndarray, k: int) -> float:
     ranks = np.asarray(ranks, dtype=np.float64)
     gains = np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
     return float(np.mean(gains))
+
+
+def weighted_recall_at_k(top_k: Sequence[Sequence[str]], weights: Sequence[Mapping[str, float]], k: int) -> float:
+    """The share of each user's relevant weight (e.g. watch time) found in the top k, averaged over users.
+
+    Args:
+        top_k: [U, >=k] ranked item ids per user.
+        weights: [U] relevant item id -> its weight (>= 0); users whose weights sum to 0 are left out.
+    """
+    values = [
+        sum(weight.get(item, 0.0) for item in list(ranked)[:k]) / total
+        for ranked, weight in zip(top_k, weights, strict=True)
+        if (total := sum(weight.values())) > 0
+    ]
+    return float(np.mean(values)) if values else 0.0
 
 
 def recall_at_k(top_k: Sequence[Sequence[str]], relevant: Sequence[Collection[str]], k: int) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -87,3 +89,25 @@ def test_two_stage_reranks_the_retrieved_candidates(popularity):
     assert metrics["two_stage_recall@1"] == pytest.approx(1.0)
     assert metrics["two_stage_recall@2"] == metrics["retrieval_only_recall@2"] == pytest.approx(1.0)
     assert "two_stage_recall@5" not in metrics  # k beyond the candidate list is not measured
+    assert not any("watch_time" in name for name in metrics)  # no watch times known
+
+
+def test_two_stage_scores_both_lists_by_watch_time_recall(popularity):
+    full = dataclasses.replace(full_set(exclude=[{"c"}, set()], relevant=[{"b", "a"}, {"c"}]),
+                               relevant_watch_time=[{"b": 3.0, "a": 1.0}, {"c": 2.0}])
+    metrics = evaluate_two_stage(ReversedRetriever(), popularity, full, num_candidates=2, ks=[1, 2])
+    # retrieval alone: [d, b] and [d, c]; re-ranked by popularity: [b, d] and [c, d]
+    assert metrics["retrieval_only_watch_time_recall@1"] == pytest.approx((0 + 0) / 2)
+    assert metrics["two_stage_watch_time_recall@1"] == pytest.approx((3 / 4 + 2 / 2) / 2)
+    assert metrics["retrieval_only_watch_time_recall@2"] == metrics["two_stage_watch_time_recall@2"] == \
+        pytest.approx((3 / 4 + 2 / 2) / 2)
+
+
+def test_the_temporal_protocol_sums_each_users_test_period_watch_time(temporal, data):
+    full = temporal.full_ranking
+    test = data.split.test
+    for user, relevant, watch_time in zip(full.contexts[contract.USER_ID], full.relevant, full.relevant_watch_time):
+        events = test[test["user_id"] == user]
+        assert set(watch_time) == relevant == set(events["item_id"])
+        for item, seconds in watch_time.items():
+            assert seconds == pytest.approx(events.loc[events["item_id"] == item, "watch_time"].sum())

@@ -40,6 +40,14 @@ def test_recall_skips_users_without_relevant_items(k, expected):
     assert metrics.recall_at_k(top, relevant, k) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(("k", "expected"), [(1, (30 / 40 + 0) / 2), (2, (30 / 40 + 0) / 2),
+                                             (3, (40 / 40 + 5 / 5) / 2)])
+def test_watch_time_recall_weighs_items_by_watch_time_and_skips_users_without_any(k, expected):
+    top = [["a", "b", "d"], ["p", "q", "r"], ["x", "y", "z"]]
+    watch_time = [{"a": 30.0, "d": 10.0}, {}, {"z": 5.0}]
+    assert metrics.weighted_recall_at_k(top, watch_time, k) == pytest.approx(expected)
+
+
 def test_ndcg_full_ranking():
     # user 1: hits at positions 1 and 3 -> DCG 1 + 1/log2(4); ideal with 2 relevant: 1 + 1/log2(3)
     # user 2: hit at position 2 -> 1/log2(3); ideal 1

@@ -41,15 +41,19 @@ def manifest_examples(tiny_prepared: Manifest) -> dict[str, np.ndarray]:
     return concat_batches([as_numpy(batch) for batch in tiny_prepared.read("train", 1000)])
 
 
+def event_keys(rows: dict[str, np.ndarray]) -> list[str]:
+    """user|request time|watched item of every row."""
+    return [f"{u}|{t}|{i}" for u, t, i in zip(rows[contract.USER_ID], rows[contract.REQUEST_TIME], rows[ITEM_ID])]
+
+
 def test_an_epoch_reads_every_training_example_once(first_epoch, manifest_examples, tiny_prepared: Manifest) -> None:
     rows, steps, batches = first_epoch
     total = tiny_prepared.examples("train")
     assert batches == steps == -(-total // BATCH)
     assert rows[contract.CANDIDATE_IDS].shape == (total, 1 + NEGATIVES)
-    key = lambda r: [f"{u}|{t}|{i}" for u, t, i in zip(r[contract.USER_ID], r[contract.REQUEST_TIME], r[ITEM_ID])]
     streamed = {contract.USER_ID: rows[contract.USER_ID], contract.REQUEST_TIME: rows[contract.REQUEST_TIME],
                 ITEM_ID: rows[contract.CANDIDATE_IDS][:, 0]}
-    assert sorted(key(streamed)) == sorted(key(manifest_examples))
+    assert sorted(event_keys(streamed)) == sorted(event_keys(manifest_examples))
 
 
 def test_negatives_avoid_the_examples_own_items_and_come_from_the_vocabulary(first_epoch,

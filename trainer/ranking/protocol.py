@@ -57,12 +57,15 @@ class FullRankingSet:
         relevant: [U] the items each user watched next.
         exclude: [U] items the user had already watched (never recommended again).
         pool: [M] every candidate item id.
+        relevant_watch_time: [U] relevant item -> the user's total watch time of it in the period
+            (items of unknown watch time left out); None when the data has no watch time.
     """
 
     contexts: dict[str, np.ndarray]
     relevant: list[frozenset[str]]
     exclude: list[frozenset[str]]
     pool: np.ndarray
+    relevant_watch_time: list[dict[str, float]] | None = None
 
     def __len__(self) -> int:
         return len(self.relevant)
@@ -185,7 +188,19 @@ def _future_items(dataset: Dataset, before: pd.DataFrame, after: pd.DataFrame, r
     future, past = items_by_user(after), items_by_user(before)
     return FullRankingSet(
         contexts=contexts, relevant=[future[u] for u in users], exclude=[past.get(u, frozenset()) for u in users],
-        pool=pool)
+        pool=pool, relevant_watch_time=_watch_time_by_user(after, users))
+
+
+def _watch_time_by_user(events: pd.DataFrame, users: np.ndarray) -> list[dict[str, float]] | None:
+    """[U] item -> total known watch time of the user's events with it; None when no event has one."""
+    known = events[np.isfinite(events["watch_time"].to_numpy(dtype=np.float64))]
+    if known.empty:
+        return None
+    totals = known.groupby(["user_id", "item_id"])["watch_time"].sum()
+    by_user: dict[str, dict[str, float]] = {}
+    for (user, item), seconds in totals.items():
+        by_user.setdefault(str(user), {})[str(item)] = float(seconds)
+    return [by_user.get(str(user), {}) for user in users]
 
 
 def _user_inputs(examples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -6,6 +6,10 @@ first `num_candidates` remain. Retrieval alone keeps their retrieval order; two-
 them by the ranking model. Both lists are scored against what the user watched in the test
 period (Recall@K, NDCG@K), so the difference is the ranker's contribution. `candidate_recall`
 (recall of the whole candidate list) bounds what any re-ranking can reach.
+
+The ranker is trained for expected watch time (the YouTube objective), not for the number of
+watches, so when the data has watch times both lists are also scored by watch-time recall@K: the
+share of the user's watch time in the test period held by the top K.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from serving import contract
-from trainer.metrics import recall_at_k
+from trainer.metrics import recall_at_k, weighted_recall_at_k
 from trainer.ranking.evaluate import ranking_metrics, score_inputs
 from trainer.ranking.models import RankingModel
 from trainer.ranking.protocol import FullRankingSet
@@ -54,12 +58,16 @@ def evaluate_two_stage(retriever: Retriever, model: RankingModel, full: FullRank
 
     Returns:
         two_stage_candidate_recall, and for each k <= num_candidates: retrieval_only_recall@k,
-        retrieval_only_ndcg_full@k, two_stage_recall@k, two_stage_ndcg_full@k.
+        retrieval_only_ndcg_full@k, two_stage_recall@k, two_stage_ndcg_full@k, and with watch times
+        retrieval_only_watch_time_recall@k and two_stage_watch_time_recall@k.
     """
     ks = [k for k in ks if k <= num_candidates] or [num_candidates]
     candidates = candidates_after_exclusion(retriever, full, num_candidates)
     out = {"two_stage_candidate_recall": recall_at_k(candidates.tolist(), full.relevant, num_candidates)}
-    out.update({f"retrieval_only_{k}": v for k, v in ranking_metrics(candidates, full.relevant, ks).items()})
-    reranked = rerank(model, full, candidates)
-    out.update({f"two_stage_{k}": v for k, v in ranking_metrics(reranked, full.relevant, ks).items()})
+    for system, ranked in (("retrieval_only", candidates), ("two_stage", rerank(model, full, candidates))):
+        out.update({f"{system}_{k}": v for k, v in ranking_metrics(ranked, full.relevant, ks).items()})
+        if full.relevant_watch_time is not None:
+            out.update({f"{system}_watch_time_recall@{k}": weighted_recall_at_k(ranked.tolist(),
+                                                                                full.relevant_watch_time, k)
+                        for k in ks})
     return out
