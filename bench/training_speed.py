@@ -108,7 +108,7 @@ def ranking_speed(config: Any, data: Any, retrieval: Any) -> tuple[list[dict[str
         seconds = [float(s) for s in history.get("seconds", [])]
         if seconds:
             rows.append(speed_row(f"ranking ({name})", examples, seconds, "training only (negative sampling included)"))
-        histories[f"ranking ({name})"] = {k: v for k, v in history.items() if k != "seconds"}
+        histories[f"ranking ({name})"] = {k: v for k, v in history.items() if k not in ("seconds", "steps")}
     return rows, histories
 
 
