@@ -82,7 +82,7 @@ class DataConfig:
     search_history_length: int = 10
     min_events_per_user: int = 2
     seed: int = 42
-    prepared_dir: str | None = None  # a `python -m trainer.preprocess` folder: retrieval trains from its shards
+    prepared_dir: str | None = None  # a `python -m trainer.preprocess` folder: both stages train from its shards
     prepared_sample_examples: int = 200_000  # in-memory sample for ranking statistics (prepared_dir only)
 
     def validate(self) -> None:

@@ -1,5 +1,6 @@
-"""`python -m trainer.task --data.prepared_dir DIR`: retrieval trains from the TFRecord shards, evaluates on
-the validation/test shards, ranking trains on a capped in-memory sample, and the export serves."""
+"""`python -m trainer.task --data.prepared_dir DIR`: both models train from the TFRecord shards, evaluation reads
+the validation/test shards, ranking takes its feature statistics from a capped in-memory sample, and the export
+serves."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ class TrainingData:
             contexts use all earlier events (of any split) as history.
         history_length, search_history_length: H and S of the examples.
         available_features: `dataset.available()`, so models drop features the data lacks.
-        shards: the preprocessed folder the retrieval stage streams its training split from
+        shards: the preprocessed folder the retrieval and ranking stages stream their training split from
             (`trainer.data.prepared`); None = train from `train_examples`.
     """
 

@@ -1,7 +1,7 @@
 """`TrainingData` from a preprocessed folder (`data.prepared_dir`, written by `python -m trainer.preprocess`).
 
 Vocabularies, catalogue, users, t_max and t_span come from the manifest. The training split stays on
-disk: the retrieval stage streams it from the shards (`TrainingData.shards`). What is held in memory:
+disk: both stages stream it from the shards (`TrainingData.shards`). What is held in memory:
 the validation and test examples (small), and a uniform random sample of at most
 `data.prepared_sample_examples` training examples, from which the ranking stage takes its feature
 statistics and its NCF comparison table (the ranking model itself streams the shards,
