@@ -135,9 +135,9 @@ def fit_and_evaluate(config: Config, data: TrainingData, features: list[str],
     scores = evaluate_model(model, data.catalog.item_ids, test, ks, item_embeddings)
     baseline = evaluate_scores(_popularity(data), test, ks)
     metrics: dict[str, float] = {**scores, **{f"popularity_{name}": value for name, value in baseline.items()}}
-    metrics.update(epochs_trained=float(len(history["loss"])), test_users=float(len(test)))
+    metrics.update(epochs_trained=len(history["loss"]), test_users=len(test))  # counts stay ints in the report
     if history.get("val_recall"):
-        metrics["best_epoch"] = float(int(np.argmax(history["val_recall"])) + 1)
+        metrics["best_epoch"] = int(np.argmax(history["val_recall"])) + 1
     log.info("retrieval test: %s", {name: round(value, 4) for name, value in metrics.items()})
     return RetrievalResult(model, metrics, history, item_embeddings, data.catalog.item_ids, feature_set, retrieval)
 
