@@ -19,7 +19,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["trainer", "trainer.*", "serving", "serving.*", "bench", "bench.*"]),
-    package_data={"serving": ["*.config", "*.yml", "_protos/**/*.py"]},
+    package_data={"serving": ["*.yml"]},  # docker-compose.yml; serving._protos are packages
     install_requires=[
         "tensorflow==2.20.*",
         "tf-keras==2.20.*",

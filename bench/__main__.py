@@ -1,7 +1,7 @@
 """`python -m bench`: run the benchmark sections, render the plots, write BENCHMARKS.md.
 
     python -m bench                                  # everything (each section bounded by its own timeout)
-    python -m bench --quick                          # small sizes, a few minutes
+    python -m bench --quick                          # small sizes (a smoke run, not for figures)
     python -m bench --sections ann_peers,training_speed --out-dir /tmp/bench
 
 Results go to bench/results/<YYYY-MM-DD>/ (quick: <YYYY-MM-DD>-quick/): one JSON per section, machine.json,

@@ -40,7 +40,9 @@ from scann.scann_ops.py import scann_ops_pybind
 
 from bench.cli import SectionResult, section_parser
 from bench.machine import usable_cores
+from trainer.config import ExportConfig
 from trainer.metrics import top_k_indices
+from trainer.retrieval.scann_tuning import exact_top_k, recall_against, tune_scann
 
 K = 100
 DIM = 32
@@ -116,34 +118,16 @@ def make_embeddings(num_items: int, num_queries: int, dim: int, seed: int) -> tu
     return items, queries
 
 
-def exact_top_k(items: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Exact maximum-inner-product top-k, in blocks of queries to bound memory.
-
-    Args:
-        items: [N, D]; queries: [Q, D].
-
-    Returns:
-        [Q, k] int64 item indices, best first.
-    """
-    block = max(1, SCORE_CHUNK_FLOATS // len(items))
-    return np.concatenate(
-        [top_k_indices(queries[start : start + block] @ items.T, k) for start in range(0, len(queries), block)]
-    )
-
-
-def recall_against(found: np.ndarray, exact: np.ndarray) -> float:
-    """Mean |found ∩ exact| / k over queries. Args: found [Q, k'] (-1 pads), exact [Q, k]."""
-    hits = [np.isin(row, truth).sum() for row, truth in zip(found, exact, strict=True)]
-    return float(np.sum(hits) / exact.size)
-
-
 def brute_force_family(items: np.ndarray) -> Family:
-    """The exact baseline: one matmul per block of queries, then argpartition."""
+    """The exact baseline: one matmul per block of queries (SCORE_CHUNK_FLOATS scores), then argpartition."""
 
     def one(query: np.ndarray) -> np.ndarray:
         return top_k_indices((items @ query)[np.newaxis], K)[0]
 
-    setting = Setting(BRUTE_FORCE, {}, lambda queries: exact_top_k(items, queries, K), one)
+    def batch(queries: np.ndarray) -> np.ndarray:
+        return exact_top_k(queries, items, K, batch_size=max(1, SCORE_CHUNK_FLOATS // len(items)))
+
+    setting = Setting(BRUTE_FORCE, {}, batch, one)
     return Family(BRUTE_FORCE, 0.0, [setting])
 
 
@@ -190,11 +174,6 @@ def scann_family(items: np.ndarray, num_leaves: int, leaves_to_search: list[int]
 
 def export_tuned(items: np.ndarray, queries: np.ndarray, exact: np.ndarray, scale: Scale) -> dict[str, Any]:
     """The setting the export would pick (trainer.retrieval.scann_tuning), measured like every other point."""
-    try:
-        from trainer.config import ExportConfig
-        from trainer.retrieval.scann_tuning import tune_scann
-    except ImportError as error:
-        return {"skipped": f"trainer.retrieval.scann_tuning is not importable: {error}"}
     export = ExportConfig()
     start = time.perf_counter()
     tuning = tune_scann(items, queries, K, export.scann_target_recall, export.scann_brute_force_below)

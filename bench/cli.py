@@ -16,8 +16,11 @@ import sys
 import time
 from typing import Any
 
+from bench.harness import REPO_ROOT
 from bench.machine import machine_info
 from trainer.run import json_default
+
+ML_100K_DIR = REPO_ROOT.parent / "shared" / "data" / "ml-100k"
 
 
 def section_parser(description: str) -> argparse.ArgumentParser:
@@ -26,6 +29,17 @@ def section_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=pathlib.Path, required=True, help="where to write the results JSON")
     parser.add_argument("--quick", action="store_true", help="a small run that finishes in well under a minute")
     return parser
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    """`--data-dir`: the ml-100k folder of the sections that train on MovieLens."""
+    parser.add_argument("--data-dir", type=pathlib.Path, default=ML_100K_DIR,
+                        help="the ml-100k folder (u.data, u.item, u.user)")
+
+
+def missing_ml_100k(data_dir: pathlib.Path) -> str | None:
+    """Why ml-100k cannot be read from `data_dir` (None when it can)."""
+    return None if (data_dir / "u.data").is_file() else f"no u.data in {data_dir} (pass --data-dir)"
 
 
 class SectionResult:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from bench.cli import SectionResult, section_parser
+from bench.harness import REPO_ROOT
 from serving import contract
 
 K = 10
@@ -81,7 +82,7 @@ def import_cost(runs: int) -> list[dict[str, Any]]:
 def _probe(statement: str) -> tuple[float, float, bool]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run([sys.executable, "-c", _PROBE.format(statement=statement)], capture_output=True,
-                            text=True, timeout=120, check=True, env=env, cwd=pathlib.Path(__file__).parents[1])
+                            text=True, timeout=120, check=True, env=env, cwd=REPO_ROOT)
     seconds, rss, loaded = result.stdout.split()[-3:]
     return float(seconds), float(rss), loaded == "True"
 

@@ -27,14 +27,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.cli import SectionResult, section_parser
+from bench.cli import SectionResult, add_data_dir, missing_ml_100k, section_parser
 from trainer import metrics
 
 L2_GRID = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
 QUICK_L2_GRID = (100.0, 500.0)
 FULL_KS = (10, 50)
 SAMPLED_K = 10
-DEFAULT_DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,15 +184,16 @@ def tables(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = section_parser(__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=pathlib.Path, default=DEFAULT_DATA_DIR, help="the ml-100k folder")
+    add_data_dir(parser)
     args = parser.parse_args(argv)
     result = SectionResult("ease", args.quick)
     grid = QUICK_L2_GRID if args.quick else L2_GRID
     results = []
-    if (args.data_dir / "u.data").is_file():
+    missing = missing_ml_100k(args.data_dir)
+    if missing is None:
         results.append(run_dataset(*load("ml-100k", args.data_dir, args.quick), grid, "ml-100k"))
     else:
-        result.payload["skipped_parts"] = {"ml-100k": f"no u.data in {args.data_dir} (pass --data-dir)"}
+        result.payload["skipped_parts"] = {"ml-100k": missing}
     results.append(run_dataset(*load("synthetic", args.data_dir, args.quick), grid, "synthetic"))
     result.payload.update({
         "baseline": "ItemPop (training-set popularity) on the same split; synthetic: the planted model (ceiling)",

@@ -41,6 +41,7 @@ import time
 from typing import Any
 
 from bench.cli import SectionResult, section_parser
+from bench.harness import REPO_ROOT
 
 SCALES = {False: (1, 4, 16), True: (1, 16)}  # --quick: two sizes (each size costs two fresh TF processes)
 BATCH_SIZE = 512
@@ -147,10 +148,10 @@ def run_worker(path: str, log_dir: pathlib.Path, quick: bool) -> dict[str, Any]:
     start = time.perf_counter()
     import trainer  # noqa: F401, I001  (before TensorFlow: it selects tf-keras)
     import tensorflow as tf  # noqa: F401  (the runtime both paths pay for, measured before the work)
-    from trainer.config import load_config
+    import trainer.config  # noqa: F401  (part of that runtime too)
 
     runtime_mb = _rss_mb()
-    config = load_config(overrides={f"synthetic.{k}": v for k, v in QUICK_SYNTHETIC.items()} if quick else None)
+    config = _config(quick)
     sizes = SIZES[quick]
     workers = {"stream": _stream, "memory": _in_memory, "train": _train_epoch, "rank": _rank_epoch}
     figures = workers[path](log_dir, config, sizes)
@@ -248,18 +249,24 @@ def _in_memory(log_dir: pathlib.Path, config: Any, sizes: Sizes) -> dict[str, An
 def _run_worker_process(path: str, log_dir: pathlib.Path, quick: bool) -> dict[str, Any]:
     command = [sys.executable, "-m", "bench.large_inputs", "--out", "-", "--worker", path, "--log-dir", str(log_dir)]
     done = subprocess.run(command + (["--quick"] if quick else []), check=False, capture_output=True, text=True,
-                          timeout=WORKER_TIMEOUT_S, cwd=pathlib.Path(__file__).resolve().parent.parent)
+                          timeout=WORKER_TIMEOUT_S, cwd=REPO_ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"{path} worker failed ({done.returncode}):\n{done.stderr[-3000:]}")
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return figures
 
 
-def _base_dataset(quick: bool) -> Any:
+def _config(quick: bool) -> Any:
+    """The default config (--quick: the small synthetic log), as the parent and every worker load it."""
     from trainer.config import load_config
+
+    return load_config(overrides={f"synthetic.{k}": v for k, v in QUICK_SYNTHETIC.items()} if quick else None)
+
+
+def _base_dataset(quick: bool) -> Any:
     from trainer.data.sources import load_dataset
 
-    config = load_config(overrides={f"synthetic.{k}": v for k, v in QUICK_SYNTHETIC.items()} if quick else None)
+    config = _config(quick)
     return load_dataset(config.data, config.synthetic)
 
 

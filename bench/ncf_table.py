@@ -35,7 +35,7 @@ import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 # isort: split
 import tensorflow as tf
 
-from bench.cli import SectionResult, section_parser
+from bench.cli import SectionResult, add_data_dir, missing_ml_100k, section_parser
 from serving import contract
 from trainer.config import Config, load_config
 from trainer.data.sources import load_dataset
@@ -45,7 +45,6 @@ from trainer.ranking.models import RankingModel
 from trainer.ranking.protocol import RankingData, ncf_protocol
 from trainer.ranking.train import train_model
 
-DEFAULT_DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 NEURAL_MODELS = ("mf", "gmf", "mlp", "neumf", "neumf_pretrained", "full")
 FULL_KS = [10, 50]
 # Training settings shared by every neural model; the grids vary the rest.
@@ -209,12 +208,13 @@ def load(data_dir: pathlib.Path, quick: bool) -> tuple[RankingData, Config]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = section_parser(__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=pathlib.Path, default=DEFAULT_DATA_DIR, help="the ml-100k folder")
+    add_data_dir(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     result = SectionResult("ncf_table", args.quick)
-    if not (args.data_dir / "u.data").is_file():
-        result.payload["skipped"] = f"no u.data in {args.data_dir} (pass --data-dir)"
+    missing = missing_ml_100k(args.data_dir)
+    if missing is not None:
+        result.payload["skipped"] = missing
         result.write(args.out)
         return
     data, config = load(args.data_dir, args.quick)

@@ -20,10 +20,8 @@ import pathlib
 import tempfile
 from typing import Any
 
-from bench.cli import SectionResult, section_parser
+from bench.cli import SectionResult, add_data_dir, missing_ml_100k, section_parser
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "ml-100k"
 KS = (10, 50, 100)
 FULL = {"retrieval.epochs": 8, "retrieval.early_stopping_patience": 3}
 QUICK = {"retrieval.epochs": 2, "retrieval.early_stopping_patience": 0}
@@ -33,12 +31,12 @@ TUTORIAL_REPORTED = {"tutorial basic (reported)": 0.23, "tutorial deep (reported
 
 def main(argv: list[str] | None = None) -> None:
     parser = section_parser(__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=pathlib.Path, default=DEFAULT_DATA,
-                        help="the ml-100k folder (u.data, u.item, u.user)")
+    add_data_dir(parser)
     args = parser.parse_args(argv)
     result = SectionResult("retrieval_quality", args.quick)
-    if not (args.data_dir / "u.data").is_file():
-        result.payload["skipped"] = f"ml-100k not found in {args.data_dir} (pass --data-dir)"
+    missing = missing_ml_100k(args.data_dir)
+    if missing is not None:
+        result.payload["skipped"] = missing
     else:
         result.payload.update(measure(args.data_dir, args.quick))
     result.write(args.out)
@@ -61,17 +59,18 @@ def measure(data_dir: pathlib.Path, quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         ablations = run_ablations(config, data, RunContext(pathlib.Path(folder)), names)
     tutorial = run_tutorial_protocol(config, data.dataset, logging.getLogger("trainer"))
+    temporal = temporal_rows(ablations)
     return {
         "baseline": "popularity (most-watched unseen items) on the same temporal requests; the TFRS basic-tutorial "
                     "model trained in the same run on the same random split",
         "config": {"retrieval": config.to_dict()["retrieval"], "data": config.to_dict()["data"]},
-        "temporal": {"test_users": ablations[0]["test_users"], "rows": temporal_rows(ablations)},
+        "temporal": {"test_users": ablations[0]["test_users"], "rows": temporal},
         "tutorial_protocol": tutorial,
         "tables": [
             {"title": "Temporal split, test period: full-corpus recall / NDCG over unseen items",
              "columns": ["ablation", *[f"recall@{k}" for k in KS], *[f"ndcg@{k}" for k in KS], "epochs_trained",
                          "dropped"],
-             "rows": temporal_rows(ablations)},
+             "rows": temporal},
             {"title": "TFRS tutorial protocol (random 80/20): FactorizedTopK top-K accuracy",
              "columns": ["model", "top_10_accuracy", "top_50_accuracy", "top_100_accuracy"],
              "rows": tutorial_rows(tutorial)},

@@ -88,6 +88,7 @@ def measure_size(trained: Any, data: Any, export: Any, size: int, requests: dict
     from serving.session_model import SessionModel
     from trainer.export.layout import read_metadata
     from trainer.retrieval.export import export_retrieval
+    from trainer.retrieval.scann_tuning import recall_against
 
     embeddings, ids = synthetic_corpus(trained.item_embeddings, size, np.random.default_rng(size))
     corpus = dataclasses.replace(trained, item_embeddings=embeddings, item_ids=ids)
@@ -101,8 +102,7 @@ def measure_size(trained: Any, data: Any, export: Any, size: int, requests: dict
             answers[name] = _run(model, requests)[contract.ITEM_IDS]
             speed[name] = {"single_qps": _qps(model, requests, 1, single_requests),
                            "batch_qps": _qps(model, requests, BATCH, len(requests[contract.USER_ID]))}
-    exact = answers[contract.RETRIEVAL_BRUTEFORCE]
-    recall = float(np.mean([len(set(a) & set(e)) / len(e) for a, e in zip(answers[contract.RETRIEVAL], exact)]))
+    recall = recall_against(answers[contract.RETRIEVAL], answers[contract.RETRIEVAL_BRUTEFORCE])
     return {"num_items": size, "export_s": round(export_s, 1), "recall": recall,
             "requests": len(requests[contract.USER_ID]), "speed": speed,
             "scann_params": metadata["index"]["scann"]["params"],

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from bench.cli import SectionResult, section_parser
+from bench.harness import REPO_ROOT
 
 QUICK_OVERRIDES: dict[str, Any] = {
     "synthetic.num_users": 300,
@@ -41,7 +42,6 @@ QUICK_OVERRIDES: dict[str, Any] = {
     "ranking.compare": ["itempop"],
 }
 TASK_TIMEOUT_S = {True: 150, False: 420}
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 @dataclasses.dataclass

@@ -31,15 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench.cli import SectionResult, section_parser
+from bench.cli import SectionResult, add_data_dir, missing_ml_100k, section_parser
+from bench.harness import REPO_ROOT
 
 if TYPE_CHECKING:
     from trainer.config import Config
     from trainer.data.bundle import TrainingData
     from trainer.run import RunContext
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "ml-100k"
 ML_100K, SYNTHETIC = "ml-100k", "synthetic"
 PARTS = (ML_100K, SYNTHETIC)
 CONFIG_FILES = {ML_100K: REPO_ROOT / "configs" / "movielens-100k.yaml",
@@ -69,9 +68,7 @@ def load_part_config(part: str, data_dir: pathlib.Path, quick: bool) -> Config:
 
 def missing_data(part: str, data_dir: pathlib.Path) -> str | None:
     """Why `part` cannot run here (None when it can): only ml-100k needs files."""
-    if part == ML_100K and not (data_dir / "u.data").is_file():
-        return f"no u.data in {data_dir} (pass --data-dir)"
-    return None
+    return missing_ml_100k(data_dir) if part == ML_100K else None
 
 
 def measure_seed(config: Config, data: TrainingData, run: RunContext) -> dict[str, Any]:
@@ -243,7 +240,7 @@ def parse_parts(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = section_parser(__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=pathlib.Path, default=DEFAULT_DATA_DIR, help="the ml-100k folder")
+    add_data_dir(parser)
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
     args = parser.parse_args(argv)
     try:

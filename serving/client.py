@@ -45,6 +45,7 @@ import numpy as np
 
 from serving import contract
 from serving._protos import services
+from serving._protos.tensorflow.core.framework import tensor_pb2
 from serving._protos.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from serving.client_errors import (
     DeadlineExceededError,
@@ -56,6 +57,7 @@ from serving.client_errors import (
     from_rpc_error,
 )
 from serving.client_requests import (
+    InputSpec,
     ModelSignature,
     build_inputs,
     check_features,
@@ -146,6 +148,7 @@ class _Call:
 
 
 _Flow = Generator[list[_Call], list[Any], _T]
+_Encoded = dict[InputSpec, tensor_pb2.TensorProto]  # user tensors built for one request, shared by its models
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,10 +236,11 @@ class _RecommenderCore:
             raise InvalidRequestError(f"k must be >= 1, got {k}")
         yield from self._signatures_flow()
         check_features(users, [self._signatures[model] for model in self.models])
-        candidates = yield from self._retrieve_flow(users)
+        encoded: _Encoded = {}
+        candidates = yield from self._retrieve_flow(users, encoded)
         if not any(candidates.item_ids):
             return [[] for _ in users]
-        return (yield from self._rank_flow(users, candidates, k))
+        return (yield from self._rank_flow(users, candidates, k, encoded))
 
     def _signatures_flow(self) -> _Flow[None]:
         missing = [model for model in self.models if model not in self._signatures]
@@ -246,9 +250,9 @@ class _RecommenderCore:
         for model, response in zip(missing, responses):
             self._signatures[model] = parse_signature(model, response, self._input_defaults(model))
 
-    def _retrieve_flow(self, users: Sequence[Mapping[str, Any]]) -> _Flow[_Candidates]:
+    def _retrieve_flow(self, users: Sequence[Mapping[str, Any]], encoded: _Encoded) -> _Flow[_Candidates]:
         calls = [
-            _Call("Predict", model, predict_request(model, build_inputs(self._signatures[model], users),
+            _Call("Predict", model, predict_request(model, build_inputs(self._signatures[model], users, None, encoded),
                                                     self.version_label))
             for model in self.retrieval_models
         ]
@@ -261,12 +265,13 @@ class _RecommenderCore:
                                   width)
 
     def _rank_flow(
-        self, users: Sequence[Mapping[str, Any]], candidates: _Candidates, k: int
+        self, users: Sequence[Mapping[str, Any]], candidates: _Candidates, k: int, encoded: _Encoded
     ) -> _Flow[list[list[Recommendation]]]:
         candidate_ids = np.full((len(users), max(candidates.width, 1)), "", dtype=object)
         for row, ids in enumerate(candidates.item_ids):
             candidate_ids[row, : len(ids)] = ids
-        inputs = build_inputs(self._signatures[self.ranking_model], users, {contract.CANDIDATE_IDS: candidate_ids})
+        inputs = build_inputs(self._signatures[self.ranking_model], users, {contract.CANDIDATE_IDS: candidate_ids},
+                              encoded)
         (response,) = yield [
             _Call("Predict", self.ranking_model, predict_request(self.ranking_model, inputs, self.version_label))
         ]

@@ -15,7 +15,7 @@ common width with each tensor's first element, which then is always "".
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -101,6 +101,7 @@ def build_inputs(
     signature: ModelSignature,
     rows: Sequence[Mapping[str, Any]],
     batch_inputs: Mapping[str, np.ndarray] | None = None,
+    encoded: MutableMapping[InputSpec, tensor_pb2.TensorProto] | None = None,
 ) -> dict[str, tensor_pb2.TensorProto]:
     """One tensor per signature input for a batch of users.
 
@@ -108,20 +109,31 @@ def build_inputs(
         signature: the model's signature.
         rows: per user, feature name -> value (a scalar for rank-1 inputs, a sequence for rank 2).
         batch_inputs: whole-batch arrays [B, ...] that are sent as they are (e.g. candidate_ids).
+        encoded: the feature tensors already built for these same `rows`, by input; those built here
+            are added. The models of one request share their user inputs, which are so encoded once.
 
     Raises:
         InvalidRequestError: a value of the wrong type or shape, named by feature.
     """
     batch_inputs = batch_inputs or {}
+    encoded = {} if encoded is None else encoded
     tensors = {}
     for name, spec in signature.inputs.items():
-        values = batch_inputs[name] if name in batch_inputs else _column(spec, rows, signature.model)
-        try:
-            tensors[name] = to_tensor_proto(values, spec.dtype)
-        except TensorConversionError as error:
-            raise InvalidRequestError(f"feature {name!r} for model {signature.model!r}: {error}",
-                                      model=signature.model) from None
+        if name in batch_inputs:
+            tensors[name] = _tensor(signature, spec, batch_inputs[name])
+            continue
+        if spec not in encoded:
+            encoded[spec] = _tensor(signature, spec, _column(spec, rows, signature.model))
+        tensors[name] = encoded[spec]
     return tensors
+
+
+def _tensor(signature: ModelSignature, spec: InputSpec, values: Any) -> tensor_pb2.TensorProto:
+    try:
+        return to_tensor_proto(values, spec.dtype)
+    except TensorConversionError as error:
+        raise InvalidRequestError(f"feature {spec.name!r} for model {signature.model!r}: {error}",
+                                  model=signature.model) from None
 
 
 def predict_request(
@@ -138,8 +150,8 @@ def predict_request(
     return request
 
 
-def output(response: predict_pb2.PredictResponse, model: str, name: str, batch: int, rank: int = 2) -> np.ndarray:
-    """A named output of a Predict response, checked to be [batch, ...] with `rank` dimensions.
+def output(response: predict_pb2.PredictResponse, model: str, name: str, batch: int) -> np.ndarray:
+    """A named output of a Predict response, checked to be [batch, N] (every output of the contract is).
 
     Raises:
         UnexpectedResponseError: the output is missing or has another shape.
@@ -152,9 +164,9 @@ def output(response: predict_pb2.PredictResponse, model: str, name: str, batch: 
         array = from_tensor_proto(response.outputs[name])
     except TensorConversionError as error:
         raise UnexpectedResponseError(f"model {model!r}, output {name!r}: {error}", model=model) from None
-    if array.ndim != rank or array.shape[0] != batch:
+    if array.ndim != 2 or array.shape[0] != batch:
         raise UnexpectedResponseError(
-            f"model {model!r}, output {name!r}: expected {rank} dimensions with batch {batch}, got shape "
+            f"model {model!r}, output {name!r}: expected 2 dimensions with batch {batch}, got shape "
             f"{list(array.shape)}",
             model=model,
         )

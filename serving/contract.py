@@ -70,9 +70,6 @@ class TensorSpec:
     rank: int
     default: Default = ""
 
-    def to_json(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
-
 
 USER_INPUTS: tuple[TensorSpec, ...] = (
     TensorSpec(USER_ID, "string", 1, ""),
@@ -100,11 +97,6 @@ INPUTS_BY_MODEL: dict[str, tuple[TensorSpec, ...]] = {
     RETRIEVAL: RETRIEVAL_INPUTS,
     RETRIEVAL_BRUTEFORCE: RETRIEVAL_INPUTS,
     RANKING: RANKING_INPUTS,
-}
-OUTPUTS_BY_MODEL: dict[str, tuple[TensorSpec, ...]] = {
-    RETRIEVAL: RETRIEVAL_OUTPUTS,
-    RETRIEVAL_BRUTEFORCE: RETRIEVAL_OUTPUTS,
-    RANKING: RANKING_OUTPUTS,
 }
 
 

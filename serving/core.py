@@ -139,35 +139,39 @@ class ServingCore:
         for field in fields:
             if field != contract.SIGNATURE_DEF_FIELD:
                 raise invalid_argument(f"Metadata field {field} is not supported")
-        with self.acquire(ModelRequest.from_spec(request.model_spec)) as servable:
-            response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=_response_spec(servable))
-            signature_map = get_model_metadata_pb2.SignatureDefMap()
-            for key, signature in servable.model.meta_graph_def.signature_def.items():
-                signature_map.signature_def[key].CopyFrom(signature)
+        spec, signature_map = self._signature_def_map(ModelRequest.from_spec(request.model_spec))
+        response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=spec)
         response.metadata[contract.SIGNATURE_DEF_FIELD].Pack(signature_map)
         return response
 
     def metadata_json(self, request: ModelRequest) -> dict[str, Any]:
         """The REST metadata body: {"model_spec": {...}, "metadata": {"signature_def": {...}}}."""
-        response = self.metadata(get_model_metadata_pb2.GetModelMetadataRequest(
-            model_spec=request.to_spec(), metadata_field=[contract.SIGNATURE_DEF_FIELD]))
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata[contract.SIGNATURE_DEF_FIELD].Unpack(signature_map)
-        return {"model_spec": _dict(response.model_spec),
-                "metadata": {contract.SIGNATURE_DEF_FIELD: _dict(signature_map)}}
+        spec, signature_map = self._signature_def_map(request)
+        return {"model_spec": _dict(spec), "metadata": {contract.SIGNATURE_DEF_FIELD: _dict(signature_map)}}
+
+    def _signature_def_map(self, request: ModelRequest
+                           ) -> tuple[model_pb2.ModelSpec, get_model_metadata_pb2.SignatureDefMap]:
+        """The version's ModelSpec and its SignatureDefs (what GetModelMetadata packs, REST prints)."""
+        with self.acquire(request) as servable:
+            signature_map = get_model_metadata_pb2.SignatureDefMap()
+            for key, signature in servable.model.meta_graph_def.signature_def.items():
+                signature_map.signature_def[key].CopyFrom(signature)
+            return _response_spec(servable), signature_map
 
     def status(self, request: get_model_status_pb2.GetModelStatusRequest
                ) -> get_model_status_pb2.GetModelStatusResponse:
         """GetModelStatus: each version's state and last error (labels resolve to their version)."""
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
-        model = ModelRequest.from_spec(request.model_spec)
+        return self._status(ModelRequest.from_spec(request.model_spec))
+
+    def status_json(self, request: ModelRequest) -> dict[str, Any]:
+        """The REST status body: {"model_version_status": [{"version", "state", "status"}]}."""
+        return _dict(self._status(request))
+
+    def _status(self, model: ModelRequest) -> get_model_status_pb2.GetModelStatusResponse:
         version = model.version
         if model.label:
             version = self.manager.resolve_version(model.name, label=model.label)
         return get_model_status_pb2.GetModelStatusResponse(
             model_version_status=self.manager.status(model.name, version))
-
-    def status_json(self, request: ModelRequest) -> dict[str, Any]:
-        """The REST status body: {"model_version_status": [{"version", "state", "status"}]}."""
-        return _dict(self.status(get_model_status_pb2.GetModelStatusRequest(model_spec=request.to_spec())))

@@ -48,11 +48,6 @@ class ServingError(Exception):
         self.message = message
 
     @property
-    def http_status(self) -> int:
-        """The HTTP status TF Serving's REST API answers this error with."""
-        return http_status(self.code)
-
-    @property
     def code_name(self) -> str:
         """The canonical name, e.g. "INVALID_ARGUMENT"."""
         return str(self.code.name)

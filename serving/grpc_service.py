@@ -16,7 +16,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving.core import ServingCore
-from serving.errors import ServingError, unimplemented
+from serving.errors import ServingError, invalid_argument, unimplemented
 from serving.model_config import ConfigError, models_from_proto
 from serving.monitoring import Metrics
 
@@ -92,7 +92,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             try:
                 models = models_from_proto(request.config)
             except ConfigError as error:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from error
+                raise invalid_argument(str(error)) from error
             self._core.manager.reload(models)
             return model_management_pb2.ReloadConfigResponse()
 

@@ -120,11 +120,6 @@ class ModelManager:
             except Exception:  # the poller must outlive any one bad model directory
                 LOG.exception("Polling the model directories failed")
 
-    @property
-    def model_names(self) -> list[str]:
-        with self._changed:
-            return sorted(self._settings)
-
     def reload(self, models: Sequence[ModelSettings]) -> None:
         """Switches to a new model list (config file change or ReloadConfig); removed models are unloaded."""
         with self._poll_lock:
@@ -280,19 +275,6 @@ class ModelManager:
         if not statuses:
             raise not_found(f"Could not find any versions of model {name}")
         return [statuses[v] for v in sorted(statuses, reverse=True)]
-
-    def wait_until_available(self, name: str, version: int | None = None, timeout: float = 30.0) -> int:
-        """Blocks until the model (or that version) serves; returns the version. For tests and start-up."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                try:
-                    return self._resolve_locked(name, version, None).version
-                except ServingError:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise
-                    self._changed.wait(timeout=remaining)
 
 
 def _version_status(record: VersionRecord) -> get_model_status_pb2.ModelVersionStatus:

@@ -65,10 +65,6 @@ class Metrics:
             key = (model_path, status)
             self._loads[key] = self._loads.get(key, 0) + 1
 
-    def request_count(self, model_name: str, status: str = "OK") -> int:
-        with self._lock:
-            return self._requests.get((model_name, status), 0)
-
     def render(self) -> str:
         """The Prometheus text exposition of every metric."""
         with self._lock:

@@ -19,12 +19,11 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-import grpc
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
 from serving import contract, json_codec
 from serving.core import ModelRequest, ServingCore
-from serving.errors import ServingError, http_status, invalid_argument
+from serving.errors import ServingError, http_status, internal, invalid_argument, not_found
 from serving.monitoring import Metrics
 
 LOG = logging.getLogger(__name__)
@@ -141,7 +140,7 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
 
     def _malformed(self, method: str, path: str) -> None:
         if not path.lower().startswith("/v1/"):
-            self._send_error(ServingError(grpc.StatusCode.NOT_FOUND, f"No handler for {method} {path}"))
+            self._send_error(not_found(f"No handler for {method} {path}"))
         else:
             self._send_error(invalid_argument(f"Malformed request: {method} {path}"))
 
@@ -179,7 +178,7 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
         except Exception as error:  # answered as INTERNAL and logged: the server keeps serving
             LOG.exception("REST %s on model %s failed", api, model_name)
             status = "INTERNAL"
-            self._send_error(ServingError(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"))
+            self._send_error(internal(f"{type(error).__name__}: {error}"))
         else:
             self._send(HTTPStatus.OK, body)
         finally:

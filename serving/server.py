@@ -136,7 +136,7 @@ class ModelServer:
 
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
-        models = options.models()
+        self._models = models = options.models()
         self.metrics = Metrics()
         monitoring = read_monitoring_config(Path(options.monitoring_config_file)) \
             if options.monitoring_config_file else None
@@ -223,7 +223,7 @@ class ModelServer:
         self._threads.append(thread)
 
     def _poll_config_file(self) -> None:
-        current = self.options.models()
+        current = self._models  # what the manager was started with: a change made since is picked up too
         while not self._stopping.wait(self.options.model_config_file_poll_wait_seconds):
             try:
                 models = read_model_config_file(Path(self.options.model_config_file))

@@ -124,11 +124,6 @@ class SessionModel:
                                f"Failed to load SavedModel from {export_dir}: {error}") from error
         return cls(session, meta_graph_def, export_dir)
 
-    @property
-    def signature_names(self) -> tuple[str, ...]:
-        """The SignatureDef keys, sorted (internal ones such as __saved_model_init_op included)."""
-        return tuple(sorted(self.meta_graph_def.signature_def))
-
     def signature_def(self, name: str = contract.SIGNATURE_NAME) -> meta_graph_pb2.SignatureDef:
         """The SignatureDef `name` ("" means serving_default).
 

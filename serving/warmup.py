@@ -56,7 +56,7 @@ def replay_log(model: SessionModel, log: prediction_log_pb2.PredictionLog) -> No
         raise invalid_argument(f"Unsupported warmup record type: {kind}")
 
 
-def replay_warmup(model: SessionModel, version_dir: Path, iterations: int = 1) -> int:
+def replay_warmup(model: SessionModel, version_dir: Path) -> int:
     """Replays the warmup file of a version, if it has one.
 
     Returns:
@@ -69,10 +69,9 @@ def replay_warmup(model: SessionModel, version_dir: Path, iterations: int = 1) -
     if not path.is_file():
         return 0
     logs = read_warmup_logs(path)
-    for _ in range(iterations):
-        for index, log in enumerate(logs):
-            try:
-                replay_log(model, log)
-            except ServingError as error:
-                raise ServingError(error.code, f"Warmup request {index} of {path} failed: {error.message}") from error
-    return len(logs) * iterations
+    for index, log in enumerate(logs):
+        try:
+            replay_log(model, log)
+        except ServingError as error:
+            raise ServingError(error.code, f"Warmup request {index} of {path} failed: {error.message}") from error
+    return len(logs)

@@ -131,11 +131,6 @@ def strategy_for(role: ClusterRole, min_shard_bytes: int = DEFAULT_MIN_SHARD_BYT
     return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
 
 
-def strategy_from_env(environ: Mapping[str, str] | None = None) -> tf.distribute.Strategy:
-    """`strategy_for(role_from_env())`: call it first thing in the process."""
-    return strategy_for(role_from_env(environ))
-
-
 @contextlib.contextmanager
 def worker_scoped_dir(path: str | pathlib.Path, role: ClusterRole) -> Iterator[pathlib.Path]:
     """`path` for the chief; for any other task a fresh temporary folder, deleted on exit.

@@ -46,6 +46,7 @@ import tensorflow as tf
 from trainer import config as config_lib
 from trainer.data.event_stream import CsvEventSource, EventSource, FrameEventSource
 from trainer.data.schema import DataError, Dataset, validate_items, validate_users
+from trainer.data.splits import split_positions
 from trainer.data.streaming_examples import ContextStream
 from trainer.data.table_csv import read_items, read_users, with_missing_rows, write_items, write_users
 from trainer.data.tfrecord import COMPRESSIONS, MANIFEST, SPLITS, Manifest, Shard, serialize_examples
@@ -116,13 +117,7 @@ def summarize(source: EventSource) -> LogSummary:
 def split_boundaries(source: EventSource, kept_users: set[str], kept_events: int, validation_fraction: float,
                      test_fraction: float) -> tuple[int, int]:
     """Pass 2: (validation_start, test_start) exactly as `temporal_split` computes them on the kept events."""
-    if validation_fraction < 0 or test_fraction < 0 or validation_fraction + test_fraction >= 1:
-        raise DataError(f"temporal split: fractions must be >= 0 with a sum < 1, got {validation_fraction} and "
-                        f"{test_fraction}")
-    positions = {
-        "validation": int(np.ceil(kept_events * (1.0 - test_fraction - validation_fraction))),
-        "test": int(np.ceil(kept_events * (1.0 - test_fraction))),
-    }
+    positions = dict(zip(("validation", "test"), split_positions(kept_events, validation_fraction, test_fraction)))
     found: dict[str, int] = {}
     seen, first_time, last_time = 0, None, 0
     for chunk in source.chunks():

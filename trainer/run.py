@@ -64,8 +64,7 @@ class RunContext:
 
     def record_metrics(self, stage: str, metrics: dict[str, Any]) -> None:
         """Merges `metrics` under `stage` into metrics.json."""
-        path = self.root / "metrics.json"
-        merged = json.loads(path.read_text()) if path.exists() else {}
+        merged = self.metrics()
         merged[stage] = metrics
         self.write_json("metrics.json", merged)
 

@@ -10,6 +10,7 @@ pytest.importorskip("annoy", reason="annoy is in the [bench] extra")
 
 from bench import ann_peers
 from bench.ann_peers import K, Scale
+from trainer.retrieval.scann_tuning import recall_against
 
 
 def naive_top_k(items: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -27,17 +28,18 @@ def test_make_embeddings_is_deterministic_and_clustered() -> None:
     assert np.median(nearest) < 0.5 * typical  # queries are drawn near the data
 
 
-def test_exact_top_k_matches_a_full_sort(corpus: tuple[np.ndarray, np.ndarray],
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_brute_force_in_query_blocks_matches_a_full_sort(corpus: tuple[np.ndarray, np.ndarray],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     items, queries = corpus
     monkeypatch.setattr(ann_peers, "SCORE_CHUNK_FLOATS", 7 * len(items))  # several query blocks
-    np.testing.assert_array_equal(ann_peers.exact_top_k(items, queries, 25), naive_top_k(items, queries, 25))
+    search_batch = ann_peers.brute_force_family(items).settings[0].search_batch
+    np.testing.assert_array_equal(search_batch(queries), naive_top_k(items, queries, K))
 
 
-def test_recall_counts_the_overlap_with_the_exact_top_k() -> None:
+def test_recall_ignores_the_minus_one_padding_of_faiss() -> None:
     exact = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
     found = np.array([[4, 3, 9, -1], [8, 7, 6, 5]])
-    assert ann_peers.recall_against(found, exact) == pytest.approx((2 + 4) / 8)
+    assert recall_against(found, exact) == pytest.approx((2 + 4) / 8)
 
 
 def test_brute_force_single_query_agrees_with_the_batch(corpus: tuple[np.ndarray, np.ndarray]) -> None:
@@ -71,14 +73,14 @@ def test_each_index_trades_recall_for_speed_up_to_near_exact(
     assert narrow_recall <= narrow["recall"] <= wide["recall"] and wide["recall"] >= wide_recall
     assert wide["batch_qps"] > 0 and 0 < wide["latency_ms_p50"] <= wide["latency_ms_p99"]
     one = build(items).settings[-1].search_one(queries[0])
-    assert ann_peers.recall_against(one[None, :], exact[:1]) >= wide_recall - 0.1
+    assert recall_against(one[None, :], exact[:1]) >= wide_recall - 0.1
 
 
 def test_narrow_scann_search_trades_recall_for_speed(corpus: tuple[np.ndarray, np.ndarray]) -> None:
     items, queries = corpus
     exact = naive_top_k(items, queries, K)
     family = ann_peers.scann_family(items, 40, [1, 40], [K, 1000])
-    recalls = {tuple(s.params.values()): ann_peers.recall_against(s.search_batch(queries), exact)
+    recalls = {tuple(s.params.values()): recall_against(s.search_batch(queries), exact)
                for s in family.settings}
     assert recalls[(40, 1, K)] < recalls[(40, 40, 1000)]
     assert recalls[(40, 40, 1000)] >= 0.99

@@ -132,8 +132,10 @@ def test_every_plot_is_a_png_of_its_panels(tmp_path: pathlib.Path) -> None:
     assert curves[0] > curves[1] * 0.5
     latency = [plots.LatencyPoint("server", c, c * 1.0, c * 3.0, 100.0 / c) for c in (1, 4, 16)]
     assert png_shape(plots.plot_latency(latency, tmp_path / "l.png"))[1] > 1000
-    quality = plots.plot_quality({"t": [{"hr": 0.4}, {"hr": 0.7}]}, {"t": ["pop", "neumf"]}, tmp_path / "q.png")
-    assert len(png_shape(quality)) == 3
+    rows, labels = [{"hr": 0.4}, {"hr": 0.7}], ["pop", "neumf"]
+    one = png_shape(plots.plot_quality({"t": rows}, {"t": labels}, tmp_path / "q1.png"))
+    two = png_shape(plots.plot_quality({"t": rows, "u": rows}, {"t": labels, "u": labels}, tmp_path / "q2.png"))
+    assert two[0] > 1.8 * one[0] and two[1] == one[1]  # one panel per table, stacked
 
 
 @pytest.mark.parametrize("draw", [

@@ -94,6 +94,8 @@ def test_requests_carry_every_input_with_defaults_and_left_padding(toy_server_pl
     ranking = _inputs(ranking_request)
     assert set(ranking) == {spec.name for spec in contract.RANKING_INPUTS}
     assert ranking["candidate_ids"].shape == (2, toy.retrieval_k)  # one fixed width, "" pads at the end
+    for spec in contract.RETRIEVAL_INPUTS:  # the user tensors are encoded once and sent to both models
+        np.testing.assert_array_equal(ranking[spec.name], retrieval[spec.name])
     assert retrieval_request.model_spec.signature_name == contract.SIGNATURE_NAME
 
 

@@ -19,7 +19,13 @@ import tensorflow as tf
 import yaml
 
 from serving import contract
-from serving.client import AsyncRecommenderClient, ModelNotFoundError, RecommenderClient, UserContext
+from serving.client import (
+    AsyncRecommenderClient,
+    ModelNotFoundError,
+    RecommenderClient,
+    ServerUnavailableError,
+    UserContext,
+)
 from trainer.export import server_configs, synthetic_models
 
 testing = pytest.importorskip("serving.testing", reason="serving.server is not there yet")
@@ -150,6 +156,9 @@ def test_wait_until_ready(deployment):
     _, _, server = deployment
     with RecommenderClient(server.grpc_target, retrieval_model=contract.RETRIEVAL_BRUTEFORCE) as client:
         client.wait_until_ready(timeout=5)
+    with RecommenderClient(server.grpc_target, ranking_model="ranking_missing") as client, \
+            pytest.raises(ServerUnavailableError, match="'ranking_missing' not AVAILABLE"):
+        client.wait_until_ready(timeout=0.3)
 
 
 def test_cli_against_the_server(deployment):

@@ -37,10 +37,14 @@ def test_tiny_bundle_is_consistent(tiny: TrainingData) -> None:
 
 def test_test_contexts_see_validation_events(tiny: TrainingData) -> None:
     """The test contexts use every earlier event as history, not only the training split."""
-    validation_items = set(tiny.split.validation["item_id"])
-    history = tiny.test_examples[contract.WATCH_HISTORY]
-    last = history[:, -1]
-    assert np.isin(last, list(validation_items)).any()
+    test = tiny.split.test
+    first = (test["timestamp"] == test.groupby("user_id")["timestamp"].transform("min")).to_numpy()
+    latest_validation = tiny.split.validation.groupby("user_id")["item_id"].last()
+    users = test["user_id"].to_numpy()[first]
+    seen_in_validation = np.isin(users, latest_validation.index)
+    assert seen_in_validation.sum() >= 10
+    last_watched = tiny.test_examples[contract.WATCH_HISTORY][first][seen_in_validation, -1]
+    np.testing.assert_array_equal(last_watched, latest_validation.loc[users[seen_in_validation]].to_numpy())
 
 
 def test_default_configs_load() -> None:

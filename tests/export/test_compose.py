@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from serving import contract
+from trainer.config import ExportConfig
 from trainer.export import server_configs
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -45,8 +46,9 @@ def test_every_container_reads_configs_that_the_export_writes(compose, written):
             assert container_path.name in written, f"{name}: {flag} names a file the export does not write"
         assert flags["enable_batching"] == "true"
         assert f"{server_configs.CONTAINER_ROOT}:ro" in "".join(service["volumes"])
-        assert service["volumes"][0].split(":")[0] == "../saved_models"
-        assert (COMPOSE.parent / "../saved_models").resolve() == ROOT / "saved_models"
+        host_folder = service["volumes"][0].split(":")[0]
+        assert host_folder == "../saved_models"
+        assert (COMPOSE.parent / host_folder).resolve() == (ROOT / ExportConfig().output_dir).resolve()
 
 
 def test_the_two_images_split_the_models_between_them(compose, written):

@@ -21,6 +21,7 @@ import pytest
 
 from serving import contract
 from serving.client import AsyncRecommenderClient, Recommendation, RecommenderClient, UserContext
+from trainer.export.layout import list_versions
 from trainer.ranking.train import score
 from trainer.retrieval import retrieve
 
@@ -177,8 +178,7 @@ def test_titles_come_from_the_export_metadata(server, trained, users):
 
 
 def test_a_second_export_is_served_as_version_2(server, trained, users, expected):
-    first = {name: sorted(int(p.name) for p in (trained.saved_models / name).iterdir() if p.name.isdigit())
-             for name in contract.MODEL_NAMES}
+    first = {name: list_versions(trained.saved_models / name) for name in contract.MODEL_NAMES}
     exports = trained.export()
     for name in contract.MODEL_NAMES:
         assert int(exports[name].name) == max(first[name]) + 1, name

@@ -29,8 +29,9 @@ def test_hit_rate(k, expected):
 def test_ndcg_single_relevant_item():
     # gains 1/log2(rank + 2): rank 0 -> 1, rank 3 -> 1/log2(5), rank 10 -> outside the top 10, rank 1 -> 1/log2(3)
     expected = (1.0 + 1 / math.log2(5) + 0.0 + 1 / math.log2(3)) / 4
-    assert metrics.ndcg_at_k_single(np.array([0, 3, 10, 1]), 10) == pytest.approx(expected)
-    assert expected == pytest.approx(0.515402, abs=1e-6)
+    value = metrics.ndcg_at_k_single(np.array([0, 3, 10, 1]), 10)
+    assert value == pytest.approx(expected)
+    assert value == pytest.approx(0.515402, abs=1e-6)
 
 
 @pytest.mark.parametrize(("k", "expected"), [(1, (1 / 2 + 0) / 2), (2, (1 / 2 + 0) / 2), (3, (1 / 2 + 1) / 2)])
@@ -70,8 +71,9 @@ def test_weighted_per_user_loss_hand_computed():
     watch_time = np.array([3.0, 1.0])
     # positive 1: 0.9 beats it, 0.5 ties -> 1.5 / 4 of its 3 s mispredicted; positive 2: 1 of 4 -> 1/4 of 1 s
     expected = (3.0 * 1.5 / 4 + 1.0 * 1 / 4) / (3.0 + 1.0)
-    assert metrics.weighted_per_user_loss(positive, negative, watch_time) == pytest.approx(expected)
-    assert expected == pytest.approx(0.34375)
+    value = metrics.weighted_per_user_loss(positive, negative, watch_time)
+    assert value == pytest.approx(expected)
+    assert value == pytest.approx(0.34375)
 
 
 def test_weighted_per_user_loss_matches_pairwise_formula_on_random_data():

@@ -6,9 +6,12 @@ import dataclasses
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from serving import contract
+from trainer.data.pipeline import make_dataset
 from trainer.ranking.evaluate import evaluate_sampled
+from trainer.ranking.loss import weighted_logistic_loss
 from trainer.ranking.models import build_model
 from trainer.ranking.negatives import NegativeSampler
 from trainer.ranking.train import OPTIMIZERS, EpochExamples, FitOptions, fit, make_optimizer, train_model
@@ -73,6 +76,36 @@ def test_checkpoints_resume_where_training_stopped(temporal, config, tmp_path):
     scratch = build_model("gmf", data.space, config.ranking)
     fit(scratch, data, options(epochs=1), checkpoint_dir=tmp_path / "scratch")
     assert not np.allclose(resumed.get_weights()[0], scratch.get_weights()[0])
+
+
+def test_one_replica_in_memory_trains_as_a_plain_loop_over_the_seeded_shuffle(temporal, config):
+    """The published figures' path: each epoch's rows shuffled by make_dataset(seed + epoch), one tape step a batch."""
+    data, fit_options = dataclasses.replace(temporal, validation=None), options(epochs=2)
+    trained, reference = (build_model("mf", data.space, config.ranking) for _ in range(2))
+    trained.create_weights()
+    reference.create_weights()
+    initial = trained.get_weights()
+    reference.set_weights(initial)
+    fit(trained, data, fit_options)
+    optimizer = make_optimizer(fit_options.optimizer, fit_options.learning_rate)
+
+    @tf.function
+    def step(inputs: dict[str, tf.Tensor], labels: tf.Tensor, weights: tf.Tensor) -> None:
+        with tf.GradientTape() as tape:
+            loss = weighted_logistic_loss(labels, reference(inputs, training=True), weights)
+        optimizer.apply_gradients(zip(tape.gradient(loss, reference.trainable_variables),
+                                      reference.trainable_variables))
+
+    examples = EpochExamples(data, reference.feature_keys, fit_options)
+    for epoch in range(fit_options.epochs):
+        inputs, labels, weights = examples(epoch)
+        for batch in make_dataset({**inputs, "labels": labels, "weights": weights}, fit_options.batch_size,
+                                  shuffle=True, seed=fit_options.seed + epoch, cache=False):
+            labels, weights = batch.pop("labels"), batch.pop("weights")
+            step(batch, labels, weights)
+    assert max(np.abs(a - b).max() for a, b in zip(trained.get_weights(), initial)) > 1e-3  # training moved them
+    for expected, actual in zip(reference.get_weights(), trained.get_weights(), strict=True):
+        np.testing.assert_array_equal(actual, expected)
 
 
 def test_early_stopping_keeps_the_best_validation_epoch(temporal, config):

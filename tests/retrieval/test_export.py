@@ -106,11 +106,14 @@ def test_tree_index_loads_in_a_session_and_meets_its_recall_target(served, tree_
 
 @pytest.mark.parametrize("model", MODELS)
 def test_warmup_requests_replay(served, exported, config, model):
+    """The first warmups are real requests (the first sample requests), the last one is nobody's."""
     logs = read_warmup_requests(exported[model])
     assert len(logs) == config.export.warmup_requests
     assert all(log.predict_log.request.model_spec.name == model for log in logs)
-    for i in range(len(logs)):
+    expected = [served[f"{model}/real/scores"][i] for i in range(len(logs) - 1)] + [served[f"{model}/empty/scores"][0]]
+    for i, scores in enumerate(expected):
         assert served[f"{model}/warmup/{i}/{contract.ITEM_IDS}"].shape == (1, config.export.max_k)
+        np.testing.assert_allclose(served[f"{model}/warmup/{i}/{contract.SCORES}"][0], scores, atol=1e-5)
 
 
 def test_bruteforce_uses_stock_ops_only(exported):

@@ -11,6 +11,7 @@ import pytest
 from tensorflow.python.summary.summary_iterator import summary_iterator
 
 from trainer.data.pipeline import make_dataset
+from trainer.retrieval.ablation import run_ablations
 from trainer.retrieval.evaluate import evaluate_scores
 from trainer.retrieval.features import FeatureSet
 from trainer.retrieval.train import (
@@ -106,3 +107,9 @@ def test_without_validation_users_all_epochs_run_unvalidated(small_config, data,
     result = train_retrieval(config, no_validation, RunContext(tmp_path))
     assert result.metrics["epochs_trained"] == 2 and set(result.history) == {"loss"}
     assert result.metrics["recall@50"] > result.metrics["popularity_recall@50"]
+
+
+def test_an_unknown_ablation_is_refused_before_any_training(config, data, tmp_path):
+    with pytest.raises(ValueError, match=r"unknown ablation\(s\) \['no_such'\]"):
+        run_ablations(config, data, RunContext(tmp_path), names=["id_only", "no_such"])
+    assert not (tmp_path / "retrieval_ablations.md").exists()

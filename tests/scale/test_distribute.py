@@ -1,4 +1,4 @@
-"""trainer.distribute: TF_CONFIG parsing, who is chief, worker-scoped folders, the tf-config helper."""
+"""trainer.distribute: TF_CONFIG parsing, who is chief, worker-scoped folders, the tf-config helper, input sharing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import pathlib
 import pytest
 
 from trainer import distribute
+from trainer.data.tfrecord import Manifest
 from trainer.distribute import ClusterRole, DistributeError, role_from_env, tf_config, worker_scoped_dir
+
+from .conftest import as_numpy, assert_same_features, concat_batches
 
 TWO_WORKERS = {"worker": ["h0:1000", "h1:1001"]}
 
@@ -81,9 +84,18 @@ def test_chief_writes_in_place_others_in_a_deleted_scratch_folder(tmp_path: path
 def test_one_machine_gets_the_default_strategy() -> None:
     import tensorflow as tf
 
-    assert distribute.strategy_from_env({}) is tf.distribute.get_strategy()
+    assert distribute.strategy_for(role_from_env({})) is tf.distribute.get_strategy()
 
 
 def test_server_is_only_for_parameter_server_clusters() -> None:
     with pytest.raises(DistributeError, match="worker and ps tasks of a cluster with ps"):
         distribute.run_server(ClusterRole("worker", 0, TWO_WORKERS))
+
+
+def test_distribute_examples_reads_the_split_through_the_strategy(tiny_prepared: Manifest) -> None:
+    import tensorflow as tf
+
+    distributed = distribute.distribute_examples(tf.distribute.get_strategy(), tiny_prepared, "validation", 64)
+    expected = concat_batches(list(tiny_prepared.read("validation", 64).as_numpy_iterator()))
+    assert_same_features(concat_batches([as_numpy(batch) for batch in distributed]), as_numpy(expected))
+    assert len(expected["item_id"]) == tiny_prepared.examples("validation") > 0

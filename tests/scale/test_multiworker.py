@@ -18,6 +18,8 @@ import pytest
 
 from serving import contract
 from trainer.distribute import tf_config
+from trainer.export import layout
+from trainer.retrieval.export import default_request
 
 from .conftest import TINY_CONFIG
 
@@ -89,12 +91,11 @@ def test_the_chiefs_export_loads_and_serves(cluster_run: dict) -> None:
     from serving.session_model import SessionModel
 
     saved = cluster_run["shared"] / "saved_models"  # type: ignore[operator]
-    metadata = json.loads((saved / contract.RETRIEVAL_BRUTEFORCE / "1" / contract.ASSETS_DIR / contract.METADATA_ASSET)
-                          .read_text())
+    metadata = layout.read_metadata(saved / contract.RETRIEVAL_BRUTEFORCE / "1")
     catalogue = set(metadata[contract.METADATA_ITEM_TITLES])
     history = np.array([sorted(catalogue)[:3], ["", "", sorted(catalogue)[5]]], dtype=object)
-    request = _request({contract.USER_ID: np.array(["u1", "never-seen"], dtype=object),
-                        contract.WATCH_HISTORY: history})
+    request = {**default_request(2), contract.USER_ID: np.array(["u1", "never-seen"], dtype=object),
+               contract.WATCH_HISTORY: history}
     answers = {}
     for model in (contract.RETRIEVAL_BRUTEFORCE, contract.RETRIEVAL):
         with SessionModel.load(saved / model / "1") as session:
@@ -116,13 +117,3 @@ def test_the_chiefs_export_loads_and_serves(cluster_run: dict) -> None:
         ranked = ranking.run(contract.SIGNATURE_NAME, {**request, contract.CANDIDATE_IDS: ids})
     assert ranked[contract.SCORES].shape == ids.shape
     assert np.all((ranked[contract.SCORES] > 0) & (ranked[contract.SCORES] < 1))
-
-
-def _request(known: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every input of the retrieval signature: `known`, the others at their contract defaults."""
-    rows = len(next(iter(known.values())))
-    request = {}
-    for spec in contract.RETRIEVAL_INPUTS:
-        dtype = object if spec.dtype == "string" else np.dtype(spec.dtype)
-        request[spec.name] = np.full((rows,) if spec.rank == 1 else (rows, 1), spec.default, dtype=dtype)
-    return {**request, **known}

@@ -19,6 +19,7 @@ from trainer.data.bundle import TrainingData
 from trainer.data.prepared import load_prepared
 from trainer.data.tfrecord import Manifest
 from trainer.retrieval.evaluate import build_eval_set
+from trainer.retrieval.export import default_request
 from trainer.retrieval.records import eval_set_from_examples, items_per_user
 from trainer.run import LOGGER_NAME
 from trainer.task import TaskResult, run_task
@@ -88,7 +89,7 @@ def test_the_export_serves_the_trained_users(shard_run: tuple[TaskResult, list[s
                                              tiny_prepared: Manifest) -> None:
     from serving.session_model import SessionModel
 
-    request = {spec.name: _default_column(spec, 2) for spec in contract.RETRIEVAL_INPUTS}
+    request = default_request(2)
     request[contract.USER_ID] = np.array(["u001", "nobody"], dtype=object)
     with SessionModel.load(shard_run[0].exports[contract.RETRIEVAL]) as model:
         items = model.run(contract.SIGNATURE_NAME, request)[contract.ITEM_IDS]
@@ -154,9 +155,3 @@ def test_the_command_line_refuses_a_folder_without_manifest(tmp_path: pathlib.Pa
                             check=False)
     assert result.returncode == 2
     assert "data.prepared_dir" in result.stderr and "Traceback" not in result.stderr
-
-
-def _default_column(spec: contract.TensorSpec, rows: int) -> np.ndarray:
-    value: object = "" if spec.dtype == "string" else 0
-    shape = (rows, 1) if spec.rank == 2 else (rows,)
-    return np.full(shape, value, dtype=object if spec.dtype == "string" else spec.dtype)

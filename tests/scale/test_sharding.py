@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import binascii
-import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from serving import contract
 from trainer.config import Config
 from trainer.data.bundle import TrainingData
+from trainer.export import layout
 from trainer.export.server_configs import LOCAL_MODELS_CONFIG, SCANN_MODELS_CONFIG, write_server_configs
 from trainer.retrieval.sharding import ShardingError, export_sharded_retrieval, shard_of, split_corpus
 
@@ -68,7 +68,7 @@ def test_every_shard_is_a_published_scann_model_over_its_items(sharded_export: d
     sizes = []
     for index, (name, version) in enumerate(sorted(sharded_export["shards"].items())):
         assert name == contract.shard_model_name(index) and version.name == "1"
-        metadata = json.loads((version / contract.ASSETS_DIR / contract.METADATA_ASSET).read_text())
+        metadata = layout.read_metadata(version)
         assert metadata["shard"]["index"] == index and metadata["shard"]["num_shards"] == SHARDS
         items = set(metadata[contract.METADATA_ITEM_TITLES])
         expected = {str(i) for i in tiny_retrieval.item_ids if shard_of(np.array([i]), SHARDS)[0] == index}
@@ -86,8 +86,7 @@ def test_merged_shards_return_the_unsharded_top_k(sharded_export: dict, tiny_dat
     from trainer.retrieval.inference import retrieve
 
     requests = sample_requests(tiny_data, limit=12)
-    k = json.loads((sharded_export["unsharded"][contract.RETRIEVAL] / contract.ASSETS_DIR / contract.METADATA_ASSET)
-                   .read_text())["k"]
+    k = layout.read_metadata(sharded_export["unsharded"][contract.RETRIEVAL])["k"]
     target = sharded_export["server"].grpc_target
     with RecommenderClient(target, retrieval_model=list(sharded_export["shards"])) as sharded, \
             RecommenderClient(target, retrieval_model=contract.RETRIEVAL) as whole:

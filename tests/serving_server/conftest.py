@@ -22,10 +22,10 @@ from server_test_models import (
     grpc_stubs,
     model_config_text,
     save_module,
-    write_warmup,
 )
 
 from serving.testing import ServerProcess, running_server
+from trainer.export.layout import write_warmup_requests
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +35,7 @@ def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_module(Affine(1.0), root / "affine" / "1")
     save_module(Multi(), root / "multi" / "1")
     save_module(Counter(), root / "counter" / "1")
-    write_warmup(root / "counter" / "1", "counter", [{"x": np.array([1.0, 2.0], np.float32)}] * 3)
+    write_warmup_requests(root / "counter" / "1", "counter", [{"x": np.array([1.0, 2.0], np.float32)}] * 3)
     build_scann_model(root / "scann" / "1")
     return root
 

@@ -19,7 +19,6 @@ from tensorflow_serving.apis import (
     model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
-    prediction_log_pb2,
     prediction_service_pb2_grpc,
 )
 
@@ -97,19 +96,6 @@ def publish_affine(base: Path, version: int, offset: float) -> Path:
 def write_broken_version(path: Path) -> None:
     path.mkdir(parents=True)
     (path / "saved_model.pb").write_bytes(b"this is not a SavedModel")
-
-
-def write_warmup(version_dir: Path, model_name: str, requests: list[Mapping[str, np.ndarray]]) -> None:
-    extra = version_dir / "assets.extra"
-    extra.mkdir(parents=True, exist_ok=True)
-    with tf.io.TFRecordWriter(str(extra / contract.WARMUP_FILE)) as writer:
-        for inputs in requests:
-            request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=contract.SIGNATURE_NAME))
-            for name, value in inputs.items():
-                request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
-            writer.write(log.SerializeToString())
 
 
 def scann_items() -> tuple[np.ndarray, np.ndarray]:

@@ -53,6 +53,7 @@ def test_concurrent_requests_are_batched_and_split_back(batching_server: ServerP
         thread.join()
     channel.close()
     assert errors == []
+    assert sorted(results) == list(range(CALLERS))  # no caller thread died without an answer
     for caller, (y, _) in results.items():
         np.testing.assert_array_equal(y, [2.0 * caller, 2.0 * caller + 1.0])  # its own rows, in order
     runs = {int(r[0]) for _, r in results.values()}

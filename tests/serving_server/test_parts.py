@@ -162,6 +162,7 @@ def test_batch_scheduler_pads_to_allowed_sizes_and_splits() -> None:
     for thread in threads:
         thread.join()
     scheduler.stop()
+    assert sorted(results) == [0, 1, 2]
     for i, outputs in results.items():
         np.testing.assert_array_equal(outputs["y"], [2 * i, 2 * i])
     assert {int(r["rows_in_run"][0]) for r in results.values()} == {8}  # 6 rows padded up to the allowed 8

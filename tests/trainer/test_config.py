@@ -2,6 +2,7 @@
 
 import argparse
 import pathlib
+import re
 
 import pytest
 import yaml
@@ -25,7 +26,7 @@ def test_shipped_configs_load_with_every_value_they_set(path):
 
 
 def test_defaults_equal_default_yaml():
-    assert config_lib.load_config(ROOT / "configs" / "default.yaml").synthetic == config_lib.load_config().synthetic
+    assert config_lib.load_config(ROOT / "configs" / "default.yaml") == config_lib.load_config()
 
 
 def test_yaml_values_and_overrides_apply(tmp_path):
@@ -82,5 +83,5 @@ def test_every_field_is_a_flag_parsed_as_yaml():
 
 @pytest.mark.parametrize("dotted", ["retrieval.nope", "nope.epochs", "retrieval"])
 def test_unknown_override_is_an_error(dotted):
-    with pytest.raises(config_lib.ConfigError, match=dotted.split(".")[0]):
+    with pytest.raises(config_lib.ConfigError, match=re.escape(dotted)):
         config_lib.load_config(None, {dotted: 1})

@@ -98,7 +98,7 @@ class CsvEventSource:
 
 @dataclasses.dataclass
 class FrameEventSource:
-    """A loaded, validated event table (e.g. `Dataset.events`) served in chunks."""
+    """A loaded event table (e.g. `Dataset.events`) served in chunks; validated and sorted once, when made."""
 
     events: pd.DataFrame
     name: str = "events"
@@ -107,14 +107,11 @@ class FrameEventSource:
     def __post_init__(self) -> None:
         if self.chunk_size <= 0:
             raise DataError(f"chunk_size must be > 0, got {self.chunk_size}")
+        self.events = validate_events(self.events, self.name)
 
     def chunks(self) -> Iterator[EventChunk]:
-        order = _OrderCheck(self.name)
         for start in range(0, len(self.events), self.chunk_size):
-            raw = self.events.iloc[start:start + self.chunk_size]
-            events = _validated(raw, self.name, start)
-            order.check(raw, start)
-            yield EventChunk(events, start)
+            yield EventChunk(self.events.iloc[start:start + self.chunk_size].reset_index(drop=True), start)
 
 
 class _OrderCheck:

@@ -49,7 +49,8 @@ import numpy as np
 import pandas as pd
 
 from trainer.config import MOVIELENS_SOURCES
-from trainer.data.schema import DataError, Dataset, complete_tables, validate_events, validate_items, validate_users
+from trainer.data.schema import DataError, Dataset, validate_events, validate_items, validate_users
+from trainer.data.table_csv import with_missing_rows
 from trainer.progress import progress_bar
 from trainer.run import LOGGER_NAME
 
@@ -207,7 +208,7 @@ def read_folder(source: str, folder: Path) -> Dataset:
         source,
     )
     if _has_unknown_ids(source, events, users, items):
-        users, items = complete_tables(events, users, items)
+        users, items = with_missing_rows(users, items, events["user_id"], events["item_id"])
     return Dataset(name=source, events=events, users=users, items=items)
 
 

@@ -89,8 +89,9 @@ def events_of(examples: dict[str, np.ndarray], source: str) -> pd.DataFrame:
         "timestamp": examples[contract.REQUEST_TIME], "rating": examples[RATING],
         "watch_time": examples[WATCH_TIME], "query": pd.Series([None] * len(examples[ITEM_ID]), dtype=object),
     })
-    events = events.sort_values(["timestamp", "user_id"], kind="stable").reset_index(drop=True)
-    return validate_events(events, source)
+    if events.empty:  # a split may be empty (e.g. data.validation_fraction 0); validate_events rejects that
+        return events.astype({"rating": np.float64, "watch_time": np.float64})
+    return validate_events(events, source)  # which sorts the events
 
 
 def _numpy(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

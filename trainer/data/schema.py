@@ -118,21 +118,6 @@ def validate_items(items: pd.DataFrame, source: str) -> pd.DataFrame:
     return out[list(ITEM_COLUMNS)]
 
 
-def complete_tables(
-    events: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Adds a row with unknown features for every user or item of `events` missing from its table."""
-    missing_users = sorted(set(events["user_id"]) - set(users["user_id"]))
-    if missing_users:
-        users = pd.concat([users, validate_users(pd.DataFrame({"user_id": missing_users}), "users")],
-                          ignore_index=True)
-    missing_items = sorted(set(events["item_id"]) - set(items["item_id"]))
-    if missing_items:
-        items = pd.concat([items, validate_items(pd.DataFrame({"item_id": missing_items}), "items")],
-                          ignore_index=True)
-    return users, items
-
-
 def _require(table: pd.DataFrame, columns: tuple[str, ...], name: str, source: str) -> None:
     missing = [c for c in columns if c not in table.columns]
     if missing:

@@ -55,12 +55,10 @@ def temporal_split(events: pd.DataFrame, validation_fraction: float, test_fracti
     Raises:
         DataError: the fractions are out of range or the training side would be empty.
     """
-    if validation_fraction < 0 or test_fraction < 0 or validation_fraction + test_fraction >= 1:
-        raise DataError(f"temporal_split: fractions must be >= 0 with a sum < 1, got "
-                        f"{validation_fraction} and {test_fraction}")
+    validation_position, test_position = split_positions(len(events), validation_fraction, test_fraction)
     times = np.sort(events["timestamp"].to_numpy())
-    test_start = _boundary(times, 1.0 - test_fraction)
-    validation_start = min(_boundary(times, 1.0 - test_fraction - validation_fraction), test_start)
+    test_start = _time_at(times, test_position)
+    validation_start = min(_time_at(times, validation_position), test_start)
     stamp = events["timestamp"].to_numpy()
     train = events[stamp < validation_start]
     if train.empty:
@@ -77,9 +75,21 @@ def temporal_split(events: pd.DataFrame, validation_fraction: float, test_fracti
     )
 
 
-def _boundary(sorted_times: np.ndarray, quantile: float) -> int:
-    """The timestamp at `quantile` of the events; one past the last event when nothing lies beyond."""
-    position = int(np.ceil(len(sorted_times) * quantile))
+def split_positions(num_events: int, validation_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """0-based positions, in time order, of the events at the quantiles 1 - validation - test and 1 - test.
+
+    Raises:
+        DataError: a fraction is negative or they sum to 1 or more.
+    """
+    if validation_fraction < 0 or test_fraction < 0 or validation_fraction + test_fraction >= 1:
+        raise DataError(f"temporal_split: fractions must be >= 0 with a sum < 1, got "
+                        f"{validation_fraction} and {test_fraction}")
+    return (int(np.ceil(num_events * (1.0 - test_fraction - validation_fraction))),
+            int(np.ceil(num_events * (1.0 - test_fraction))))
+
+
+def _time_at(sorted_times: np.ndarray, position: int) -> int:
+    """The timestamp at `position` of the events; one past the last event when nothing lies there."""
     if position >= len(sorted_times):
         return int(sorted_times[-1]) + 1
     return int(sorted_times[position])

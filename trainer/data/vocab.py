@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -58,18 +59,36 @@ class Vocabularies:
         """
         if train_events.empty:
             raise DataError("cannot build vocabularies: the training split is empty")
-        train_users = users[users["user_id"].isin(set(train_events["user_id"]))]
-        train_items = items[items["item_id"].isin(set(train_events["item_id"]))]
         queries = train_events["query"].dropna()
+        return cls.from_counts(
+            value_counts(train_events["user_id"]),
+            value_counts(train_events["item_id"]),
+            Counter(token for query in queries for token in tokenize(query)),
+            users,
+            items,
+        )
+
+    @classmethod
+    def from_counts(cls, user_ids: Mapping[str, int], item_ids: Mapping[str, int], query_tokens: Mapping[str, int],
+                    users: pd.DataFrame, items: pd.DataFrame) -> Vocabularies:
+        """The vocabularies of counted training values; the other features come from the tables.
+
+        Args:
+            user_ids, item_ids, query_tokens: value -> its number of training events (or query words).
+            users: the user table (users counted in `user_ids` count once each for gender, occupation, region).
+            items: the item table (items counted in `item_ids` count once each for genres and title tokens).
+        """
+        train_users = users[users["user_id"].isin(set(user_ids))]
+        train_items = items[items["item_id"].isin(set(item_ids))]
         return cls(
-            user_ids=_by_frequency(train_events["user_id"]),
-            item_ids=_by_frequency(train_events["item_id"]),
-            genders=_by_frequency(train_users["gender"]),
-            occupations=_by_frequency(train_users["occupation"]),
-            regions=_by_frequency(train_users["region"]),
-            genres=_by_frequency(value for genres in train_items["genres"] for value in genres),
-            title_tokens=_by_frequency(token for title in train_items["title"] for token in tokenize(title)),
-            query_tokens=_by_frequency(token for query in queries for token in tokenize(query)),
+            user_ids=ranked(user_ids),
+            item_ids=ranked(item_ids),
+            genders=ranked(Counter(train_users["gender"])),
+            occupations=ranked(Counter(train_users["occupation"])),
+            regions=ranked(Counter(train_users["region"])),
+            genres=ranked(Counter(value for genres in train_items["genres"] for value in genres)),
+            title_tokens=ranked(Counter(token for title in train_items["title"] for token in tokenize(title))),
+            query_tokens=ranked(query_tokens),
         )
 
     def field(self, name: str) -> tuple[str, ...]:
@@ -124,8 +143,13 @@ class Vocabularies:
 _FIELDS = tuple(field.name for field in dataclasses.fields(Vocabularies))
 
 
-def _by_frequency(values: Iterable[str]) -> tuple[str, ...]:
-    counts = pd.Series(list(values), dtype=object).value_counts()
-    counts = counts[counts.index != ""]
-    order = sorted(zip(counts.index, counts.to_numpy()), key=lambda pair: (-pair[1], pair[0]))
-    return tuple(str(value) for value, _ in order)
+def ranked(counts: Mapping[str, int]) -> tuple[str, ...]:
+    """The values of `counts` by count (descending), then by value, without ""."""
+    order = sorted(((value, count) for value, count in counts.items() if value != ""),
+                   key=lambda pair: (-pair[1], pair[0]))
+    return tuple(value for value, _ in order)
+
+
+def value_counts(values: pd.Series) -> dict[str, int]:
+    """value -> number of occurrences, for a column of str."""
+    return {str(value): int(count) for value, count in values.value_counts().items()}

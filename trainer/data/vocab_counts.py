@@ -10,7 +10,7 @@ from collections import Counter
 
 import pandas as pd
 
-from trainer.data.vocab import Vocabularies, tokenize
+from trainer.data.vocab import Vocabularies, tokenize, value_counts
 
 
 class VocabularyCounter:
@@ -23,10 +23,9 @@ class VocabularyCounter:
 
     def add(self, train_events: pd.DataFrame) -> None:
         """Counts one chunk of training events (contract columns)."""
-        self.user_ids.update(_value_counts(train_events["user_id"]))
-        self.item_ids.update(_value_counts(train_events["item_id"]))
-        tokens = [token for query in train_events["query"].dropna() for token in tokenize(query)]
-        self.query_tokens.update(_value_counts(pd.Series(tokens, dtype=object)))
+        self.user_ids.update(value_counts(train_events["user_id"]))
+        self.item_ids.update(value_counts(train_events["item_id"]))
+        self.query_tokens.update(token for query in train_events["query"].dropna() for token in tokenize(query))
 
     def vocabularies(self, users: pd.DataFrame, items: pd.DataFrame) -> Vocabularies:
         """The vocabularies of everything counted so far.
@@ -35,25 +34,4 @@ class VocabularyCounter:
             users: the user table (users seen in training count once each for gender, occupation, region).
             items: the item table (items seen in training count once each for genres and title tokens).
         """
-        train_users = users[users["user_id"].isin(set(self.user_ids))]
-        train_items = items[items["item_id"].isin(set(self.item_ids))]
-        return Vocabularies(
-            user_ids=_ranked(self.user_ids),
-            item_ids=_ranked(self.item_ids),
-            genders=_ranked(Counter(train_users["gender"])),
-            occupations=_ranked(Counter(train_users["occupation"])),
-            regions=_ranked(Counter(train_users["region"])),
-            genres=_ranked(Counter(value for genres in train_items["genres"] for value in genres)),
-            title_tokens=_ranked(Counter(token for title in train_items["title"] for token in tokenize(title))),
-            query_tokens=_ranked(self.query_tokens),
-        )
-
-
-def _value_counts(values: pd.Series) -> dict[str, int]:
-    return {str(value): int(count) for value, count in values.value_counts().items()}
-
-
-def _ranked(counts: Counter[str]) -> tuple[str, ...]:
-    order = sorted(((value, count) for value, count in counts.items() if value != ""),
-                   key=lambda pair: (-pair[1], pair[0]))
-    return tuple(value for value, _ in order)
+        return Vocabularies.from_counts(self.user_ids, self.item_ids, self.query_tokens, users, items)

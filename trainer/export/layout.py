@@ -28,6 +28,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from serving import contract
+from serving.model_config import version_directories
+from trainer.run import json_default
 
 TEMP_PREFIX = ".tmp-"
 _PUBLISH_ATTEMPTS = 5
@@ -39,10 +41,7 @@ class ExportError(RuntimeError):
 
 def list_versions(model_base: pathlib.Path) -> list[int]:
     """The published versions under `model_base`, ascending (empty if the folder is missing)."""
-    model_base = pathlib.Path(model_base)
-    if not model_base.is_dir():
-        return []
-    return sorted(int(child.name) for child in model_base.iterdir() if _is_version_dir(child))
+    return sorted(version for version in version_directories(pathlib.Path(model_base)) if version > 0)
 
 
 def next_version(model_base: pathlib.Path) -> int:
@@ -192,14 +191,13 @@ def write_warmup_requests(
 
 
 def read_warmup_requests(version_dir: pathlib.Path) -> list[prediction_log_pb2.PredictionLog]:
-    """Reads back the warmup PredictionLogs of a version (for tests and for servers)."""
+    """Reads back the warmup PredictionLogs of a version with the reader `serving.server` replays them with."""
+    from serving.warmup import read_warmup_logs
+
     path = warmup_path(version_dir)
     if not path.is_file():
         raise ExportError(f"{path} does not exist: {version_dir} has no warmup requests")
-    logs = []
-    for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
-        logs.append(prediction_log_pb2.PredictionLog.FromString(record))
-    return logs
+    return read_warmup_logs(path)
 
 
 def _prediction_log(model_name: str, inputs: Mapping[str, np.ndarray]) -> prediction_log_pb2.PredictionLog:
@@ -239,10 +237,6 @@ def _versions_in_progress(model_base: pathlib.Path) -> list[int]:
     return versions
 
 
-def _is_version_dir(path: pathlib.Path) -> bool:
-    return path.is_dir() and path.name.isdigit() and int(path.name) > 0
-
-
 def _spec_json(spec: contract.TensorSpec) -> dict[str, Any]:
     return {"dtype": spec.dtype, "rank": spec.rank, "default": spec.default}
 
@@ -260,14 +254,11 @@ def _non_finite_path(value: Any, path: str = "metadata") -> str | None:
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (pathlib.PurePath,)):
-        return str(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
+    """`trainer.run.json_default` (NumPy, paths), plus sets (sorted) and bytes; json writes tuples itself."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
-    raise TypeError(f"value of type {type(value).__name__} is not JSON-serialisable")
+    if isinstance(value, pathlib.PurePath):
+        return str(value)
+    return json_default(value)

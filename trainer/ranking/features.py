@@ -239,9 +239,12 @@ class RankingFeatures(keras.layers.Layer):
             inputs: watch_history [B, H] str, candidate_ids [B, N] str, request_time [B] int64, and the
                 user inputs the retrieval scorer reads.
         """
+        return self._continuous(inputs, self.catalog(inputs[contract.CANDIDATE_IDS]))
+
+    def _continuous(self, inputs: dict[str, tf.Tensor], candidate_rows: tf.Tensor) -> tf.Tensor:
+        """`continuous` given the candidates' catalogue rows [B, N] int64."""
         history, candidates = inputs[contract.WATCH_HISTORY], inputs[contract.CANDIDATE_IDS]
         request_time = tf.cast(inputs[contract.REQUEST_TIME], tf.float64)
-        candidate_rows = self.catalog(candidates)
         columns: dict[str, tf.Tensor] = {}
         if self._use_genres:
             columns.update(self._genre_features(self.catalog(history), candidate_rows))
@@ -257,10 +260,10 @@ class RankingFeatures(keras.layers.Layer):
         """Args: the signature inputs (candidate_ids [B, N]). Returns: [B, N, D] float32."""
         candidates = inputs[contract.CANDIDATE_IDS]
         num_candidates = tf.shape(candidates)[1]
-        normalised = self.normalizer(self.continuous(inputs))
+        rows = self.catalog(candidates)  # one string lookup per request, shared by every candidate feature
+        normalised = self.normalizer(self._continuous(inputs, rows))
         parts = [normalised, tf.square(normalised), tf.sqrt(normalised)]
         if self.space.has("release_time"):
-            rows = self.catalog(candidates)
             parts.append(tf.gather(self.catalog.release_known, rows)[..., None])
         user_parts = [embedding(lookup(inputs[key])) for key, (lookup, embedding) in self.demographics.items()]
         if self.age_embedding is not None:
@@ -270,7 +273,7 @@ class RankingFeatures(keras.layers.Layer):
         user_vector = tf.concat(user_parts, axis=-1)
         parts.append(tf.tile(user_vector[:, None, :], [1, num_candidates, 1]))
         if self.genre_embedding is not None:
-            codes = tf.gather(self.catalog.genre_codes, self.catalog(candidates))
+            codes = tf.gather(self.catalog.genre_codes, rows)
             parts.append(_masked_mean(self.genre_embedding(codes), codes > 0))
         return tf.concat(parts, axis=-1)
 

@@ -6,8 +6,8 @@ the same negative twice, as there). The user/item pairs to avoid are encoded onc
 int64 codes, so each epoch's draw is a few vectorised passes of rejection sampling.
 
 Negatives are not mined from the retrieval candidates: without impression logs, the unwatched
-top candidates of a context are largely items the user watches later, and training against
-them made re-ranking worse in our measurements (see the ranking report).
+top candidates of a context are largely items the user watches later, so training against them
+would teach the ranker to demote what the user goes on to watch.
 """
 
 from __future__ import annotations

@@ -56,6 +56,14 @@ def draw_negatives(blocked: np.ndarray, num: int, pool_size: int, rng: np.random
     return draws
 
 
+def check_global_batch_size(strategy: tf.distribute.Strategy, batch_size: int) -> None:
+    """Raises ValueError unless the global `batch_size` splits into equal batches over the strategy's replicas."""
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise ValueError(f"ranking.batch_size ({batch_size}) must be a multiple of the {replicas} replicas "
+                         "training in sync")
+
+
 class StreamedEpochs:
     """`epochs(epoch) -> (batches, steps)` of training rows read from `manifest`'s training shards.
 
@@ -80,9 +88,10 @@ class StreamedEpochs:
                  seed: int) -> None:
         if not len(item_ids):
             raise DataError("negative sampling: the item vocabulary is empty")
+        check_global_batch_size(strategy, batch_size)
         self.manifest, self.strategy = manifest, strategy
         self.keys = tuple(key for key in feature_keys if key != contract.CANDIDATE_IDS)
-        self.pool = np.asarray([str(item) for item in item_ids], dtype=object)
+        self.pool = np.asarray([str(item) for item in item_ids], dtype=str)
         self.num_negatives, self.batch_size = num_negatives, batch_size
         self.unit, self.seed = float(watch_time_unit), seed
         self.examples = manifest.examples("train")
@@ -110,10 +119,9 @@ class StreamedEpochs:
         pipeline = 0 if context is None else int(context.input_pipeline_id)
         rng = np.random.default_rng([self.seed, epoch, pipeline])
         codes = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(self.pool.astype(str)),
-                                                tf.range(len(self.pool), dtype=tf.int64)),
+            tf.lookup.KeyValueTensorInitializer(tf.constant(self.pool), tf.range(len(self.pool), dtype=tf.int64)),
             default_value=NOT_IN_POOL)
-        pool = tf.constant(self.pool.astype(str))
+        pool = tf.constant(self.pool)
 
         def negatives(blocked: np.ndarray) -> np.ndarray:
             return draw_negatives(blocked, self.num_negatives, len(self.pool), rng)

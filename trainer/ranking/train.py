@@ -47,7 +47,7 @@ from trainer.ranking.negatives import NegativeSampler
 from trainer.ranking.pretrain import load_pretrained
 from trainer.ranking.protocol import RankingData, ncf_protocol, temporal_protocol
 from trainer.ranking.signature import RankingSignature
-from trainer.ranking.streaming import LABELS, WEIGHTS, StreamedEpochs
+from trainer.ranking.streaming import LABELS, WEIGHTS, StreamedEpochs, check_global_batch_size
 from trainer.run import RunContext
 
 if TYPE_CHECKING:
@@ -302,7 +302,8 @@ class EpochExamples:
         self.contexts = {key: train[key] for key in feature_keys if key != contract.CANDIDATE_IDS}
         self.positives = np.asarray(train[ITEM_ID], dtype=object)
         self.sampler = NegativeSampler(train[contract.USER_ID], data.seen, data.space.item_ids)
-        self.weights = positive_weights(train[WATCH_TIME], watch_time_unit(train[WATCH_TIME]))
+        self.unit = watch_time_unit(train[WATCH_TIME])
+        self.weights = positive_weights(train[WATCH_TIME], self.unit)
         self.options = options
 
     def __call__(self, epoch: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -327,10 +328,7 @@ class EpochBatches:
     """
 
     def __init__(self, strategy: tf.distribute.Strategy, batch_size: int) -> None:
-        replicas = strategy.num_replicas_in_sync
-        if batch_size % replicas:
-            raise ValueError(f"ranking.batch_size ({batch_size}) must be a multiple of the {replicas} replicas "
-                             "training in sync")
+        check_global_batch_size(strategy, batch_size)
         self.strategy, self.batch_size = strategy, batch_size
 
     def __call__(self, inputs: dict[str, np.ndarray], labels: np.ndarray, weights: np.ndarray, seed: int
@@ -435,10 +433,10 @@ def _train_step(model: RankingModel, optimizer: keras.optimizers.Optimizer, stra
 def _epoch_source(data: RankingData, feature_keys: tuple[str, ...], options: FitOptions,
                   strategy: tf.distribute.Strategy, in_memory: EpochExamples) -> Callable[[int], tuple[Any, int]]:
     """`epoch -> (batches, steps)`: streamed from the shards when the data has them, else from memory."""
-    batches = EpochBatches(strategy, options.batch_size)
     if data.train_stream is not None:
         return StreamedEpochs(data.train_stream, strategy, feature_keys, data.space.item_ids, options.num_negatives,
-                              options.batch_size, watch_time_unit(data.train[WATCH_TIME]), options.seed)
+                              options.batch_size, in_memory.unit, options.seed)
+    batches = EpochBatches(strategy, options.batch_size)
     return lambda epoch: batches(*in_memory(epoch), options.seed + epoch)
 
 

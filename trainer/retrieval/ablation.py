@@ -51,7 +51,7 @@ def ablation_row(config: Config, data: TrainingData, run: RunContext, name: str)
     features = list(ABLATIONS[name])
     ablated = dataclasses.replace(config, retrieval=dataclasses.replace(config.retrieval, features=features))
     run.log.info("retrieval ablation %s: features %s", name, features)
-    result = fit_and_evaluate(ablated, data, features, None, None, run.log)
+    result = fit_and_evaluate(ablated, data, None, None, run.log)
     dropped = dropped_features(features, data.available_features)
     return {"ablation": name, **result.metrics, "features": " ".join(result.features.enabled()),
             "dropped": " ".join(dropped) + (" (not in the data)" if dropped else "")}

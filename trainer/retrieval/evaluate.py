@@ -125,11 +125,6 @@ def evaluate_scores(score_fn: ScoreFn, eval_set: EvalSet, ks: Sequence[int]) -> 
     return ranking_metrics(top_k_excluding_seen(score_fn, eval_set, max(ks)), eval_set.relevant, ks)
 
 
-def embedding_scorer(embed: Callable[[dict[str, np.ndarray]], np.ndarray], item_embeddings: np.ndarray) -> ScoreFn:
-    """A scorer from a query embedder and item embeddings [M, d]: dot products [b, M]."""
-    return lambda batch: embed(batch) @ item_embeddings.T
-
-
 def evaluate_model(model: RetrievalModel, item_ids: np.ndarray, eval_set: EvalSet, ks: Sequence[int],
                    item_embeddings: np.ndarray | None = None) -> dict[str, float]:
     """The temporal protocol's metrics of a two-tower model over the catalogue `item_ids` [M].
@@ -139,8 +134,7 @@ def evaluate_model(model: RetrievalModel, item_ids: np.ndarray, eval_set: EvalSe
     """
     if item_embeddings is None:
         item_embeddings = embed_items(model.candidate_tower, item_ids)
-    return evaluate_scores(embedding_scorer(lambda batch: embed_queries(model.query_tower, batch), item_embeddings),
-                           eval_set, ks)
+    return evaluate_scores(lambda batch: embed_queries(model.query_tower, batch) @ item_embeddings.T, eval_set, ks)
 
 
 def popularity_scorer(train_events: pd.DataFrame, catalog_item_ids: np.ndarray) -> ScoreFn:

@@ -29,11 +29,10 @@ from trainer.config import ExportConfig
 from trainer.data.bundle import TrainingData
 from trainer.export import layout
 from trainer.retrieval.model import QueryTower, embed_queries
-from trainer.retrieval.scann_index import ScannLayer
+from trainer.retrieval.scann_index import SCANN_NAMESPACE, ScannLayer
 from trainer.retrieval.scann_tuning import ScannTuning, recall_against, tune_scann
 from trainer.retrieval.train import RetrievalResult
 
-SCANN_NAMESPACE = "Scann"
 MAX_SAMPLE_REQUESTS = 512
 LATENCY_BATCH = 64
 LATENCY_REPEATS = 20
@@ -104,16 +103,18 @@ def export_retrieval(result: RetrievalResult, data: TrainingData, export: Export
     namespaces = {contract.RETRIEVAL: (SCANN_NAMESPACE,), contract.RETRIEVAL_BRUTEFORCE: ()}
     return {
         name: layout.publish_version(pathlib.Path(base_dir) / name,
-                                     _writer(module, name, namespaces[name], metadata, warmups))
+                                     version_writer(module, name, namespaces[name], {**metadata, "model": name},
+                                                    warmups))
         for name, module in modules.items()
     }
 
 
-def _writer(module: RetrievalServingModule, name: str, namespaces: Sequence[str], metadata: dict[str, Any],
-            warmups: list[dict[str, np.ndarray]]) -> Callable[[pathlib.Path], None]:
+def version_writer(module: RetrievalServingModule, name: str, namespaces: Sequence[str], metadata: dict[str, Any],
+                   warmups: list[dict[str, np.ndarray]]) -> Callable[[pathlib.Path], None]:
+    """What `layout.publish_version` calls to fill a version of model `name`: SavedModel, metadata, warmups."""
     def write(path: pathlib.Path) -> None:
         layout.save_signature_model(module, module.serve, path, namespace_whitelist=namespaces)
-        layout.write_metadata(path, {**metadata, "model": name})
+        layout.write_metadata(path, metadata)
         layout.write_warmup_requests(path, name, warmups)
 
     return write
@@ -198,5 +199,4 @@ def _tensors(requests: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
 
 
 def _strings(values: Any) -> np.ndarray:
-    array = np.asarray(values, dtype=object)
-    return array.astype(str) if array.size else np.zeros(array.shape, dtype=str)
+    return np.asarray(values, dtype=object).astype(str)

@@ -34,11 +34,11 @@ import tf_keras as keras
 from serving import contract
 from trainer.config import RetrievalConfig
 from trainer.data.examples import ITEM_ID
+from trainer.data.vocab import OOV_INDEX
 from trainer.retrieval.features import CANDIDATE_PROBABILITY, EXAMPLE_AGE, QUERY_INPUTS, FeatureSet
 
 SECONDS_PER_DAY = 86_400
 EXAMPLE_LOSS = "example_loss"  # the metric of the epoch's mean loss per training example
-PAD_INDEX, OOV_INDEX = 0, 1
 
 
 class VocabularyLike(Protocol):

@@ -19,6 +19,7 @@ import tensorflow_recommenders as tfrs
 import tf_keras as keras
 from scann.scann_ops.py import scann_ops
 
+SCANN_NAMESPACE = "Scann"  # the op namespace of ScaNN's TensorFlow ops (a SavedModel must allow it)
 # ScaNN's rule of thumb: anisotropic quantization threshold 0.2 for dot-product search.
 AH_THRESHOLD = 0.2
 DISTANCE = "dot_product"

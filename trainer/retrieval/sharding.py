@@ -15,8 +15,6 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import zlib
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
@@ -25,16 +23,16 @@ from trainer.config import ExportConfig
 from trainer.data.bundle import TrainingData
 from trainer.export import layout
 from trainer.retrieval.export import (
-    SCANN_NAMESPACE,
-    RetrievalServingModule,
     brute_force_module,
     export_metadata,
     measure,
     sample_requests,
     scann_module,
+    version_writer,
     warmup_requests,
 )
 from trainer.retrieval.model import embed_queries
+from trainer.retrieval.scann_index import SCANN_NAMESPACE
 from trainer.retrieval.scann_tuning import tune_scann
 from trainer.retrieval.train import RetrievalResult
 
@@ -106,15 +104,6 @@ def export_sharded_retrieval(result: RetrievalResult, data: TrainingData, export
                     "shard": {"index": shard, "num_shards": num_shards, "assignment": ASSIGNMENT,
                               "corpus_items": len(result.item_ids)}}
         published[name] = layout.publish_version(pathlib.Path(base_dir) / name,
-                                                 _writer(module, name, metadata, warmups))
+                                                 version_writer(module, name, (SCANN_NAMESPACE,), metadata, warmups))
     return published
 
-
-def _writer(module: RetrievalServingModule, name: str, metadata: dict[str, Any],
-            warmups: list[dict[str, np.ndarray]]) -> Callable[[pathlib.Path], None]:
-    def write(path: pathlib.Path) -> None:
-        layout.save_signature_model(module, module.serve, path, namespace_whitelist=(SCANN_NAMESPACE,))
-        layout.write_metadata(path, metadata)
-        layout.write_warmup_requests(path, name, warmups)
-
-    return write

@@ -97,25 +97,25 @@ def train_retrieval(config: Config, data: TrainingData, run: RunContext,
     dropped = dropped_features(retrieval.features, data.available_features)
     if dropped:
         log.info("retrieval: the data has no columns for features %s; they are left out", dropped)
-    result = fit_and_evaluate(config, data, retrieval.features, run.checkpoint_dir(STAGE),
-                              run.tensorboard_dir(STAGE), log, epoch_callback, strategy)
+    result = fit_and_evaluate(config, data, run.checkpoint_dir(STAGE), run.tensorboard_dir(STAGE), log,
+                              epoch_callback, strategy)
     run.record_metrics(STAGE, {**result.metrics, "features": result.features.enabled(), "dropped_features": dropped,
                                "history": result.history})
     return result
 
 
-def fit_and_evaluate(config: Config, data: TrainingData, features: list[str],
-                     checkpoint_dir: pathlib.Path | None, tensorboard_dir: pathlib.Path | None,
-                     log: logging.Logger, epoch_callback: EpochCallback | None = None,
+def fit_and_evaluate(config: Config, data: TrainingData, checkpoint_dir: pathlib.Path | None,
+                     tensorboard_dir: pathlib.Path | None, log: logging.Logger,
+                     epoch_callback: EpochCallback | None = None,
                      strategy: tf.distribute.Strategy | None = None) -> RetrievalResult:
-    """Builds the model for `features`, trains it on the temporal split and evaluates on its test period.
+    """Builds the model for `config.retrieval.features`, trains it on the temporal split and tests it.
 
     Only the model is built under `strategy` (Keras fit then distributes the batches); the training
     state around it (epoch, history) stays local to each worker.
     """
     retrieval = config.retrieval
     keras.utils.set_random_seed(config.seed)
-    feature_set = FeatureSet.resolve(features, data.available_features)
+    feature_set = FeatureSet.resolve(retrieval.features, data.available_features)
     with (strategy or tf.distribute.get_strategy()).scope():
         model = build_model(retrieval, feature_set, data.vocab, data.catalog, data.t_max)
     validation = temporal_eval_set(config, data, "validation")
@@ -172,19 +172,19 @@ def sampling_probability(item_ids: np.ndarray) -> np.ndarray:
 def temporal_eval_set(config: Config, data: TrainingData, period: str) -> EvalSet:
     """Requests for the validation period (history = train) or the test period (history = train + validation)."""
     split = data.split
-    if period == "validation":
-        history, targets, start = split.train, split.validation, split.validation_start
-    elif period == "test":
-        history, targets, start = pd.concat([split.train, split.validation], ignore_index=True), split.test, \
-            split.test_start
-    else:
+    if period not in ("validation", "test"):
         raise ValueError(f"unknown evaluation period {period!r}; use 'validation' or 'test'")
+    validation = period == "validation"
+    start = split.validation_start if validation else split.test_start
     if data.shards is not None:  # the training split is on disk: requests come from the period's own examples
-        examples = data.validation_examples if period == "validation" else data.test_examples
-        earlier_splits = ("train",) if period == "validation" else ("train", "validation")
-        earlier = functools.partial(items_per_user, data.shards, earlier_splits)
-        return eval_set_from_examples(examples, data.catalog.item_ids, start, config.retrieval.eval_max_users,
-                                      config.seed, earlier)
+        earlier = functools.partial(items_per_user, data.shards, ("train",) if validation else ("train", "validation"))
+        return eval_set_from_examples(data.validation_examples if validation else data.test_examples,
+                                      data.catalog.item_ids, start, config.retrieval.eval_max_users, config.seed,
+                                      earlier)
+    if validation:
+        history, targets = split.train, split.validation
+    else:
+        history, targets = pd.concat([split.train, split.validation], ignore_index=True), split.test
     return build_eval_set(history, targets, data.dataset.users, data.catalog.item_ids, start, data.history_length,
                           data.search_history_length, config.retrieval.eval_max_users, config.seed)
 

@@ -67,10 +67,8 @@ class TutorialModel(tfrs.models.Model):
 
 @dataclasses.dataclass
 class TutorialSplit:
-    """The random split of a dataset and the model inputs built from it."""
+    """The model inputs built from a random split of a dataset."""
 
-    train: pd.DataFrame
-    test: pd.DataFrame
     train_examples: dict[str, np.ndarray]
     test_examples: dict[str, np.ndarray]
     vocab: Vocabularies
@@ -85,8 +83,6 @@ def make_tutorial_split(dataset: Dataset, history_length: int, search_history_le
     train, test = random_split(dataset.events, TEST_FRACTION, seed)
     times = train["timestamp"].to_numpy()
     return TutorialSplit(
-        train=train,
-        test=test,
         train_examples=event_examples(train, dataset.users, history_length, search_history_length),
         test_examples=event_examples(test, dataset.users, history_length, search_history_length,
                                      history_events=train),
