@@ -180,16 +180,17 @@ def _stream(log_dir: pathlib.Path, config: Any, sizes: Sizes) -> dict[str, Any]:
 def _train_epoch(log_dir: pathlib.Path, config: Any, sizes: Sizes) -> dict[str, Any]:
     from trainer.data.catalog import ItemCatalog
     from trainer.data.tfrecord import Manifest
+    from trainer.optimizers import make_optimizer
     from trainer.retrieval.features import FeatureSet
     from trainer.retrieval.model import EXAMPLE_LOSS
     from trainer.retrieval.records import ShardedTrainingInput
-    from trainer.retrieval.train import build_model, make_optimizer
+    from trainer.retrieval.train import build_model
 
     manifest = Manifest.load(log_dir / "prepared")
     retrieval = config.retrieval
     features = FeatureSet.resolve(retrieval.features, manifest.available_features)
     model = build_model(retrieval, features, manifest.vocab, ItemCatalog.from_items(manifest.items()), manifest.t_max)
-    model.compile(optimizer=make_optimizer(retrieval))
+    model.compile(optimizer=make_optimizer(retrieval.optimizer, retrieval.learning_rate))
     batches = ShardedTrainingInput(manifest).batches(retrieval.batch_size, seed=1, shuffle_buffer=sizes.shuffle_buffer)
     history = model.fit(batches.prefetch(1), epochs=1, verbose=0).history
     return {"steps": -(-manifest.examples("train") // retrieval.batch_size),

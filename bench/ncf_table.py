@@ -39,8 +39,8 @@ from bench.cli import SectionResult, add_data_dir, missing_ml_100k, section_pars
 from serving import contract
 from trainer.config import Config, load_config
 from trainer.data.sources import load_dataset
+from trainer.lookup import string_lookup
 from trainer.ranking.evaluate import evaluate_full, evaluate_sampled
-from trainer.ranking.features import string_lookup
 from trainer.ranking.models import RankingModel
 from trainer.ranking.protocol import RankingData, ncf_protocol
 from trainer.ranking.train import train_model

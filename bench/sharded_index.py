@@ -37,9 +37,8 @@ from serving.testing import running_server
 from trainer.export import layout
 from trainer.export.server_configs import LOCAL_MODELS_CONFIG, write_server_configs
 from trainer.export.synthetic_models import export_synthetic_models, make_catalog
-from trainer.retrieval.export import SCANN_NAMESPACE, scann_module
-from trainer.retrieval.scann_tuning import exact_top_k, tune_scann
-from trainer.retrieval.sharding import shard_model_names, split_corpus
+from trainer.retrieval.scann_tuning import exact_top_k
+from trainer.retrieval.sharding import publish_scann_shards, shard_model_names, split_corpus
 
 DIM = 32
 TOPICS = 200
@@ -133,19 +132,10 @@ def export_shards(tower: HashedUserTower, corpus: dict[str, np.ndarray], shards:
     start = time.perf_counter()
     names = [contract.RETRIEVAL] if shards == 1 else shard_model_names(shards)
     parts = split_corpus(corpus["ids"], corpus["items"], shards)
-    tuned = []
-    for name, (ids, embeddings) in zip(names, parts):
-        k = min(K, len(ids))
-        tuning = tune_scann(embeddings, queries, k, TARGET_RECALL, brute_force_below)
-        module = scann_module(tower, ids, embeddings, k, tuning)
-        metadata = layout.signature_metadata(contract.RETRIEVAL_INPUTS, contract.RETRIEVAL_OUTPUTS)
-
-        def write(path: pathlib.Path, module: Any = module, metadata: dict[str, Any] = metadata) -> None:
-            layout.save_signature_model(module, module.serve, path, namespace_whitelist=(SCANN_NAMESPACE,))
-            layout.write_metadata(path, metadata)
-
-        layout.publish_version(base / name, write)
-        tuned.append(tuning)
+    metadata = layout.signature_metadata(contract.RETRIEVAL_INPUTS, contract.RETRIEVAL_OUTPUTS)
+    published = publish_scann_shards(base, names, tower, parts, queries, K, TARGET_RECALL, brute_force_below,
+                                     lambda shard: metadata)
+    tuned = [shard.tuning for shard, _ in published]
     searchers = sorted({"exact" if t.params.brute_force else f"tree {t.params.num_leaves}/"
                         f"{t.params.num_leaves_to_search} reorder {t.params.reorder}" for t in tuned})
     return {"models": names, "items_per_shard": int(np.mean([len(ids) for ids, _ in parts])),

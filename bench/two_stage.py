@@ -88,7 +88,7 @@ def measure_seed(config: Config, data: TrainingData, run: RunContext) -> dict[st
     temporal = temporal_protocol(data, config)
     if temporal.full_ranking is None:
         raise RuntimeError(f"{data.dataset.name}: the temporal split has no test users to rank")
-    scorer = retrieval_feature.scorer_for(retrieval, temporal.space)
+    scorer = retrieval_feature.scorer_for(retrieval)
     model, history = train_model(config.ranking.model, temporal, config, run=run, retrieval_scorer=scorer)
     ranking_s = time.perf_counter() - start - retrieval_s
     figures = two_stage.evaluate_two_stage(retrieval_feature.retriever_for(retrieval), model, temporal.full_ranking,

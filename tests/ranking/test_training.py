@@ -10,11 +10,12 @@ import tensorflow as tf
 
 from serving import contract
 from trainer.data.pipeline import make_dataset
+from trainer.optimizers import OPTIMIZERS, make_optimizer
 from trainer.ranking.evaluate import evaluate_sampled
 from trainer.ranking.loss import weighted_logistic_loss
 from trainer.ranking.models import build_model
 from trainer.ranking.negatives import NegativeSampler
-from trainer.ranking.train import OPTIMIZERS, EpochExamples, FitOptions, fit, make_optimizer, train_model
+from trainer.ranking.train import EpochExamples, FitOptions, fit, train_model
 
 
 def options(**changes) -> FitOptions:

@@ -42,9 +42,10 @@ def one_step_weights(strategy: tf.distribute.Strategy, initial: list[np.ndarray]
     """The weights of an "mf" model after one SGD step on all rows of the first training epoch."""
     from trainer.config import load_config
     from trainer.data.bundle import prepare
+    from trainer.optimizers import make_optimizer
     from trainer.ranking.models import build_model
     from trainer.ranking.protocol import temporal_protocol
-    from trainer.ranking.train import EpochBatches, EpochExamples, FitOptions, _train_step, make_optimizer
+    from trainer.ranking.train import EpochBatches, EpochExamples, FitOptions, _train_step
 
     config = load_config(TINY_CONFIG)
     data = temporal_protocol(prepare(config), config)

@@ -14,6 +14,7 @@ from serving import contract
 from trainer.export.layout import read_metadata, read_warmup_requests, signature_metadata
 from trainer.retrieval.export import default_request, export_retrieval, sample_requests
 from trainer.retrieval.inference import retrieve
+from trainer.retrieval.scann_index import SCANN_NAMESPACE
 from trainer.retrieval.servability import ServabilityError, check_servable, custom_ops, graph_ops
 
 RUNNER = pathlib.Path(__file__).with_name("fresh_session_runner.py")
@@ -123,7 +124,7 @@ def test_bruteforce_uses_stock_ops_only(exported):
 
 
 def test_scann_export_needs_nothing_but_the_scann_namespace(exported):
-    used = check_servable(exported[contract.RETRIEVAL], allowed_namespaces=["Scann"])
+    used = check_servable(exported[contract.RETRIEVAL], allowed_namespaces=[SCANN_NAMESPACE])
     assert used and all(op.startswith("Scann>") for op in used)
     with pytest.raises(ServabilityError, match="Scann>"):
         check_servable(exported[contract.RETRIEVAL])

@@ -109,6 +109,8 @@ def build_scann_model(path: Path) -> tf.Module:
     """A real ScaNN retrieval SavedModel (query tower + tfrs ScaNN index) saved with the Scann ops whitelisted."""
     import tensorflow_recommenders as tfrs
 
+    from trainer.retrieval.scann_index import SCANN_NAMESPACE
+
     embeddings, ids = scann_items()
     scann = tfrs.layers.factorized_top_k.ScaNN(k=SCANN_K, num_leaves=4, num_leaves_to_search=4,
                                               num_reordering_candidates=SCANN_ITEMS)
@@ -126,7 +128,7 @@ def build_scann_model(path: Path) -> tf.Module:
             return {contract.SCORES: scores, contract.ITEM_IDS: item_ids}
 
     module = Retrieval()
-    save_module(module, path, namespace_whitelist=("Scann",))
+    save_module(module, path, namespace_whitelist=(SCANN_NAMESPACE,))
     return module
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 EVENT_COLUMNS = ("user_id", "item_id", "timestamp", "rating", "watch_time", "query")
 USER_COLUMNS = ("user_id", "gender", "age", "occupation", "region")
 ITEM_COLUMNS = ("item_id", "title", "genres", "release_time")
+SECONDS_PER_DAY = 86_400  # timestamps and release times are unix seconds
 
 
 class DataError(ValueError):

@@ -145,7 +145,7 @@ def sample_negatives(
     pool = np.asarray(item_ids, dtype=object)
     pool_size = len(pool)
     rows = len(positives_by_user)
-    blocked, blocked_counts = _positive_codes(positives_by_user, pool)
+    blocked, blocked_counts = positive_codes(positives_by_user, pool)
     short = np.flatnonzero(pool_size - blocked_counts < num)
     if len(short):
         row = int(short[0])
@@ -161,7 +161,7 @@ def sample_negatives(
         draws = rng.integers(0, pool_size, (len(pending), 2 * int(need.max()) + 8))
         codes = pending[:, None] * pool_size + draws
         already = (draws[:, :, None] == chosen[pending][:, None, :]).any(axis=2)
-        valid = ~_sorted_contains(blocked, codes) & ~already
+        valid = ~sorted_contains(blocked, codes) & ~already
         first = np.zeros(codes.size, dtype=bool)
         first[np.unique(codes.ravel(), return_index=True)[1]] = True
         valid &= first.reshape(codes.shape)
@@ -174,7 +174,7 @@ def sample_negatives(
     return pool[chosen]
 
 
-def _sorted_contains(sorted_values: np.ndarray, queries: np.ndarray) -> np.ndarray:
+def sorted_contains(sorted_values: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Elementwise membership of `queries` in the sorted array `sorted_values`."""
     if not len(sorted_values):
         return np.zeros(queries.shape, dtype=bool)
@@ -182,7 +182,7 @@ def _sorted_contains(sorted_values: np.ndarray, queries: np.ndarray) -> np.ndarr
     return sorted_values[position] == queries
 
 
-def _positive_codes(positives_by_user: Sequence[Collection[str]], pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def positive_codes(positives_by_user: Sequence[Collection[str]], pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted codes row * M + pool index of every (row, positive) pair, and the count per row."""
     pool_index = pd.Index(pool)
     cache: dict[int, np.ndarray] = {}

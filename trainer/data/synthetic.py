@@ -31,10 +31,9 @@ import numpy as np
 import pandas as pd
 
 from trainer.config import SyntheticConfig
-from trainer.data.schema import DataError, Dataset, validate_events, validate_items, validate_users
+from trainer.data.schema import SECONDS_PER_DAY, DataError, Dataset, validate_events, validate_items, validate_users
 
 START_TIME = 1_672_531_200  # 2023-01-01T00:00:00Z: the first second of the logged period.
-DAY = 86_400
 TOPIC_NAMES = (
     "comedy", "music", "gaming", "news", "sports", "science", "travel", "cooking", "fashion", "animation",
     "history", "nature", "fitness", "tech", "finance", "horror", "kids", "art", "cars", "drama",
@@ -158,12 +157,12 @@ def _make_items(
     bias = -cfg.popularity_skew * np.log(rank)
     bias -= bias.mean()
     durations = np.clip(rng.lognormal(np.log(420.0), 0.6, m), 30.0, 3600.0)
-    period = cfg.days * DAY
+    period = cfg.days * SECONDS_PER_DAY
     is_new = rng.random(m) < cfg.new_item_fraction
     release = np.where(
         is_new,
         START_TIME + rng.integers(0, int(period * 0.9), m),
-        START_TIME - rng.integers(1, 365 * DAY, m),
+        START_TIME - rng.integers(1, 365 * SECONDS_PER_DAY, m),
     )
     width = len(str(m))
     items = pd.DataFrame(
@@ -249,7 +248,7 @@ def _make_events(
 
 def _event_times(cfg: SyntheticConfig, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """[U, max count] sorted event times per user; slots beyond a user's count hold a huge sentinel."""
-    period = cfg.days * DAY
+    period = cfg.days * SECONDS_PER_DAY
     first = START_TIME + rng.integers(0, int(period * 0.7), len(counts))
     span = START_TIME + period - first
     offsets = np.sort(rng.random((len(counts), counts.max())), axis=1)

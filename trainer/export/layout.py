@@ -29,6 +29,7 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from serving import contract
 from serving.model_config import version_directories
+from serving.warmup import read_warmup_logs, warmup_file
 from trainer.run import json_default
 
 TEMP_PREFIX = ".tmp-"
@@ -157,15 +158,35 @@ def save_signature_model(
         module: the object to track (variables, assets, the function's captures).
         signature_fn: a tf.function with an input signature, or a concrete function.
         path: the target folder (may exist and be empty, as in `publish_version`).
-        namespace_whitelist: custom op namespaces to allow, e.g. ("Scann",).
+        namespace_whitelist: custom op namespaces to allow, e.g. (trainer.retrieval.scann_index.SCANN_NAMESPACE,).
     """
     options = tf.saved_model.SaveOptions(namespace_whitelist=list(namespace_whitelist))
     tf.saved_model.save(module, str(path), signatures={contract.SIGNATURE_NAME: signature_fn}, options=options)
 
 
-def warmup_path(version_dir: pathlib.Path) -> pathlib.Path:
-    """Where TF Serving looks for warmup requests of a version."""
-    return pathlib.Path(version_dir) / contract.ASSETS_EXTRA_DIR / contract.WARMUP_FILE
+def version_writer(
+    module: tf.Module,
+    name: str,
+    metadata: Mapping[str, Any],
+    warmups: Sequence[Mapping[str, np.ndarray]] = (),
+    namespaces: Iterable[str] = (),
+) -> Callable[[pathlib.Path], None]:
+    """What `publish_version` calls to fill a version of model `name`: SavedModel, metadata, warmup requests.
+
+    Args:
+        module: the object to save; its `serve` tf.function is the only signature.
+        name: the model name (of the warmup requests' model_spec).
+        metadata: the export metadata asset (`write_metadata`).
+        warmups: warmup requests (`write_warmup_requests`); none written when empty.
+        namespaces: custom op namespaces the SavedModel may use, e.g. (SCANN_NAMESPACE,).
+    """
+    def write(version_dir: pathlib.Path) -> None:
+        save_signature_model(module, module.serve, version_dir, namespace_whitelist=namespaces)
+        write_metadata(version_dir, metadata)
+        if warmups:
+            write_warmup_requests(version_dir, name, warmups)
+
+    return write
 
 
 def write_warmup_requests(
@@ -183,7 +204,7 @@ def write_warmup_requests(
     """
     if not requests:
         raise ExportError(f"no warmup requests for {model_name}: pass at least one")
-    path = warmup_path(version_dir)
+    path = warmup_file(version_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
         for request in requests:
@@ -192,9 +213,7 @@ def write_warmup_requests(
 
 def read_warmup_requests(version_dir: pathlib.Path) -> list[prediction_log_pb2.PredictionLog]:
     """Reads back the warmup PredictionLogs of a version with the reader `serving.server` replays them with."""
-    from serving.warmup import read_warmup_logs
-
-    path = warmup_path(version_dir)
+    path = warmup_file(version_dir)
     if not path.is_file():
         raise ExportError(f"{path} does not exist: {version_dir} has no warmup requests")
     return read_warmup_logs(path)

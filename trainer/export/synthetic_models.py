@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -163,20 +163,19 @@ def export_synthetic_models(
         outputs = contract.RANKING_OUTPUTS if is_ranking else contract.RETRIEVAL_OUTPUTS
         metadata = {**layout.signature_metadata(inputs, outputs), contract.METADATA_ITEM_TITLES: catalog.titles,
                     "source": "synthetic_models", "num_items": len(catalog.item_ids)}
-        write = _writer(module, name, metadata, [_warmup_request(inputs, catalog)])
+        write = layout.version_writer(module, name, metadata, [_warmup_request(inputs, catalog)],
+                                      _op_namespaces(module))
         published[name] = layout.publish_version(pathlib.Path(base_dir) / name, write)
     return published
 
 
-def _writer(module: _UserTower, name: str, metadata: dict[str, Any],
-            warmup: list[dict[str, np.ndarray]]) -> Callable[[pathlib.Path], None]:
-    def write(folder: pathlib.Path) -> None:
-        namespaces = ("Scann",) if isinstance(module, _ScannRetrieval) else ()
-        layout.save_signature_model(module, module.serve, folder, namespace_whitelist=namespaces)
-        layout.write_metadata(folder, metadata)
-        layout.write_warmup_requests(folder, name, warmup)
+def _op_namespaces(module: _UserTower) -> tuple[str, ...]:
+    """The custom op namespaces `module`'s SavedModel needs: ScaNN's for the ScaNN model, none otherwise."""
+    if not isinstance(module, _ScannRetrieval):
+        return ()
+    from trainer.retrieval.scann_index import SCANN_NAMESPACE  # already loaded by _ScannRetrieval
 
-    return write
+    return (SCANN_NAMESPACE,)
 
 
 def _module(name: str, catalog: SyntheticCatalog, k: int, ranking_scale: float) -> _UserTower:

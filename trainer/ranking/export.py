@@ -32,11 +32,11 @@ def export_ranking(result: RankingResult, data: TrainingData, export: ExportConf
                                export.warmup_requests, min(export.max_k, len(data.catalog.item_ids)))
     metadata = export_metadata(result, data)
 
+    write_version = layout.version_writer(signature, contract.RANKING, metadata, requests)
+
     def write(version_dir: pathlib.Path) -> None:
-        layout.save_signature_model(signature, signature.serve, version_dir)
+        write_version(version_dir)
         check_servable(version_dir)  # stock TensorFlow Serving must be able to load it
-        layout.write_metadata(version_dir, metadata)
-        layout.write_warmup_requests(version_dir, contract.RANKING, requests)
 
     return layout.publish_version(pathlib.Path(base_dir) / contract.RANKING, write)
 

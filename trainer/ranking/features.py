@@ -41,13 +41,15 @@ import tensorflow as tf
 import tf_keras as keras
 
 from serving import contract
+from trainer.data.schema import SECONDS_PER_DAY
+from trainer.data.vocab import NUM_RESERVED, OOV_INDEX
+from trainer.lookup import string_lookup
 
 if TYPE_CHECKING:
     from trainer.data.catalog import ItemCatalog
     from trainer.data.vocab import Vocabularies
 
 NEVER_WATCHED = 10_000.0
-SECONDS_PER_DAY = 86_400.0
 _BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
 GENRE_FEATURES = ("genre_watch_count", "genre_positions_since")
 DEMOGRAPHICS = ((contract.GENDER, "gender", "genders"), (contract.OCCUPATION, "occupation", "occupations"),
@@ -116,11 +118,6 @@ class FeatureSpace:
         return {"num_users": len(self.user_ids), "num_items": len(self.item_ids),
                 "num_catalog_items": len(self.catalog_item_ids), "num_genres": len(self.genres),
                 "t_max": self.t_max, "t_span": self.t_span, "available": sorted(self.available)}
-
-
-def string_lookup(vocabulary: Sequence[str]) -> keras.layers.StringLookup:
-    """"" -> 0, out of vocabulary -> 1, the i-th entry -> i + 2 (as `Vocabularies.lookup`)."""
-    return keras.layers.StringLookup(vocabulary=list(vocabulary), mask_token="", num_oov_indices=1)
 
 
 class CatalogTables(keras.layers.Layer):
@@ -216,16 +213,17 @@ class RankingFeatures(keras.layers.Layer):
         self.continuous_names = tuple(continuous_feature_names(space, retrieval_scorer is not None))
         self.normalizer = QuantileNormalizer(len(self.continuous_names), num_quantiles, name="quantiles")
         self.demographics = {
-            key: (string_lookup(getattr(space, vocab)), keras.layers.Embedding(len(getattr(space, vocab)) + 2,
-                                                                               embedding_dim, name=f"{key}_embedding"))
+            key: (string_lookup(getattr(space, vocab)),
+                  keras.layers.Embedding(len(getattr(space, vocab)) + NUM_RESERVED, embedding_dim,
+                                         name=f"{key}_embedding"))
             for key, column, vocab in DEMOGRAPHICS if space.has(column)
         }
         self.age_embedding = (keras.layers.Embedding(len(space.age_boundaries) + 2, embedding_dim,
                                                      name="age_embedding") if space.has("age") else None)
-        self.genre_embedding = (keras.layers.Embedding(len(space.genres) + 2, embedding_dim, name="genre_embedding")
-                                if self._use_genres else None)
+        self.genre_embedding = (keras.layers.Embedding(len(space.genres) + NUM_RESERVED, embedding_dim,
+                                                       name="genre_embedding") if self._use_genres else None)
         self.history_lookup = string_lookup(space.item_ids)
-        self.history_embedding = keras.layers.Embedding(len(space.item_ids) + 2, embedding_dim,
+        self.history_embedding = keras.layers.Embedding(len(space.item_ids) + NUM_RESERVED, embedding_dim,
                                                         name="watched_item_embedding")
 
     @property
@@ -344,7 +342,7 @@ def _masked_mean(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
 
 def _with_reserved_rows(values: np.ndarray) -> np.ndarray:
     """Prepends the rows of the padding id and of an id outside the catalogue (zeros)."""
-    reserved = np.zeros((2,) + values.shape[1:], dtype=values.dtype)
+    reserved = np.zeros((NUM_RESERVED,) + values.shape[1:], dtype=values.dtype)
     return np.concatenate([reserved, values], axis=0)
 
 
@@ -353,7 +351,7 @@ def _genre_tables(genres: np.ndarray, genre_vocabulary: Sequence[str]) -> tuple[
     genres = np.asarray(genres, dtype=object).reshape(len(genres), -1)
     index = pd.Index(list(genre_vocabulary)).get_indexer(genres.ravel()).reshape(genres.shape)
     empty = genres == ""
-    codes = np.where(empty, 0, np.where(index < 0, 1, index + 2)).astype(np.int64)
+    codes = np.where(empty, 0, np.where(index < 0, OOV_INDEX, index + NUM_RESERVED)).astype(np.int64)
     multi_hot = np.zeros((len(genres), max(len(genre_vocabulary), 1)), dtype=np.float32)
     rows, columns = np.nonzero((index >= 0) & ~empty)
     multi_hot[rows, index[rows, columns]] = 1.0

@@ -28,11 +28,12 @@ import tf_keras as keras
 
 from serving import contract
 from trainer.config import RANKING_MODELS, RankingConfig
-from trainer.ranking.features import FeatureSpace, RankingFeatures, string_lookup
+from trainer.data.vocab import NUM_RESERVED
+from trainer.lookup import string_lookup
+from trainer.ranking.features import FeatureSpace, RankingFeatures
 
 ID_INPUTS = (contract.USER_ID, contract.CANDIDATE_IDS)
 ALL_INPUTS = tuple(spec.name for spec in contract.RANKING_INPUTS)
-_FIRST_KNOWN_CODE = 2  # StringLookup codes 0 (padding) and 1 (out of vocabulary) carry no embedding
 
 
 class RankingModel(keras.Model):
@@ -75,13 +76,13 @@ class ItemPop(RankingModel):
     def __init__(self, space: FeatureSpace, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.items = string_lookup(space.item_ids)
-        self.log_counts = self.add_weight(name="log_counts", shape=(len(space.item_ids) + 2,), trainable=False,
-                                          initializer="zeros")
+        self.log_counts = self.add_weight(name="log_counts", shape=(len(space.item_ids) + NUM_RESERVED,),
+                                          trainable=False, initializer="zeros")
 
     def fit_statistics(self, inputs: dict[str, np.ndarray], labels: np.ndarray) -> None:
         codes = self.items(tf.constant(inputs[contract.CANDIDATE_IDS][labels > 0])).numpy()
         counts = np.bincount(codes, minlength=self.log_counts.shape[0]).astype(np.float64)
-        counts[:_FIRST_KNOWN_CODE] = 0.0
+        counts[:NUM_RESERVED] = 0.0
         self.log_counts.assign(np.log1p(counts).astype(np.float32))
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -94,13 +95,13 @@ class IdEmbedding(keras.layers.Layer):
     def __init__(self, vocabulary_size: int, dim: int, l2: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.embedding = keras.layers.Embedding(
-            vocabulary_size + _FIRST_KNOWN_CODE, dim,
+            vocabulary_size + NUM_RESERVED, dim,
             embeddings_initializer=keras.initializers.RandomNormal(stddev=0.01),
             embeddings_regularizer=keras.regularizers.l2(l2) if l2 > 0 else None, name="embedding")
 
     def call(self, codes: tf.Tensor) -> tf.Tensor:
         """Args: codes [...] int64 StringLookup codes. Returns: [..., dim]."""
-        known = tf.cast(codes >= _FIRST_KNOWN_CODE, tf.float32)[..., None]
+        known = tf.cast(codes >= NUM_RESERVED, tf.float32)[..., None]
         return self.embedding(codes) * known
 
 

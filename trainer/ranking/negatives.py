@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from trainer.data.splits import positive_codes, sorted_contains
+
 
 class NegativeSampler:
     """Draws negatives [R, num] for fixed training rows.
@@ -37,15 +39,11 @@ class NegativeSampler:
             raise ValueError("negative sampling: the item pool is empty")
         users = pd.Index(pd.unique(np.asarray(row_users, dtype=object)))
         self.row_codes = users.get_indexer(np.asarray(row_users, dtype=object)).astype(np.int64)
-        pool_index = pd.Index(self.pool)
-        blocked = []
-        for code, user in enumerate(users):
-            found = pool_index.get_indexer(list(seen.get(user, ())))
-            found = np.unique(found[found >= 0])
-            if len(found) >= len(self.pool):
-                raise ValueError(f"negative sampling: user {user!r} has interacted with all {len(self.pool)} items")
-            blocked.append(code * len(self.pool) + found)
-        self.blocked = np.sort(np.concatenate(blocked)) if blocked else np.zeros(0, np.int64)
+        self.blocked, counts = positive_codes([seen.get(user, ()) for user in users], self.pool)
+        full = np.flatnonzero(counts >= len(self.pool))
+        if len(full):
+            raise ValueError(
+                f"negative sampling: user {users[full[0]]!r} has interacted with all {len(self.pool)} items")
 
     def sample(self, num: int, rng: np.random.Generator) -> np.ndarray:
         """[R, num] object array of item ids, each outside its row's user's seen items."""
@@ -58,8 +56,4 @@ class NegativeSampler:
         return self.pool[draws]
 
     def _is_blocked(self, draws: np.ndarray) -> np.ndarray:
-        if not len(self.blocked):
-            return np.zeros(draws.shape, dtype=bool)
-        codes = self.row_codes[:, None] * len(self.pool) + draws
-        position = np.minimum(np.searchsorted(self.blocked, codes), len(self.blocked) - 1)
-        return self.blocked[position] == codes
+        return sorted_contains(self.blocked, self.row_codes[:, None] * len(self.pool) + draws)

@@ -21,7 +21,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from serving import contract
-from trainer.ranking.features import FeatureSpace, string_lookup
+from trainer.data.vocab import NUM_RESERVED
+from trainer.lookup import string_lookup
 
 Retriever = Callable[[dict[str, np.ndarray], int], tuple[np.ndarray, np.ndarray]]
 QUERY_INPUTS = tuple(spec.name for spec in contract.USER_INPUTS if spec.name != contract.REQUEST_TIME)
@@ -39,7 +40,7 @@ class RetrievalScorer(keras.layers.Layer):
                              f"got shape {item_embeddings.shape}")
         self.query_tower = query_tower
         self.rows = string_lookup([str(i) for i in item_ids])
-        table = np.concatenate([np.zeros((2, item_embeddings.shape[1]), np.float32), item_embeddings])
+        table = np.concatenate([np.zeros((NUM_RESERVED, item_embeddings.shape[1]), np.float32), item_embeddings])
         self.item_table = self.add_weight(name="item_embeddings", shape=table.shape, trainable=False,
                                           initializer=tf.constant_initializer(table))
         self.trainable = False
@@ -51,9 +52,11 @@ class RetrievalScorer(keras.layers.Layer):
         return tf.einsum("bd,bnd->bn", tf.cast(queries, tf.float32), items)
 
 
-def scorer_for(retrieval: Any, space: FeatureSpace) -> RetrievalScorer:
-    """The score feature of a `trainer.retrieval.train.RetrievalResult` (model.query_tower, item ids, embeddings)."""
-    del space  # the retrieval catalogue is its own: ids outside it score 0
+def scorer_for(retrieval: Any) -> RetrievalScorer:
+    """The score feature of a `trainer.retrieval.train.RetrievalResult` (model.query_tower, item ids, embeddings).
+
+    The retrieval catalogue is its own: candidate ids outside it score 0.
+    """
     return RetrievalScorer(retrieval.model.query_tower, retrieval.item_ids, retrieval.item_embeddings,
                            name="retrieval_score")
 

@@ -38,6 +38,7 @@ from serving import contract
 from trainer.config import Config, RankingConfig
 from trainer.data.examples import ITEM_ID, WATCH_TIME
 from trainer.data.pipeline import make_dataset
+from trainer.optimizers import make_optimizer
 from trainer.progress import track
 from trainer.ranking import evaluate
 from trainer.ranking.features import FeatureSpace
@@ -58,7 +59,6 @@ LOGGER = logging.getLogger("trainer")
 STAGE = "ranking"
 VALIDATION_METRIC = "ndcg@10"
 _ADAPT_ROWS = 20_000
-OPTIMIZERS = ("adam", "adagrad", "sgd")
 
 
 @dataclasses.dataclass
@@ -112,17 +112,6 @@ class RankingResult:
         if self._signature is None:
             self._signature = RankingSignature(self.model, self.watch_time_unit)
         return self._signature
-
-
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    """A fresh Keras optimizer called `name` (one of OPTIMIZERS)."""
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
-    if name == "adagrad":
-        return keras.optimizers.Adagrad(learning_rate)
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate)
-    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
 def fit(model: RankingModel, data: RankingData, options: FitOptions, checkpoint_dir: pathlib.Path | None = None,
@@ -231,7 +220,7 @@ def train_ranking(config: Config, data: TrainingData, run: RunContext,
     temporal = temporal_protocol(data, config)
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-        scorer = retrieval_feature.scorer_for(retrieval, temporal.space) if retrieval is not None else None
+        scorer = retrieval_feature.scorer_for(retrieval) if retrieval is not None else None
     model, history = train_model(ranking.model, temporal, config, run=run, retrieval_scorer=scorer, strategy=strategy)
     metrics = evaluate_model(model, temporal, ranking.eval_ks)
     if retrieval is not None and temporal.full_ranking is not None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import time
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -103,21 +102,10 @@ def export_retrieval(result: RetrievalResult, data: TrainingData, export: Export
     namespaces = {contract.RETRIEVAL: (SCANN_NAMESPACE,), contract.RETRIEVAL_BRUTEFORCE: ()}
     return {
         name: layout.publish_version(pathlib.Path(base_dir) / name,
-                                     version_writer(module, name, namespaces[name], {**metadata, "model": name},
-                                                    warmups))
+                                     layout.version_writer(module, name, {**metadata, "model": name}, warmups,
+                                                           namespaces[name]))
         for name, module in modules.items()
     }
-
-
-def version_writer(module: RetrievalServingModule, name: str, namespaces: Sequence[str], metadata: dict[str, Any],
-                   warmups: list[dict[str, np.ndarray]]) -> Callable[[pathlib.Path], None]:
-    """What `layout.publish_version` calls to fill a version of model `name`: SavedModel, metadata, warmups."""
-    def write(path: pathlib.Path) -> None:
-        layout.save_signature_model(module, module.serve, path, namespace_whitelist=namespaces)
-        layout.write_metadata(path, metadata)
-        layout.write_warmup_requests(path, name, warmups)
-
-    return write
 
 
 def sample_requests(data: TrainingData, limit: int = MAX_SAMPLE_REQUESTS, seed: int = 0) -> dict[str, np.ndarray]:

@@ -34,10 +34,11 @@ import tf_keras as keras
 from serving import contract
 from trainer.config import RetrievalConfig
 from trainer.data.examples import ITEM_ID
-from trainer.data.vocab import OOV_INDEX
+from trainer.data.schema import SECONDS_PER_DAY
+from trainer.data.vocab import NUM_RESERVED, OOV_INDEX
+from trainer.lookup import string_lookup
 from trainer.retrieval.features import CANDIDATE_PROBABILITY, EXAMPLE_AGE, QUERY_INPUTS, FeatureSet
 
-SECONDS_PER_DAY = 86_400
 EXAMPLE_LOSS = "example_loss"  # the metric of the epoch's mean loss per training example
 
 
@@ -94,17 +95,12 @@ class ModelContext:
     age_boundaries: Sequence[int]
 
 
-def string_lookup(vocabulary: Sequence[str]) -> keras.layers.StringLookup:
-    """"" -> 0 (padding), unseen -> 1 (OOV), vocabulary[i] -> i + 2 (as Vocabularies.lookup)."""
-    return keras.layers.StringLookup(vocabulary=list(vocabulary), mask_token="", num_oov_indices=1)
-
-
 class KnownEmbedding(keras.layers.Layer):
     """An embedding of lookup indices in which padding and out-of-vocabulary rows are zero."""
 
     def __init__(self, vocabulary_size: int, dim: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.embedding = keras.layers.Embedding(vocabulary_size + 2, dim)
+        self.embedding = keras.layers.Embedding(vocabulary_size + NUM_RESERVED, dim)
 
     def call(self, indices: tf.Tensor) -> tf.Tensor:
         """Args: indices [...] int64. Returns [..., dim], zero where indices < 2."""
@@ -197,7 +193,7 @@ class QueryTower(keras.Model):
     def _age_bucket(self, age: tf.Tensor) -> tf.Tensor:
         """0 for an unknown age (<= 0), else 2 + the bucket."""
         age = tf.cast(age, tf.int64)
-        bucket = tf.cast(tf.searchsorted(self.age_boundaries, age, side="right"), tf.int64) + 2
+        bucket = tf.cast(tf.searchsorted(self.age_boundaries, age, side="right"), tf.int64) + NUM_RESERVED
         return tf.where(age > 0, bucket, tf.zeros_like(bucket))
 
 
@@ -247,7 +243,7 @@ class CandidateTower(keras.Model):
 def _token_table(vocabulary: Sequence[str], tokens: np.ndarray) -> tf.Tensor:
     """[M + 2, T] int64 lookup indices of each catalogue row's tokens; rows 0, 1 (unknown item) are padding."""
     indices = string_lookup(vocabulary)(tf.constant(np.asarray(tokens, dtype=object).astype(str)))
-    padding = tf.zeros([2, tf.shape(indices)[1]], tf.int64)
+    padding = tf.zeros([NUM_RESERVED, tf.shape(indices)[1]], tf.int64)
     return tf.concat([padding, indices], axis=0)
 
 
@@ -259,7 +255,7 @@ def _item_age_table(release_time: np.ndarray, t_max: int) -> tf.Tensor:
     log_days = np.log1p(days)
     scale = max(float(log_days.max(initial=0.0)), 1.0)
     table = np.stack([log_days / scale, known.astype(np.float64)], axis=1).astype(np.float32)
-    return tf.constant(np.concatenate([np.zeros((2, 2), np.float32), table]))
+    return tf.constant(np.concatenate([np.zeros((NUM_RESERVED, 2), np.float32), table]))
 
 
 class RetrievalModel(tfrs.models.Model):

@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,17 +25,17 @@ from trainer.config import ExportConfig
 from trainer.data.bundle import TrainingData
 from trainer.export import layout
 from trainer.retrieval.export import (
+    RetrievalServingModule,
     brute_force_module,
     export_metadata,
     measure,
     sample_requests,
     scann_module,
-    version_writer,
     warmup_requests,
 )
-from trainer.retrieval.model import embed_queries
+from trainer.retrieval.model import QueryTower, embed_queries
 from trainer.retrieval.scann_index import SCANN_NAMESPACE
-from trainer.retrieval.scann_tuning import tune_scann
+from trainer.retrieval.scann_tuning import ScannTuning, tune_scann
 from trainer.retrieval.train import RetrievalResult
 
 ASSIGNMENT = "crc32(utf-8 item_id) mod num_shards"
@@ -72,6 +74,63 @@ def shard_model_names(num_shards: int) -> list[str]:
     return [contract.shard_model_name(shard) for shard in range(num_shards)]
 
 
+@dataclasses.dataclass(frozen=True)
+class ShardIndex:
+    """One shard's tuned ScaNN retrieval model, before it is published.
+
+    Attributes:
+        index: the shard number i (0-based).
+        name: its model name.
+        item_ids: [M_i] the shard's items, in corpus order.
+        embeddings: [M_i, d] their embeddings.
+        k: min(K, M_i), the number of candidates it returns.
+        tuning: the ScaNN searcher tuned on its items, and its measured recall.
+        module: the servable model (query tower + that searcher).
+    """
+
+    index: int
+    name: str
+    item_ids: np.ndarray
+    embeddings: np.ndarray
+    k: int
+    tuning: ScannTuning
+    module: RetrievalServingModule
+
+
+def publish_scann_shards(base_dir: pathlib.Path, names: Sequence[str], query_tower: QueryTower,
+                         shards: Sequence[tuple[np.ndarray, np.ndarray]], queries: np.ndarray, max_k: int,
+                         target_recall: float, brute_force_below: int, metadata: Callable[[ShardIndex], dict[str, Any]],
+                         warmups: Sequence[dict[str, np.ndarray]] = ()) -> list[tuple[ShardIndex, pathlib.Path]]:
+    """Publishes one ScaNN retrieval model per shard, each searcher tuned on its shard's items, in shard order.
+
+    Args:
+        base_dir: the saved_models folder; shard i goes to <base_dir>/<names[i]>/<version>.
+        names: the shards' model names, one per shard.
+        query_tower: maps the contract's user inputs to query embeddings [B, d].
+        shards: (item_ids [M_i], embeddings [M_i, d]) per shard, as `split_corpus` returns them.
+        queries: [Q, d] query embeddings each shard's searcher is tuned on.
+        max_k: K; a shard returns min(K, its size).
+        target_recall: the recall@k each shard's searcher is tuned to reach against exact search.
+        brute_force_below: shards smaller than this use exact search.
+        metadata: the export metadata of a shard (called before it is published).
+        warmups: warmup requests written into every shard's version (none when empty).
+
+    Returns:
+        (shard, published version folder) per shard.
+    """
+    published = []
+    for index, (name, (ids, embeddings)) in enumerate(zip(names, shards, strict=True)):
+        k = min(max_k, len(ids))
+        tuning = tune_scann(embeddings, queries, k, target_recall, brute_force_below)
+        shard = ShardIndex(index, name, ids, embeddings, k, tuning,
+                           scann_module(query_tower, ids, embeddings, k, tuning))
+        version = layout.publish_version(pathlib.Path(base_dir) / shard.name,
+                                         layout.version_writer(shard.module, shard.name, metadata(shard), warmups,
+                                                               (SCANN_NAMESPACE,)))
+        published.append((shard, version))
+    return published
+
+
 def export_sharded_retrieval(result: RetrievalResult, data: TrainingData, export: ExportConfig,
                              base_dir: pathlib.Path, num_shards: int | None = None) -> dict[str, pathlib.Path]:
     """Tunes and publishes one ScaNN retrieval model per shard under `base_dir`.
@@ -88,22 +147,19 @@ def export_sharded_retrieval(result: RetrievalResult, data: TrainingData, export
     """
     num_shards = num_shards or export.num_shards
     requests = sample_requests(data)
-    queries = embed_queries(result.model.query_tower, requests)
-    warmups = warmup_requests(requests, export.warmup_requests)
-    published = {}
-    for shard, (item_ids, embeddings) in enumerate(split_corpus(result.item_ids, result.item_embeddings,
-                                                                num_shards)):
-        name = contract.shard_model_name(shard)
-        k = min(export.max_k, len(item_ids))
-        tuning = tune_scann(embeddings, queries, k, export.scann_target_recall, export.scann_brute_force_below)
-        module = scann_module(result.model.query_tower, item_ids, embeddings, k, tuning)
-        exact = brute_force_module(result.model.query_tower, item_ids, embeddings, k)
-        measured = measure({contract.RETRIEVAL: module, contract.RETRIEVAL_BRUTEFORCE: exact}, requests, k)
-        shard_result = dataclasses.replace(result, item_ids=item_ids, item_embeddings=embeddings)
-        metadata = {**export_metadata(shard_result, data, export, k, tuning, measured), "model": name,
-                    "shard": {"index": shard, "num_shards": num_shards, "assignment": ASSIGNMENT,
-                              "corpus_items": len(result.item_ids)}}
-        published[name] = layout.publish_version(pathlib.Path(base_dir) / name,
-                                                 version_writer(module, name, (SCANN_NAMESPACE,), metadata, warmups))
-    return published
+    query_tower = result.model.query_tower
 
+    def shard_metadata(shard: ShardIndex) -> dict[str, Any]:
+        exact = brute_force_module(query_tower, shard.item_ids, shard.embeddings, shard.k)
+        measured = measure({contract.RETRIEVAL: shard.module, contract.RETRIEVAL_BRUTEFORCE: exact}, requests, shard.k)
+        shard_result = dataclasses.replace(result, item_ids=shard.item_ids, item_embeddings=shard.embeddings)
+        return {**export_metadata(shard_result, data, export, shard.k, shard.tuning, measured), "model": shard.name,
+                "shard": {"index": shard.index, "num_shards": num_shards, "assignment": ASSIGNMENT,
+                          "corpus_items": len(result.item_ids)}}
+
+    shards = split_corpus(result.item_ids, result.item_embeddings, num_shards)
+    published = publish_scann_shards(base_dir, shard_model_names(num_shards), query_tower, shards,
+                                     embed_queries(query_tower, requests), export.max_k,
+                                     export.scann_target_recall, export.scann_brute_force_below, shard_metadata,
+                                     warmup_requests(requests, export.warmup_requests))
+    return {shard.name: version for shard, version in published}

@@ -23,6 +23,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from serving import contract
+from trainer import optimizers
 from trainer.config import Config, RetrievalConfig
 from trainer.data.bundle import TrainingData
 from trainer.data.examples import ITEM_ID, RATING, WATCH_TIME, example_age
@@ -195,12 +196,6 @@ def _popularity(data: TrainingData) -> Callable[[dict[str, np.ndarray]], np.ndar
     return popularity_scorer(data.split.train, data.catalog.item_ids)
 
 
-def make_optimizer(retrieval: RetrievalConfig) -> keras.optimizers.Optimizer:
-    optimizers = {"adam": keras.optimizers.Adam, "adagrad": keras.optimizers.Adagrad,
-                  "sgd": keras.optimizers.SGD}
-    return optimizers[retrieval.optimizer](learning_rate=retrieval.learning_rate)
-
-
 class _Progress(tf.Module):
     """The training state that a checkpoint carries besides the weights (restored with them)."""
 
@@ -241,7 +236,7 @@ def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.n
         The per-epoch history: loss (the mean per training example), val_recall (recall@early_stopping_k)
         and val_<metric>.
     """
-    optimizer = make_optimizer(retrieval)
+    optimizer = optimizers.make_optimizer(retrieval.optimizer, retrieval.learning_rate)
     model.compile(optimizer=optimizer)
     progress = _Progress()
     checkpoints = _Checkpoints(model, optimizer, progress, checkpoint_dir)
