@@ -135,3 +135,29 @@ def test_unknown_parts_are_rejected_by_name(capsys: pytest.CaptureFixture[str], 
     assert exit_info.value.code == 2
     assert "unknown part(s) ml-20m" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_planted_order_ranks_candidates_by_the_true_affinity_and_pads_last() -> None:
+    from trainer.data.synthetic import PlantedModel
+    from trainer.ranking.protocol import FullRankingSet
+
+    truth = PlantedModel(user_ids=np.array(["u1", "u2"], dtype=object),
+                         item_ids=np.array(["a", "b", "c"], dtype=object),
+                         user_vectors=np.array([[1.0], [-1.0]]), item_vectors=np.array([[1.0], [2.0], [3.0]]),
+                         item_bias=np.zeros(3), temperature=1.0)
+    full = FullRankingSet(contexts={"user_id": np.array(["u1", "u2"], dtype=object)}, relevant=[frozenset()] * 2,
+                          exclude=[frozenset()] * 2, pool=np.array(["a", "b", "c"], dtype=object))
+    candidates = np.array([["a", "", "c", "b"], ["c", "a", "b", ""]], dtype=object)
+    np.testing.assert_array_equal(two_stage.planted_order(truth, full, candidates),
+                                  [["c", "b", "a", ""], ["a", "b", "c", ""]])
+
+
+def test_the_per_seed_table_shows_the_planted_ceiling_only_where_every_seed_has_it() -> None:
+    rows = seed_rows([42, 43])
+    assert not any(column.startswith("planted_") for column in two_stage.per_seed_columns(rows))
+    for row in rows:
+        row.update({f"planted_{figure}": 0.9 for figure in two_stage.FIGURES})
+    columns = two_stage.per_seed_columns(rows)
+    assert [c for c in columns if c.startswith("planted_")] == [f"planted_{f}" for f in two_stage.FIGURES]
+    assert any("ordered by the planted model" in note for note in two_stage.notes(
+        {"synthetic": {"per_seed": rows, "summary": two_stage.summarise(rows), "test_users": 1, "candidates": 4}}))

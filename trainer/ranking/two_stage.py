@@ -65,9 +65,20 @@ def evaluate_two_stage(retriever: Retriever, model: RankingModel, full: FullRank
     candidates = candidates_after_exclusion(retriever, full, num_candidates)
     out = {"two_stage_candidate_recall": recall_at_k(candidates.tolist(), full.relevant, num_candidates)}
     for system, ranked in (("retrieval_only", candidates), ("two_stage", rerank(model, full, candidates))):
-        out.update({f"{system}_{k}": v for k, v in ranking_metrics(ranked, full.relevant, ks).items()})
-        if full.relevant_watch_time is not None:
-            out.update({f"{system}_watch_time_recall@{k}": weighted_recall_at_k(ranked.tolist(),
-                                                                                full.relevant_watch_time, k)
-                        for k in ks})
+        out.update(list_metrics(system, ranked, full, ks))
+    return out
+
+
+def list_metrics(system: str, ranked: np.ndarray, full: FullRankingSet, ks: Sequence[int]) -> dict[str, float]:
+    """<system>_recall@k, <system>_ndcg_full@k and, with watch times, <system>_watch_time_recall@k.
+
+    Args:
+        system: the name the figures carry.
+        ranked: [U, >= max(ks)] item ids per user of `full`, best first ("" pads).
+    """
+    out = {f"{system}_{k}": v for k, v in ranking_metrics(ranked, full.relevant, ks).items()}
+    if full.relevant_watch_time is not None:
+        lists = ranked.tolist()
+        out.update({f"{system}_watch_time_recall@{k}": weighted_recall_at_k(lists, full.relevant_watch_time, k)
+                    for k in ks})
     return out
