@@ -17,7 +17,7 @@ import pathlib
 import numpy as np
 import pandas as pd
 
-from serving import contract
+from recsys_common import contract
 from trainer.config import Config
 from trainer.data.bundle import TrainingData
 from trainer.data.catalog import ItemCatalog
@@ -90,7 +90,7 @@ def events_of(examples: dict[str, np.ndarray], source: str) -> pd.DataFrame:
         "watch_time": examples[WATCH_TIME], "query": pd.Series([None] * len(examples[ITEM_ID]), dtype=object),
     })
     if events.empty:  # a split may be empty (e.g. data.validation_fraction 0); validate_events rejects that
-        return events.astype({"rating": np.float64, "watch_time": np.float64})
+        return events.astype({"user_id": str, "item_id": str, "rating": np.float64, "watch_time": np.float64})
     return validate_events(events, source)  # which sorts the events
 
 
