@@ -18,7 +18,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["trainer", "trainer.*", "serving", "serving.*", "bench", "bench.*"]),
+    packages=find_packages(include=["recsys_common", "trainer", "trainer.*", "serving", "serving.*", "bench",
+                                    "bench.*"]),
     package_data={"serving": ["*.yml"]},  # docker-compose.yml; serving._protos are packages
     install_requires=[
         "tensorflow==2.20.*",

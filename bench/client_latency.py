@@ -37,7 +37,7 @@ import numpy as np
 
 from bench.cli import SectionResult, section_parser
 from bench.harness import REPO_ROOT
-from serving import contract
+from recsys_common import contract
 
 K = 10
 CANDIDATES = 100

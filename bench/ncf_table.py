@@ -36,7 +36,7 @@ import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
 from bench.cli import SectionResult, add_data_dir, missing_ml_100k, section_parser
-from serving import contract
+from recsys_common import contract
 from trainer.config import Config, load_config
 from trainer.data.sources import load_dataset
 from trainer.lookup import string_lookup

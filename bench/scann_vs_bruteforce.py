@@ -84,7 +84,7 @@ def measure(sizes: Sequence[int], single_requests: int, batched_requests: int) -
 def measure_size(trained: Any, data: Any, export: Any, size: int, requests: dict[str, np.ndarray],
                  single_requests: int, base_dir: pathlib.Path) -> dict[str, Any]:
     """Exports a corpus of `size` items, loads both versions in sessions and measures them."""
-    from serving import contract
+    from recsys_common import contract
     from serving.session_model import SessionModel
     from trainer.export.layout import read_metadata
     from trainer.retrieval.export import export_retrieval
@@ -118,7 +118,7 @@ def synthetic_corpus(trained: np.ndarray, size: int, rng: np.random.Generator) -
 
 
 def _run(model: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from serving import contract
+    from recsys_common import contract
 
     return model.run(contract.SIGNATURE_NAME, {name: _feed(values) for name, values in inputs.items()})
 

@@ -31,7 +31,7 @@ import trainer  # noqa: F401  (TensorFlow's environment, before TensorFlow loads
 import tensorflow as tf
 
 from bench.cli import SectionResult, section_parser
-from serving import contract
+from recsys_common import contract
 from serving.client import RecommenderClient
 from serving.testing import running_server
 from trainer.export import layout

@@ -1,5 +1,6 @@
-"""Serving: the signature contract, the local TF-Serving-compatible server and the thin client.
+"""Serving: the local TF-Serving-compatible server and the thin client (the contract is recsys_common.contract).
 
-Importing this package must stay cheap: `serving.client` and `serving.contract` never
-import TensorFlow. Only `serving.server` does, and it sets up the environment itself.
+Importing this package must stay cheap: `serving.client` never imports TensorFlow. Only
+`serving.server` does, and it sets up the environment itself (recsys_common.tf_env).
+Nothing here imports `trainer`.
 """

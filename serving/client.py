@@ -43,7 +43,7 @@ from typing import Any, Literal, TypeVar, Union
 import grpc
 import numpy as np
 
-from serving import contract
+from recsys_common import contract
 from serving._protos import services
 from serving._protos.tensorflow.core.framework import tensor_pb2
 from serving._protos.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2

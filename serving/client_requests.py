@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from serving import contract
+from recsys_common import contract
 from serving._protos.tensorflow.core.framework import tensor_pb2, types_pb2
 from serving._protos.tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 from serving.client_errors import InvalidRequestError, ModelNotFoundError, UnexpectedResponseError

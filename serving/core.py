@@ -22,7 +22,8 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving import classify_regress, contract
+from recsys_common import contract
+from serving import classify_regress
 from serving.batching import BatchScheduler
 from serving.errors import invalid_argument
 from serving.model_manager import ModelManager, Servable

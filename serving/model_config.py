@@ -136,16 +136,3 @@ def metrics_path(config: monitoring_config_pb2.MonitoringConfig | None) -> str |
         return None
     path = config.prometheus_config.path or DEFAULT_METRICS_PATH
     return path if path.startswith("/") else f"/{path}"
-
-
-def version_directories(base_path: Path) -> dict[int, Path]:
-    """The numeric version directories under a base path (others, e.g. `.tmp-*` exports in progress, ignored)."""
-    try:
-        entries = list(base_path.iterdir())
-    except OSError:
-        return {}
-    versions: dict[int, Path] = {}
-    for entry in entries:
-        if entry.name.isdigit() and entry.is_dir():
-            versions[int(entry.name)] = entry
-    return versions

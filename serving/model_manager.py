@@ -20,8 +20,9 @@ from pathlib import Path
 import grpc
 from tensorflow_serving.apis import get_model_status_pb2
 
+from recsys_common.layout import version_directories
 from serving.errors import ServingError, invalid_argument, not_found, servable_not_found
-from serving.model_config import ModelSettings, version_directories
+from serving.model_config import ModelSettings
 from serving.monitoring import Metrics
 from serving.session_model import SessionModel
 
@@ -213,6 +214,11 @@ class ModelManager:
         with self._changed:
             record.state = State.END
         LOG.info("Unloaded servable version {name: %s version: %d}", name, record.version)
+
+    def serves(self, name: str) -> bool:
+        """Whether `name` is one of the configured models (loaded or not)."""
+        with self._changed:
+            return name in self._settings
 
     def resolve_version(self, name: str, version: int | None = None, label: str | None = None) -> int:
         """The version a request names: a number, a label, or the latest available one."""

@@ -21,7 +21,8 @@ from typing import Any
 
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
-from serving import contract, json_codec
+from recsys_common import contract
+from serving import json_codec
 from serving.core import ModelRequest, ServingCore
 from serving.errors import ServingError, http_status, internal, invalid_argument, not_found
 from serving.monitoring import Metrics

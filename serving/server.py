@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import trainer  # noqa: F401  (sets the TensorFlow environment before TensorFlow loads)
+from recsys_common import tf_env  # noqa: F401  (before TensorFlow loads)
 
 # isort: split
 from tensorflow.core.protobuf import config_pb2

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import trainer  # noqa: F401  (sets the TensorFlow environment before TensorFlow loads)
+from recsys_common import tf_env  # noqa: F401  (before TensorFlow loads)
 
 # isort: split
 import grpc
@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 
-from serving import contract
+from recsys_common import contract
 from serving.errors import (
     ServingError,
     code_from_number,

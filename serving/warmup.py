@@ -9,35 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import classify_regress, contract
+from recsys_common import contract
+from recsys_common.layout import warmup_file
+from recsys_common.warmup_log import WarmupFileError, read_warmup_logs
+from serving import classify_regress
 from serving.errors import ServingError, invalid_argument
 from serving.session_model import SessionModel
 from serving.tensor_codec import from_tensor_proto
-
-MAX_WARMUP_RECORDS = 1000
-
-
-def warmup_file(version_dir: Path) -> Path:
-    return Path(version_dir) / contract.ASSETS_EXTRA_DIR / contract.WARMUP_FILE
-
-
-def read_warmup_logs(path: Path) -> list[prediction_log_pb2.PredictionLog]:
-    """The PredictionLog records of a warmup file (at most MAX_WARMUP_RECORDS, as in TF Serving)."""
-    logs: list[prediction_log_pb2.PredictionLog] = []
-    try:
-        for record in tf.data.TFRecordDataset(str(path)):
-            if len(logs) >= MAX_WARMUP_RECORDS:
-                raise invalid_argument(f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) "
-                                       f"at {path}")
-            logs.append(prediction_log_pb2.PredictionLog.FromString(record.numpy()))
-    except tf.errors.OpError as error:
-        raise invalid_argument(f"Cannot read warmup file {path}: {error.message}") from error
-    except ValueError as error:  # protobuf DecodeError
-        raise invalid_argument(f"Warmup file {path} holds a record that is not a PredictionLog: {error}") from error
-    return logs
 
 
 def replay_log(model: SessionModel, log: prediction_log_pb2.PredictionLog) -> None:
@@ -68,7 +48,10 @@ def replay_warmup(model: SessionModel, version_dir: Path) -> int:
     path = warmup_file(version_dir)
     if not path.is_file():
         return 0
-    logs = read_warmup_logs(path)
+    try:
+        logs = read_warmup_logs(path)
+    except WarmupFileError as error:
+        raise invalid_argument(str(error)) from error
     for index, log in enumerate(logs):
         try:
             replay_log(model, log)

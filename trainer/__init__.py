@@ -1,13 +1,8 @@
 """Training, evaluation and export of the two-stage recommender.
 
-TensorFlow Recommenders needs the legacy Keras 2 (tf-keras): the environment is set
-here, before anything in the package imports TensorFlow, so no user has to.
+TensorFlow Recommenders needs the legacy Keras 2 (tf-keras): the environment
+(recsys_common.tf_env) is set here, before anything in the package imports TensorFlow,
+so no user has to.
 """
 
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-# Keep TensorFlow's start-up noise (CUDA probing, oneDNN notices) out of the user's view. Errors
-# still surface as Python exceptions; set TF_CPP_MIN_LOG_LEVEL=0 to see TensorFlow's C++ log.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+from recsys_common import tf_env  # noqa: F401

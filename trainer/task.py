@@ -78,7 +78,7 @@ def run_task(config: config_lib.Config, run_name: str | None = None, export: boo
 
 def _run_stages(config: config_lib.Config, run_name: str, export: bool, role: distribute.ClusterRole,
                 strategy: Any) -> TaskResult:
-    from serving import contract
+    from recsys_common import contract
     from trainer.data import bundle
     from trainer.data.prepared import load_prepared
     from trainer.export.server_configs import write_server_configs

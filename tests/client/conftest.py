@@ -34,7 +34,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import contract
+from recsys_common import contract
 
 NUM_ITEMS = 40
 RETRIEVAL_K = 10

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import contract
+from recsys_common import contract
 from serving.client import (
     AsyncRecommenderClient,
     DeadlineExceededError,

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from serving import contract
+from recsys_common import contract
 from serving.client import (
     AsyncRecommenderClient,
     ModelNotFoundError,

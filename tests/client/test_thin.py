@@ -14,7 +14,7 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import get_model_metadata_pb2 as real_metadata
 from tensorflow_serving.apis import predict_pb2 as real_predict
 
-from serving import contract
+from recsys_common import contract
 from serving._protos.tensorflow_serving.apis import get_model_metadata_pb2 as vendored_metadata
 from serving._protos.tensorflow_serving.apis import predict_pb2 as vendored_predict
 from serving._protos.tensorflow_serving.config import batching_parameters_pb2, monitoring_config_pb2

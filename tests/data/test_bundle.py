@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving import contract
+from recsys_common import contract
 from trainer.config import ConfigError, load_config
 from trainer.data.bundle import TrainingData, prepare
 

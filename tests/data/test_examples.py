@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving import contract
+from recsys_common import contract
 from trainer.data.examples import event_examples, example_age, query_examples
 from trainer.data.schema import DataError, validate_events, validate_users
 from trainer.data.vocab import tokenize

@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from serving import contract
+from recsys_common import contract
 from trainer.config import ExportConfig
 from trainer.export import server_configs
 

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import contract
+from recsys_common import contract
 from trainer.export import layout
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import contract
+from recsys_common import contract
 from trainer.export import layout, synthetic_models
 
 HISTORIES = [[], ["i3", "i7", "unknown"], ["i50"]]

@@ -16,7 +16,7 @@ import pytest
 import trainer  # noqa: F401  (legacy Keras and quiet logs before TensorFlow loads)
 
 # isort: split
-from serving import contract
+from recsys_common import contract
 from serving.testing import ServerProcess, start_server
 from trainer import config as config_lib
 from trainer.data import bundle

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from serving import contract
+from recsys_common import contract
 from serving.client import AsyncRecommenderClient, Recommendation, RecommenderClient, UserContext
 from trainer.export.layout import list_versions
 from trainer.ranking.train import score

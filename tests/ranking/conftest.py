@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from serving import contract
+from recsys_common import contract
 from trainer.config import Config, load_config
 from trainer.data.bundle import TrainingData, prepare
 from trainer.ranking.export import export_ranking

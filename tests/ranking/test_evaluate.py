@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from serving import contract
+from recsys_common import contract
 from trainer.ranking.evaluate import evaluate_full, evaluate_sampled, score_inputs, top_k_full
 from trainer.ranking.models import ItemPop
 from trainer.ranking.protocol import FullRankingSet, SampledSet

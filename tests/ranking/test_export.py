@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import contract
+from recsys_common import contract
 from trainer.export.layout import read_metadata, read_warmup_requests, signature_metadata
 from trainer.ranking.train import score
 from trainer.retrieval.servability import custom_ops

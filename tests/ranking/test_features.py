@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import contract
+from recsys_common import contract
 from trainer.ranking.features import NEVER_WATCHED, QuantileNormalizer, RankingFeatures
 
 NEVER = NEVER_WATCHED

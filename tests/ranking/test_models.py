@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import contract
+from recsys_common import contract
 from trainer.config import ConfigError, RankingConfig, load_config
 from trainer.ranking.models import ItemPop, MatrixFactorization, NeuMF, build_model
 from trainer.ranking.pretrain import load_pretrained

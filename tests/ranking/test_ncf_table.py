@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import contract
+from recsys_common import contract
 from trainer.ranking.models import ItemPop
 from trainer.ranking.train import fit
 

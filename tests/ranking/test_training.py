@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import contract
+from recsys_common import contract
 from trainer.data.pipeline import make_dataset
 from trainer.optimizers import OPTIMIZERS, make_optimizer
 from trainer.ranking.evaluate import evaluate_sampled

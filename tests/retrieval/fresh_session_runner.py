@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from serving import contract
+from recsys_common import contract
 from serving.session_model import SessionModel
 from trainer.export.layout import read_warmup_requests
 

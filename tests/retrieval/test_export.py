@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from serving import contract
+from recsys_common import contract
 from trainer.export.layout import read_metadata, read_warmup_requests, signature_metadata
 from trainer.retrieval.export import default_request, export_retrieval, sample_requests
 from trainer.retrieval.inference import retrieve

@@ -22,7 +22,7 @@ import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import contract
+from recsys_common import contract
 from serving._protos.tensorflow_serving.config import batching_parameters_pb2, monitoring_config_pb2
 from trainer import task
 from trainer.distribute import role_from_env

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from serving import contract
+from recsys_common import contract
 from trainer.distribute import tf_config
 from trainer.export import layout
 from trainer.retrieval.export import default_request

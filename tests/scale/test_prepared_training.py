@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from serving import contract
+from recsys_common import contract
 from trainer.config import Config, ConfigError, load_config
 from trainer.data.bundle import TrainingData
 from trainer.data.prepared import load_prepared

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving import contract
+from recsys_common import contract
 from trainer.data.examples import ITEM_ID, WATCH_TIME
 from trainer.data.schema import DataError
 from trainer.data.tfrecord import Manifest

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from serving import contract
+from recsys_common import contract
 from trainer.config import Config
 from trainer.data.bundle import TrainingData
 from trainer.export import layout

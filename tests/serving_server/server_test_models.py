@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import trainer  # noqa: F401  (sets the TensorFlow environment before TensorFlow loads)
+from recsys_common import tf_env  # noqa: F401  (before TensorFlow loads)
 
 # isort: split
 import grpc
@@ -22,7 +22,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import contract
+from recsys_common import contract
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TESTDATA = PROJECT_ROOT.parent / "shared" / "data" / "tf_serving_testdata"

@@ -14,11 +14,12 @@ from server_test_models import Affine, save_module
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from recsys_common.layout import version_directories
 from serving import json_codec
 from serving._protos.tensorflow_serving.config import batching_parameters_pb2
 from serving.batching import BatchingOptions, BatchScheduler
 from serving.errors import ServingError, http_status
-from serving.model_config import ConfigError, ModelSettings, read_model_config_file, version_directories
+from serving.model_config import ConfigError, ModelSettings, read_model_config_file
 from serving.server import ModelServer, parse_options
 
 

@@ -15,7 +15,7 @@ from server_test_models import SCANN_K, predict_request, scann_items
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
-from serving import contract
+from recsys_common import contract
 from serving.testing import ServerProcess
 
 

@@ -20,7 +20,7 @@ from server_test_models import (
     write_broken_version,
 )
 
-from serving import contract
+from recsys_common import contract
 from serving.errors import ServingError
 from serving.session_model import SessionModel
 

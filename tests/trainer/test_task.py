@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from serving import contract
+from recsys_common import contract
 from trainer.export.server_configs import LOCAL_MODELS_CONFIG
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ def test_exports_load_in_a_fresh_process_and_answer(tiny_run):
     # A trained user and an unknown one, every other input at its contract default.
     script = textwrap.dedent(f"""
         import json, pathlib, numpy as np
-        from serving import contract
+        from recsys_common import contract
         from serving.session_model import SessionModel
 
         def column(spec):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from serving import contract
+from recsys_common import contract
 from trainer.data.schema import DataError
 from trainer.data.vocab import tokenize
 

@@ -32,7 +32,7 @@ import pandas as pd
 import tensorflow as tf
 from tensorflow.core.example import example_pb2
 
-from serving import contract
+from recsys_common import contract
 from trainer.data.examples import ITEM_ID, RATING, WATCH_TIME
 from trainer.data.schema import DataError
 from trainer.data.table_csv import read_items, read_users

@@ -27,9 +27,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from serving import contract
-from serving.model_config import version_directories
-from serving.warmup import read_warmup_logs, warmup_file
+from recsys_common import contract
+from recsys_common.layout import version_directories, warmup_file
+from recsys_common.warmup_log import read_warmup_logs
 from trainer.run import json_default
 
 TEMP_PREFIX = ".tmp-"

@@ -33,8 +33,8 @@ from collections.abc import Collection, Sequence
 from google.protobuf import message, text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from recsys_common import contract
 from serving import batching as server_batching
-from serving import contract
 from serving._protos.tensorflow_serving.config import batching_parameters_pb2, monitoring_config_pb2
 from serving.model_config import DEFAULT_METRICS_PATH
 from trainer.export import layout

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tensorflow as tf
 
-from serving import contract
+from recsys_common import contract
 from trainer.export import layout
 
 if TYPE_CHECKING:

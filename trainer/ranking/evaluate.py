@@ -18,7 +18,7 @@ import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 # isort: split
 import tensorflow as tf
 
-from serving import contract
+from recsys_common import contract
 from trainer import metrics
 from trainer.ranking.models import RankingModel
 from trainer.ranking.protocol import FullRankingSet, SampledSet

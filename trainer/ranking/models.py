@@ -26,7 +26,7 @@ import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 import tf_keras as keras
 
-from serving import contract
+from recsys_common import contract
 from trainer.config import RANKING_MODELS, RankingConfig
 from trainer.data.vocab import NUM_RESERVED
 from trainer.lookup import string_lookup

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from serving import contract
+from recsys_common import contract
 from trainer.config import Config
 from trainer.data.bundle import TrainingData
 from trainer.data.catalog import ItemCatalog

@@ -18,7 +18,7 @@ import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 # isort: split
 import tensorflow as tf
 
-from serving import contract
+from recsys_common import contract
 from trainer.export.layout import tf_input_signature
 from trainer.ranking.models import RankingModel
 

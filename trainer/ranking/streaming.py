@@ -24,7 +24,7 @@ import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 # isort: split
 import tensorflow as tf
 
-from serving import contract
+from recsys_common import contract
 from trainer.data.examples import ITEM_ID, WATCH_TIME
 from trainer.data.schema import DataError
 from trainer.data.tfrecord import Manifest

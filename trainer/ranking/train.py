@@ -34,7 +34,7 @@ import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 import tf_keras as keras
 
-from serving import contract
+from recsys_common import contract
 from trainer.config import Config, RankingConfig
 from trainer.data.examples import ITEM_ID, WATCH_TIME
 from trainer.data.pipeline import make_dataset

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from serving import contract
+from recsys_common import contract
 from trainer.metrics import recall_at_k, weighted_recall_at_k
 from trainer.ranking.evaluate import ranking_metrics, score_inputs
 from trainer.ranking.models import RankingModel

@@ -21,7 +21,7 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from serving import contract
+from recsys_common import contract
 from trainer import metrics
 from trainer.data.examples import query_examples
 from trainer.progress import track

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from serving import contract
+from recsys_common import contract
 from trainer.config import ExportConfig
 from trainer.data.bundle import TrainingData
 from trainer.export import layout

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Iterable
 
-from serving import contract
+from recsys_common import contract
 
 # Training-only inputs of the towers (never part of a serving request).
 EXAMPLE_AGE = "example_age"  # [B] float32 in [0, 1]; absent at serving = 0

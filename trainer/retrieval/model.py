@@ -31,7 +31,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
-from serving import contract
+from recsys_common import contract
 from trainer.config import RetrievalConfig
 from trainer.data.examples import ITEM_ID
 from trainer.data.schema import SECONDS_PER_DAY

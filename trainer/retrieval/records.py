@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from serving import contract
+from recsys_common import contract
 from trainer.data.examples import ITEM_ID, RATING, WATCH_TIME
 from trainer.data.schema import DataError
 from trainer.data.tfrecord import Manifest

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from serving import contract
+from recsys_common import contract
 from trainer.config import ExportConfig
 from trainer.data.bundle import TrainingData
 from trainer.export import layout

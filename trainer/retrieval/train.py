@@ -22,7 +22,7 @@ import pandas as pd
 import tensorflow as tf
 import tf_keras as keras
 
-from serving import contract
+from recsys_common import contract
 from trainer import optimizers
 from trainer.config import Config, RetrievalConfig
 from trainer.data.bundle import TrainingData

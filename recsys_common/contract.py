@@ -1,8 +1,8 @@
 """The serving contract: model names, signature inputs and outputs, artefact names.
 
-This is the single place where these names live (DESIGN.md, "Signatures"). The
-exporter, the local server, its tests and the client all import them from here. The
-module is pure Python so that the thin client can use it without TensorFlow.
+This is the single place where these names live. The exporter (trainer), the local server,
+its tests and the client all import them from here. The module is pure Python so that the
+thin client can use it without TensorFlow.
 """
 
 from __future__ import annotations
