@@ -1,16 +1,23 @@
 """`python -m bench`: run the benchmark sections, render the plots, write BENCHMARKS.md.
 
-    python -m bench                                  # everything (each section bounded by its own timeout)
+    python -m bench                                  # every section whose figures are missing or stale
+    python -m bench --all                            # every section, fresh or not
+    python -m bench --check                          # run nothing: list stale or missing sections (exit 1 if any)
     python -m bench --quick                          # small sizes (a smoke run, not for figures)
     python -m bench --sections ann_peers,training_speed --out-dir /tmp/bench
 
 Results go to bench/results/<YYYY-MM-DD>/ (quick: <YYYY-MM-DD>-quick/): one JSON per section, machine.json,
 summary.json, the PNG plots, and raw/<section>.log. BENCHMARKS.md at the repository root shows the latest
-full report; a --quick run writes its report into its results folder unless --report is given. Sections
-not selected are taken from the results folder when an earlier run left them there (marked "reused").
+full report; a --quick run writes its report into its results folder unless --report is given.
 
-Exit status: 0 when the report was written and no selected section failed or timed out, 1 otherwise
-(the report is written either way), 2 for bad arguments.
+Every section's JSON records the commit, whether the tree was dirty, and a hash of trainer/, serving/ and
+bench/ (bench.provenance). A section is stale when that code has changed since it ran. Without --sections or
+--all, fresh sections are reused (from the results folder, or copied from the latest earlier one when the
+folder is the default) and the others rerun; with --sections, only those run and the others are reused, the
+stale ones marked so in the report.
+
+Exit status: 0 when the report was written and no section that ran failed or timed out (--check: no section
+is stale or missing), 1 otherwise (the report is written either way), 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import datetime
 import json
 import pathlib
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -28,15 +36,19 @@ from bench.figures import render_plots
 from bench.harness import (
     FAILED,
     REPO_ROOT,
+    REUSED,
     SECTION_NAMES,
     SECTIONS,
     TIMEOUT,
     Outcome,
+    mark_stale,
+    needs_run,
     reuse_section,
     run_section,
     select_sections,
 )
 from bench.machine import machine_info
+from bench.provenance import code_hash
 from bench.report import ReportContext, write_report
 
 
@@ -52,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the Markdown report (default BENCHMARKS.md; --quick: <out-dir>/BENCHMARKS.md)")
     parser.add_argument("--timeout", type=_positive_seconds, default=None,
                         help="per-section timeout in seconds (default: each section's own)")
+    parser.add_argument("--all", action="store_true", help="rerun every section, fresh figures or not")
+    parser.add_argument("--check", action="store_true",
+                        help="run nothing: list the sections whose figures are stale or missing; exit 1 if any")
     parser.add_argument("--render-only", action="store_true",
                         help="run no section: rebuild the plots and the report from the results folder")
     return parser
@@ -80,6 +95,52 @@ def default_out_dir(quick: bool) -> pathlib.Path:
     return REPO_ROOT / "bench" / "results" / (datetime.date.today().isoformat() + ("-quick" if quick else ""))
 
 
+def latest_results_dir(quick: bool, other_than: pathlib.Path | None = None) -> pathlib.Path | None:
+    """The newest dated results folder of the same mode, other than `other_than` (None when there is none)."""
+    suffix = "-quick" if quick else ""
+    folders = [p for p in (REPO_ROOT / "bench" / "results").glob(f"????-??-??{suffix}")
+               if p.is_dir() and (other_than is None or p.resolve() != other_than.resolve())]
+    return max(folders, default=None)
+
+
+def seed_from(earlier: pathlib.Path | None, out_dir: pathlib.Path) -> list[str]:
+    """Copies section JSONs that `out_dir` lacks from `earlier` (their staleness is judged afterwards)."""
+    copied: list[str] = []
+    if earlier is None:
+        return copied
+    for name in SECTION_NAMES:
+        source, target = earlier / f"{name}.json", out_dir / f"{name}.json"
+        if source.is_file() and not target.exists():
+            shutil.copy2(source, target)
+            copied.append(name)
+    return copied
+
+
+def existing_outcomes(out_dir: pathlib.Path, quick: bool, current_hash: str) -> list[Outcome]:
+    """Every section as the results folder holds it, each marked stale or not."""
+    return mark_stale([reuse_section(spec, out_dir, quick) for spec in SECTIONS], current_hash)
+
+
+def stale_sections(out_dir: pathlib.Path, quick: bool, current_hash: str) -> list[str]:
+    """Lines naming each section whose figures are stale, missing or from the other mode (empty: all fresh)."""
+    lines = []
+    for outcome in existing_outcomes(out_dir, quick, current_hash):
+        if needs_run(outcome, quick):
+            why = outcome.stale or (outcome.reason if outcome.status != REUSED else "from the other mode")
+            lines.append(f"{outcome.spec.name}: {why}")
+    return lines
+
+
+def sections_to_run(names: Sequence[str] | None, rerun_all: bool, out_dir: pathlib.Path, quick: bool,
+                    current_hash: str) -> list[str]:
+    """The names given, or every section (--all), or those whose figures are missing or stale (the default)."""
+    if names is not None:
+        return list(names)
+    if rerun_all:
+        return list(SECTION_NAMES)
+    return [o.spec.name for o in existing_outcomes(out_dir, quick, current_hash) if needs_run(o, quick)]
+
+
 def run_sections(names: Sequence[str] | None, out_dir: pathlib.Path, quick: bool,
                  timeout_s: float | None) -> list[Outcome]:
     """Runs the selected sections one after the other; the others are reused from `out_dir` if present."""
@@ -100,7 +161,9 @@ def run_sections(names: Sequence[str] | None, out_dir: pathlib.Path, quick: bool
 
 def write_summary(outcomes: Sequence[Outcome], out_dir: pathlib.Path, command: str, wall_s: float) -> None:
     summary = {"command": command, "wall_s": round(wall_s, 1),
-               "sections": {o.spec.name: {"status": o.status, "reason": o.reason, "wall_s": o.wall_s}
+               "sections": {o.spec.name: {"status": o.status, "reason": o.reason, "wall_s": o.wall_s,
+                                          "stale": o.stale, "commit": o.commit,
+                                          "started": (o.result or {}).get("started")}
                             for o in outcomes}}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
@@ -110,12 +173,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     out_dir = (args.out_dir or default_out_dir(args.quick)).resolve()
     report_path = (args.report or (out_dir / "BENCHMARKS.md" if args.quick else REPO_ROOT / "BENCHMARKS.md")).resolve()
+    current_hash = code_hash()
+    if args.check:
+        out_dir = args.out_dir or latest_results_dir(args.quick) or out_dir
+        lines = stale_sections(out_dir, args.quick, current_hash)
+        print("\n".join(lines) if lines else f"[bench] every section in {out_dir} is fresh (code {current_hash})")
+        return 1 if lines else 0
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.out_dir is None:
+        seed_from(latest_results_dir(args.quick, out_dir), out_dir)
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     start = time.perf_counter()
     machine = machine_info()
     (out_dir / "machine.json").write_text(json.dumps(machine, indent=2) + "\n")
-    outcomes = run_sections([] if args.render_only else args.sections, out_dir, args.quick, args.timeout)
+    names = [] if args.render_only else sections_to_run(args.sections, args.all, out_dir, args.quick, current_hash)
+    outcomes = mark_stale(run_sections(names, out_dir, args.quick, args.timeout), code_hash())
     results = {o.spec.name: o.result for o in outcomes if o.result is not None and not o.result.get("skipped")}
     plots = render_plots(results, out_dir)
     wall_s = time.perf_counter() - start

@@ -1,6 +1,8 @@
 """What every benchmark section shares: its command line and the JSON it writes.
 
-A section's JSON is `{"section", "command", "quick", "started", "wall_s", "machine", "baseline", ...figures}`.
+A section's JSON is `{"section", "command", "quick", "started", "wall_s", "machine", "provenance", "baseline",
+...figures}`; provenance (bench.provenance) is taken when the section starts: the commit, whether the tree was
+dirty, and the hash of the code it measures.
 The report renders `tables` (a list of {"title", "columns", "rows"}) and `notes` generically; any other
 key is the section's own figures (see bench/report.py for how each known section is shown).
 """
@@ -18,6 +20,7 @@ from typing import Any
 
 from bench.harness import REPO_ROOT
 from bench.machine import machine_info
+from bench.provenance import provenance
 from trainer.run import json_default
 
 ML_100K_DIR = REPO_ROOT.parent / "shared" / "data" / "ml-100k"
@@ -43,13 +46,14 @@ def missing_ml_100k(data_dir: pathlib.Path) -> str | None:
 
 
 class SectionResult:
-    """Collects one section's figures and writes them, with the machine and the wall time, as JSON."""
+    """Collects one section's figures and writes them, with the machine, provenance and wall time, as JSON."""
 
-    def __init__(self, section: str, quick: bool) -> None:
+    def __init__(self, section: str, quick: bool, root: pathlib.Path = REPO_ROOT) -> None:
         self.section = section
         self.quick = quick
         self.started = datetime.datetime.now(datetime.UTC)
         self._start = time.perf_counter()
+        self.provenance = provenance(root)
         self.payload: dict[str, Any] = {}
 
     def write(self, out: pathlib.Path) -> pathlib.Path:
@@ -61,6 +65,7 @@ class SectionResult:
             "started": self.started.isoformat(timespec="seconds"),
             "wall_s": round(time.perf_counter() - self._start, 2),
             "machine": machine_info(),
+            "provenance": self.provenance,
             **self.payload,
         }
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,8 @@ A section is the module `bench.<name>`, run as `python -m bench.<name> --out <di
 A failing, hanging or missing section never stops the others: its outcome (ok, skipped, failed, timeout,
 not available) and the reason are recorded for the report. A section that cannot measure on this setup
 exits 0 and writes `{"skipped": "<reason>"}`; a section that measured only part of what it covers lists the
-rest under "skipped_parts".
+rest under "skipped_parts". Each outcome with figures is checked against today's code (bench.provenance):
+`stale` says why its figures no longer describe the code, if they do not.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import subprocess
 import sys
 import time
 from typing import Any
+
+from bench.provenance import stale_reason
 
 OK, SKIPPED, FAILED, TIMEOUT, NOT_AVAILABLE, REUSED, NOT_SELECTED = (
     "ok", "skipped", "failed", "timeout", "not available", "reused", "not selected"
@@ -76,6 +79,7 @@ class Outcome:
         result: the section's JSON (None when it wrote none).
         json_path: where the JSON is.
         log_path: the subprocess's stdout+stderr.
+        stale: why the figures no longer describe today's code (None when they do, or there are none).
     """
 
     spec: SectionSpec
@@ -85,6 +89,29 @@ class Outcome:
     result: dict[str, Any] | None = None
     json_path: pathlib.Path | None = None
     log_path: pathlib.Path | None = None
+    stale: str | None = None
+
+    @property
+    def commit(self) -> str | None:
+        """The commit the figures were measured on (with "+dirty" for uncommitted changes)."""
+        recorded = (self.result or {}).get("provenance") or {}
+        commit = recorded.get("commit")
+        return None if commit is None else commit + ("+dirty" if recorded.get("dirty") else "")
+
+
+def mark_stale(outcomes: list[Outcome], current_hash: str) -> list[Outcome]:
+    """Sets `stale` on every outcome that has figures, comparing its recorded code hash with `current_hash`."""
+    for outcome in outcomes:
+        has_figures = outcome.result is not None and not outcome.result.get("skipped")
+        outcome.stale = stale_reason(outcome.result or {}, current_hash) if has_figures else None
+    return outcomes
+
+
+def needs_run(outcome: Outcome, quick: bool) -> bool:
+    """Whether the default `python -m bench` reruns a reused section: no figures, stale ones, or the other mode's."""
+    if outcome.status not in (REUSED, SKIPPED) or outcome.result is None:
+        return True
+    return outcome.stale is not None or bool(outcome.result.get("quick")) != quick
 
 
 def select_sections(names: list[str] | None) -> list[SectionSpec]:
@@ -135,7 +162,7 @@ def reuse_section(spec: SectionSpec, out_dir: pathlib.Path, quick: bool) -> Outc
     """An unselected section: its earlier JSON in `out_dir` if there is one (the report says so)."""
     json_path = out_dir / f"{spec.name}.json"
     if not json_path.is_file():
-        return Outcome(spec, NOT_SELECTED, "not selected with --sections")
+        return Outcome(spec, NOT_SELECTED, "not selected, and no earlier figures")
     try:
         result = json.loads(json_path.read_text())
     except json.JSONDecodeError as error:
