@@ -10,8 +10,8 @@ Results go to bench/results/<YYYY-MM-DD>/ (quick: <YYYY-MM-DD>-quick/): one JSON
 summary.json, the PNG plots, and raw/<section>.log. BENCHMARKS.md at the repository root shows the latest
 full report; a --quick run writes its report into its results folder unless --report is given.
 
-Every section's JSON records the commit, whether the tree was dirty, and a hash of trainer/, serving/ and
-bench/ (bench.provenance). A section is stale when that code has changed since it ran. Without --sections or
+Every section's JSON records the commit, whether the tree was dirty, and a hash of the code it measures
+(bench.provenance). A section is stale when that code has changed since it ran. Without --sections or
 --all, fresh sections are reused (from the results folder, or copied from the latest earlier one when the
 folder is the default) and the others rerun; with --sections, only those run and the others are reused, the
 stale ones marked so in the report.

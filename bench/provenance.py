@@ -1,8 +1,8 @@
 """Where a benchmark figure came from: the commit, whether the tree was dirty, and a hash of the code measured.
 
 Every section's JSON carries `provenance` = {"commit", "dirty", "code_hash", "code_dirs"}. The code hash is
-SHA-256 over the path and contents of every tracked `.py` file under trainer/, serving/ and bench/ (in a
-folder that is not a git checkout: every `.py` file there), as they are in the working tree. A section is
+SHA-256 over the path and contents of every tracked `.py` file under CODE_DIRS (in a folder that is not a
+git checkout: every `.py` file there), as they are in the working tree. A section is
 stale when the hash of today's code differs from the one it recorded: its figures measured other code.
 """
 
@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-CODE_DIRS = ("trainer", "serving", "bench")
+CODE_DIRS = ("trainer", "serving", "recsys_common", "bench")
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 

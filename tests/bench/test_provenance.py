@@ -66,12 +66,13 @@ def test_touching_the_code_makes_a_section_stale_in_the_report(code_tree: pathli
 
     (code_tree / "trainer" / "retrieval" / "export.py").write_text("VALUE = 2  # the export path changed\n")
     outcomes = harness.mark_stale([harness.reuse_section(spec, out_dir, quick=False)], provenance.code_hash(code_tree))
-    assert outcomes[0].stale == "stale: trainer, serving, bench changed since it ran on an unknown commit"
+    assert outcomes[0].stale == ("stale: trainer, serving, recsys_common, bench changed since it ran on an unknown "
+                                 "commit")
     assert harness.needs_run(outcomes[0], quick=False)
     context = ReportContext("python -m bench", out_dir, tmp_path / "BENCHMARKS.md", {}, {}, "now", 1.0, False)
     report = render_report(outcomes, context)
     assert "| **stale** |" in report
-    assert "**Stale** — trainer, serving, bench changed since it ran" in report
+    assert "**Stale** — trainer, serving, recsys_common, bench changed since it ran" in report
     assert "rerun with `python -m bench --sections ann_peers`" in report
 
 
@@ -79,7 +80,7 @@ def test_figures_without_a_code_hash_are_stale() -> None:
     assert provenance.stale_reason({"started": "2026-11-30"}, "abc") == (
         "stale: recorded no code hash (measured before provenance was tracked)")
     assert provenance.stale_reason({"provenance": {"code_hash": "abc", "commit": "1234", "dirty": True}}, "def") == (
-        "stale: trainer, serving, bench changed since it ran on 1234 with uncommitted changes")
+        "stale: trainer, serving, recsys_common, bench changed since it ran on 1234 with uncommitted changes")
 
 
 def _section_json(out_dir: pathlib.Path, name: str, code_hash: str, quick: bool = False) -> None:
@@ -108,4 +109,4 @@ def test_check_lists_stale_sections_and_fails(tmp_path: pathlib.Path) -> None:
                                capture_output=True, text=True, timeout=60, check=False)
     assert completed.returncode == 1, completed.stdout + completed.stderr
     assert completed.stdout.splitlines() == [
-        "client_latency: stale: trainer, serving, bench changed since it ran on 0123456789ab"]
+        "client_latency: stale: trainer, serving, recsys_common, bench changed since it ran on 0123456789ab"]
