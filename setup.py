@@ -33,11 +33,12 @@ setup(
         "pandas>=2.1",
         "pyyaml>=6.0",
         "tqdm>=4.66",
+        "waitress>=3.0.1",  # the REST listener (serving/rest.py)
     ],
     extras_require={
         # The benchmark libraries are part of the test extra: the tests run the peers and the
         # report end to end, so they must not be skipped in CI.
-        "test": BENCH_REQUIREMENTS + ["pytest>=8", "requests>=2.31"],
+        "test": BENCH_REQUIREMENTS + ["pytest>=8", "requests>=2.31", "prometheus-client>=0.20"],
         "bench": BENCH_REQUIREMENTS,
         "dev": ["ruff>=0.5", "mypy>=1.10", "grpcio-tools>=1.60"],
     },
