@@ -11,6 +11,9 @@ BENCH_REQUIREMENTS = [
     "threadpoolctl>=3.1",
 ]
 
+# python -m trainer.tune: Optuna's TPE search, pruning and resumable SQLite studies.
+TUNE_REQUIREMENTS = ["optuna>=3.6"]
+
 setup(
     name="recommender",
     version="0.1.0",
@@ -38,8 +41,9 @@ setup(
     extras_require={
         # The benchmark libraries are part of the test extra: the tests run the peers and the
         # report end to end, so they must not be skipped in CI.
-        "test": BENCH_REQUIREMENTS + ["pytest>=8", "requests>=2.31", "prometheus-client>=0.20"],
+        "test": BENCH_REQUIREMENTS + TUNE_REQUIREMENTS + ["pytest>=8", "requests>=2.31", "prometheus-client>=0.20"],
         "bench": BENCH_REQUIREMENTS,
+        "tune": TUNE_REQUIREMENTS,
         "dev": ["ruff>=0.5", "mypy>=1.10", "grpcio-tools>=1.60"],
     },
 )
