@@ -9,6 +9,10 @@ allowed_batch_sizes entry by repeating its first row, and each caller gets its o
 the outputs back (split along dimension 0 only, as in TF Serving). Outputs that are not
 batch-major (dimension 0 differs from the batch size) cannot be split, so such a batch is
 re-run request by request.
+
+Each request may carry a deadline: a request whose deadline passes while it waits is answered
+DEADLINE_EXCEEDED at once and dropped from its batch (never run), and a batch runs with the
+latest deadline of its requests as its session timeout.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from serving._protos.tensorflow_serving.config import batching_parameters_pb2
-from serving.errors import ServingError, internal, invalid_argument, unavailable
+from serving.errors import ServingError, deadline_exceeded, internal, invalid_argument, unavailable
 
 if TYPE_CHECKING:
     from typing import Self  # Python 3.11; annotations only, so 3.10 runs this module too
 
-Run = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+# Runs the signature on (batched inputs, seconds left before the latest caller's deadline or None).
+Run = Callable[[Mapping[str, np.ndarray], float | None], dict[str, np.ndarray]]
 # The BatchingParameters fields that are wrapped scalars (set or unset, unlike the plain ones).
 _WRAPPED_FIELDS = ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads")
 
@@ -82,9 +87,17 @@ class _Task:
     inputs: Mapping[str, np.ndarray]
     size: int
     run: Run
+    deadline: float | None = None  # time.monotonic() when the caller gives up
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
     outputs: dict[str, np.ndarray] | None = None
     error: ServingError | None = None
+    abandoned: bool = False  # the caller has stopped waiting (its deadline passed)
+
+    def expired(self, now: float) -> bool:
+        return self.abandoned or (self.deadline is not None and now >= self.deadline)
+
+    def time_left(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
 
 @dataclasses.dataclass(eq=False)
@@ -132,25 +145,33 @@ class BatchScheduler:
         for worker in self._workers:
             worker.start()
 
-    def run(self, key: Hashable, inputs: Mapping[str, np.ndarray], run: Run) -> dict[str, np.ndarray]:
+    def run(self, key: Hashable, inputs: Mapping[str, np.ndarray], run: Run,
+            deadline: float | None = None) -> dict[str, np.ndarray]:
         """Runs `run` on these inputs as part of a batch; blocks until this request's rows are back.
 
         Args:
             key: what must be equal for requests to share a batch (model version, signature, output filter).
             inputs: alias -> [B, ...] arrays.
-            run: runs the signature on batched inputs.
+            run: runs the signature on batched inputs within a timeout.
+            deadline: the caller's `time.monotonic()` deadline (None: none).
 
         Raises:
             ServingError: INVALID_ARGUMENT "Task size <B> is larger than maximum input batch size <M>",
-                UNAVAILABLE when the queue is full, or the error of the batch's run.
+                UNAVAILABLE when the queue is full, DEADLINE_EXCEEDED when the deadline passes first,
+                or the error of the batch's run.
         """
         size = batch_size_of(inputs)
         if size > self.options.max_batch_size:
             raise invalid_argument(f"Task size {size} is larger than maximum input batch size "
                                    f"{self.options.max_batch_size}")
-        task = _Task(inputs, size, run)
+        task = _Task(inputs, size, run, deadline)
+        if task.expired(time.monotonic()):
+            raise deadline_exceeded("The request's deadline passed before it was batched")
         self._enqueue((key, _shape_key(inputs, self.options.pad_variable_length_inputs)), task)
-        task.done.wait()
+        if not task.done.wait(timeout=task.time_left()):
+            with self._cv:
+                task.abandoned = True  # a worker that has not taken it yet drops it
+            raise deadline_exceeded("The request's deadline passed while it waited in the batching queue")
         if task.error is not None:
             raise task.error
         assert task.outputs is not None
@@ -191,7 +212,16 @@ class BatchScheduler:
 
     def _work(self) -> None:
         while (batch := self._next_batch()) is not None:
-            _run_batch(batch, self.options.allowed_batch_sizes)
+            with self._cv:
+                now = time.monotonic()
+                expired = [task for task in batch.tasks if task.expired(now)]
+                batch.tasks = [task for task in batch.tasks if not task.expired(now)]
+            for task in expired:
+                task.error = deadline_exceeded("The request's deadline passed while it waited in the batching queue")
+                task.done.set()
+            if batch.tasks:
+                batch.size = sum(task.size for task in batch.tasks)
+                _run_batch(batch, self.options.allowed_batch_sizes)
 
     def stop(self) -> None:
         """Fails queued requests with UNAVAILABLE and stops the workers."""
@@ -214,11 +244,17 @@ def _padded_size(size: int, allowed: tuple[int, ...]) -> int:
     return allowed[bisect.bisect_left(allowed, size)]
 
 
+def _batch_time_left(tasks: list[_Task]) -> float | None:
+    """The session timeout of a batch: until its last caller's deadline (None if one has none)."""
+    left = [task.time_left() for task in tasks]
+    return None if any(value is None for value in left) else max(value for value in left if value is not None)
+
+
 def _run_batch(batch: _Batch, allowed: tuple[int, ...]) -> None:
     tasks = batch.tasks
     try:
         if len(tasks) == 1 and not allowed:
-            tasks[0].outputs = tasks[0].run(tasks[0].inputs)
+            tasks[0].outputs = tasks[0].run(tasks[0].inputs, tasks[0].time_left())
         else:
             _run_concatenated(tasks, _padded_size(batch.size, allowed))
     except ServingError as error:
@@ -253,11 +289,11 @@ def _run_concatenated(tasks: list[_Task], padded_size: int) -> None:
         if padded_size > total:
             parts.append(np.repeat(parts[0][:1], padded_size - total, axis=0))
         merged[name] = np.concatenate(parts, axis=0)
-    outputs = tasks[0].run(merged)
+    outputs = tasks[0].run(merged, _batch_time_left(tasks))
     if any(value.ndim == 0 or value.shape[0] != padded_size for value in outputs.values()):
         for task in tasks:  # not batch-major: the rows cannot be told apart
             try:
-                task.outputs = task.run(task.inputs)
+                task.outputs = task.run(task.inputs, task.time_left())
             except ServingError as error:
                 task.error = error
         return

@@ -7,7 +7,7 @@ until its answer is built, so a version swap never fails it.
 from __future__ import annotations
 
 import dataclasses
-import functools
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -25,9 +25,9 @@ from tensorflow_serving.apis import (
 from recsys_common import contract
 from serving import classify_regress
 from serving.batching import BatchScheduler
-from serving.errors import invalid_argument
+from serving.errors import deadline_exceeded, invalid_argument, resource_exhausted
 from serving.model_manager import ModelManager, Servable
-from serving.tensor_codec import from_tensor_proto, to_tensor_proto
+from serving.tensor_proto import TensorConversionError, decoded_size, from_tensor_proto, to_tensor_proto
 
 Result = TypeVar("Result")
 # classify_regress.classify / regress: (signature name, SignatureDef, tf.Examples, run) -> result proto.
@@ -69,66 +69,160 @@ def _dict(message: Any) -> dict[str, Any]:
                                      always_print_fields_with_no_presence=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class RequestLimits:
+    """What one request may ask of the server.
+
+    Attributes:
+        max_batch_size: the most rows (dimension 0 of the batched inputs, or tf.Examples) one request may carry
+            (--max_request_batch_size).
+        max_request_bytes: the largest request message, and the most bytes its tensors may take once decoded
+            (--max_request_bytes).
+    """
+
+    max_batch_size: int = 8192
+    max_request_bytes: int = 64 * 2**20
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first limit below 1."""
+        for name in ("max_batch_size", "max_request_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"the request limit {name} must be >= 1, got {getattr(self, name)}")
+
+
+def time_left(deadline: float | None) -> float | None:
+    """Seconds until a `time.monotonic()` deadline (None: none).
+
+    Raises:
+        ServingError: DEADLINE_EXCEEDED when it has passed.
+    """
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise deadline_exceeded("The request's deadline passed before it could run")
+    return left
+
+
+def check_batch(signature: Any, inputs: Mapping[str, Any], max_batch_size: int) -> None:
+    """One batch size across the inputs that the signature declares batch-major ([-1, ...]), within the cap.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT naming the inputs that disagree on dimension 0;
+            RESOURCE_EXHAUSTED naming an input whose batch is over `max_batch_size`.
+    """
+    sizes: dict[str, int] = {}
+    for alias, value in inputs.items():
+        declared = signature.inputs[alias].tensor_shape if alias in signature.inputs else None
+        shape = np.shape(value)
+        if declared is None or declared.unknown_rank or not declared.dim or declared.dim[0].size != -1 or not shape:
+            continue  # not batch-major (or a rank the graph will refuse with its own message)
+        sizes[alias] = int(shape[0])
+    if len(set(sizes.values())) > 1:
+        raise invalid_argument("The inputs disagree on the batch size (dimension 0): " +
+                               ", ".join(f"'{alias}' has {size}" for alias, size in sorted(sizes.items())))
+    for alias, size in sorted(sizes.items()):
+        if size > max_batch_size:
+            raise resource_exhausted(f"input '{alias}' has batch size {size}, over this server's limit of "
+                                     f"{max_batch_size} (--max_request_batch_size)")
+
+
+def decode_inputs(protos: Mapping[str, Any], max_bytes: int) -> dict[str, np.ndarray]:
+    """The request tensors as arrays, each checked (and the total size capped) before any is allocated.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT "tensor parsing error: <input> (...)" for a malformed tensor;
+            RESOURCE_EXHAUSTED naming the input that takes the request over `max_bytes` once decoded.
+    """
+    total = 0
+    for alias in sorted(protos):
+        try:
+            size = decoded_size(protos[alias], alias)
+        except TensorConversionError as error:
+            raise invalid_argument(f"tensor parsing error: {alias} ({error})") from error
+        total += size
+        if total > max_bytes:
+            shape = [dim.size for dim in protos[alias].tensor_shape.dim]
+            raise resource_exhausted(f"input '{alias}' (shape {shape}) takes the request to {total} bytes once "
+                                     f"decoded, over this server's limit of {max_bytes} (--max_request_bytes)")
+    return {alias: from_tensor_proto(proto, alias, text=False) for alias, proto in protos.items()}
+
+
 class ServingCore:
     """Predict, Classify, Regress, metadata and status over the manager's served versions."""
 
-    def __init__(self, manager: ModelManager, batcher: BatchScheduler | None = None) -> None:
+    def __init__(self, manager: ModelManager, batcher: BatchScheduler | None = None,
+                 limits: RequestLimits | None = None) -> None:
         self.manager = manager
         self.batcher = batcher
+        self.limits = limits or RequestLimits()
 
     def acquire(self, request: ModelRequest) -> Any:
         """Context manager holding the requested version (see ModelManager.acquire)."""
         return self.manager.acquire(request.name, request.version, request.label)
 
     def run_signature(self, servable: Servable, signature_name: str, inputs: Mapping[str, Any],
-                      output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
-        """Runs a signature on a held version, through the batch scheduler when batching is on.
+                      output_filter: Sequence[str] = (), deadline: float | None = None) -> dict[str, np.ndarray]:
+        """Runs a signature on a held version (through the batch scheduler when batching is on), after
+        checking that the batched inputs agree on one batch size within --max_batch_size.
 
         Args:
             servable: the held version.
             signature_name: the SignatureDef key ("" = serving_default).
             inputs: alias -> array, e.g. user_id [B] bytes.
             output_filter: output aliases to fetch (default all).
+            deadline: the caller's `time.monotonic()` deadline; the run is cancelled when it passes.
+
+        Raises:
+            ServingError: the checks' INVALID_ARGUMENT / RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, or the run's error.
         """
         signature_name = signature_name or contract.SIGNATURE_NAME
-        if self.batcher is None:
-            return servable.model.run(signature_name, inputs, output_filter)
         model = servable.model
         signature = model.signature_def(signature_name)
+        check_batch(signature, inputs, self.limits.max_batch_size)
         missing_or_extra = set(inputs) != set(signature.inputs)
-        if missing_or_extra or any(np.ndim(value) == 0 for value in inputs.values()):
-            return model.run(signature_name, inputs, output_filter)  # invalid or unbatchable: answer it directly
+        if self.batcher is None or missing_or_extra or any(np.ndim(value) == 0 for value in inputs.values()):
+            return model.run(signature_name, inputs, output_filter, time_left(deadline))  # unbatchable: directly
         arrays = {name: np.asarray(value) for name, value in inputs.items()}
         key = (servable.name, servable.version, id(model), signature_name, tuple(output_filter))
-        return self.batcher.run(key, arrays, lambda batch: model.run(signature_name, batch, output_filter))
+        return self.batcher.run(key, arrays, lambda batch, left: model.run(signature_name, batch, output_filter, left),
+                                deadline)
 
-    def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
-        """gRPC Predict: tensors decoded, the signature run, outputs encoded as TF Serving does."""
-        inputs = {alias: from_tensor_proto(proto, alias) for alias, proto in request.inputs.items()}
+    def predict(self, request: predict_pb2.PredictRequest, deadline: float | None = None
+                ) -> predict_pb2.PredictResponse:
+        """gRPC Predict: tensors checked and decoded, the signature run, outputs encoded as TF Serving does."""
+        inputs = decode_inputs(request.inputs, self.limits.max_request_bytes)
         with self.acquire(ModelRequest.from_spec(request.model_spec)) as servable:
             signature_name = request.model_spec.signature_name or contract.SIGNATURE_NAME
-            outputs = self.run_signature(servable, signature_name, inputs, tuple(request.output_filter))
+            outputs = self.run_signature(servable, signature_name, inputs, tuple(request.output_filter), deadline)
             response = predict_pb2.PredictResponse(model_spec=_response_spec(servable, signature_name))
         for alias, value in outputs.items():
-            response.outputs[alias].CopyFrom(to_tensor_proto(value))
+            to_tensor_proto(value, out=response.outputs[alias], typed=True)
         return response
 
-    def classify(self, request: classification_pb2.ClassificationRequest) -> classification_pb2.ClassificationResponse:
+    def classify(self, request: classification_pb2.ClassificationRequest, deadline: float | None = None
+                 ) -> classification_pb2.ClassificationResponse:
         """gRPC Classify: the request's tf.Examples through a classification signature."""
-        spec, result = self._run_examples(request, classify_regress.classify)
+        spec, result = self._run_examples(request, classify_regress.classify, deadline)
         return classification_pb2.ClassificationResponse(model_spec=spec, result=result)
 
-    def regress(self, request: regression_pb2.RegressionRequest) -> regression_pb2.RegressionResponse:
+    def regress(self, request: regression_pb2.RegressionRequest, deadline: float | None = None
+                ) -> regression_pb2.RegressionResponse:
         """gRPC Regress: the request's tf.Examples through a regression signature."""
-        spec, result = self._run_examples(request, classify_regress.regress)
+        spec, result = self._run_examples(request, classify_regress.regress, deadline)
         return regression_pb2.RegressionResponse(model_spec=spec, result=result)
 
-    def _run_examples(self, request: Any, handler: ExamplesHandler[Result]) -> tuple[model_pb2.ModelSpec, Result]:
+    def _run_examples(self, request: Any, handler: ExamplesHandler[Result], deadline: float | None
+                      ) -> tuple[model_pb2.ModelSpec, Result]:
         """Runs a Classify or Regress request with `handler` on the version it asks for."""
         with self.acquire(ModelRequest.from_spec(request.model_spec)) as servable:
             name = request.model_spec.signature_name or contract.SIGNATURE_NAME
-            result = handler(name, servable.model.signature_def(name), request.input,
-                             functools.partial(self.run_signature, servable))
+
+            def run(signature_name: str, inputs: Mapping[str, np.ndarray],
+                    output_filter: tuple[str, ...]) -> dict[str, np.ndarray]:
+                return self.run_signature(servable, signature_name, inputs, output_filter, deadline)
+
+            result = handler(name, servable.model.signature_def(name), request.input, run)
             return _response_spec(servable, name), result
 
     def metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest

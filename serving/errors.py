@@ -90,6 +90,18 @@ def unimplemented(message: str) -> ServingError:
     return ServingError(grpc.StatusCode.UNIMPLEMENTED, message)
 
 
+def resource_exhausted(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+
+
+def deadline_exceeded(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, message)
+
+
+def permission_denied(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.PERMISSION_DENIED, message)
+
+
 def servable_not_found(name: str, version: int | None = None, label: str | None = None) -> ServingError:
     """TF Serving's NOT_FOUND for a model name, version or label that is not being served."""
     if version is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from google.protobuf import message, text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving._protos.tensorflow_serving.config import batching_parameters_pb2, monitoring_config_pb2
+from serving._protos.tensorflow_serving.config import batching_parameters_pb2, monitoring_config_pb2, ssl_config_pb2
 
 DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
 
@@ -136,3 +136,23 @@ def metrics_path(config: monitoring_config_pb2.MonitoringConfig | None) -> str |
         return None
     path = config.prometheus_config.path or DEFAULT_METRICS_PATH
     return path if path.startswith("/") else f"/{path}"
+
+
+def read_ssl_config(path: Path) -> ssl_config_pb2.SSLConfig:
+    """Parses a text-format SSLConfig (--ssl_config_file), whose fields hold PEM text, as in TF Serving.
+
+    Raises:
+        ConfigError: unreadable file, unknown field, a missing or non-PEM key or certificate, or
+            client_verify without a custom_ca to verify against.
+    """
+    config = _read_text_proto(path, ssl_config_pb2.SSLConfig(), "SSL config")
+    assert isinstance(config, ssl_config_pb2.SSLConfig)
+    for field in ("server_key", "server_cert"):
+        if "-----BEGIN" not in getattr(config, field):
+            raise ConfigError(f"SSL config {path}: {field} must hold the PEM text (\"-----BEGIN ...\"), "
+                              f"not a file name")
+    if config.custom_ca and "-----BEGIN" not in config.custom_ca:
+        raise ConfigError(f"SSL config {path}: custom_ca must hold PEM text")
+    if config.client_verify and not config.custom_ca:
+        raise ConfigError(f"SSL config {path}: client_verify needs a custom_ca to verify client certificates")
+    return config

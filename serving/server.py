@@ -29,9 +29,9 @@ from recsys_common import tf_env  # noqa: F401  (before TensorFlow loads)
 from tensorflow.core.protobuf import config_pb2
 
 from serving.batching import BatchingOptions, BatchScheduler
-from serving.core import ServingCore
+from serving.core import RequestLimits, ServingCore
 from serving.errors import ServingError
-from serving.grpc_service import create_grpc_server
+from serving.grpc_service import create_grpc_server, server_credentials
 from serving.model_config import (
     ConfigError,
     ModelSettings,
@@ -39,6 +39,7 @@ from serving.model_config import (
     read_batching_parameters,
     read_model_config_file,
     read_monitoring_config,
+    read_ssl_config,
     single_model,
 )
 from serving.model_manager import LoadPolicy, ModelManager
@@ -67,6 +68,10 @@ class ServerOptions:
     monitoring_config_file: str = ""
     enable_model_warmup: bool = True
     grpc_max_threads: int = 32
+    max_request_batch_size: int = RequestLimits.max_batch_size
+    max_request_bytes: int = RequestLimits.max_request_bytes
+    ssl_config_file: str = ""
+    enable_model_reload: bool = False
     max_num_load_retries: int = 5
     load_retry_interval_micros: int = 60_000_000
     tensorflow_intra_op_parallelism: int = 0
@@ -95,6 +100,10 @@ FLAG_HELP = {
     "monitoring_config_file": "text-format MonitoringConfig; enables Prometheus metrics on the REST port",
     "enable_model_warmup": "replay assets.extra/tf_serving_warmup_requests before a version serves",
     "grpc_max_threads": "threads answering gRPC calls",
+    "max_request_batch_size": "most rows (dimension 0) one request may carry; more is RESOURCE_EXHAUSTED",
+    "max_request_bytes": "largest gRPC request, and most bytes a request's tensors may take once decoded",
+    "ssl_config_file": "text-format SSLConfig (PEM server_key, server_cert, custom_ca, client_verify): gRPC over TLS",
+    "enable_model_reload": "allow ModelService.HandleReloadConfigRequest to replace the served models",
     "max_num_load_retries": "further attempts after a version fails to load",
     "load_retry_interval_micros": "wait between load attempts",
     "tensorflow_intra_op_parallelism": "TF intra-op threads per session; 0 lets TF choose",
@@ -147,7 +156,9 @@ class ModelServer:
         policy = LoadPolicy(max_retries=options.max_num_load_retries,
                             retry_interval_s=options.load_retry_interval_micros / 1e6)
         self.manager = ModelManager(models, self._load, options.file_system_poll_wait_seconds, policy, self.metrics)
-        self.core = ServingCore(self.manager, self.batcher)
+        self.core = ServingCore(self.manager, self.batcher, self._request_limits())
+        self._credentials = server_credentials(read_ssl_config(Path(options.ssl_config_file))) \
+            if options.ssl_config_file else None
         self.grpc_port = 0
         self.rest_port = 0
         self._grpc_server: Any = None
@@ -164,6 +175,14 @@ class ModelServer:
         except ValueError as error:
             raise ConfigError(f"Invalid batching parameters in {self.options.batching_parameters_file}: "
                               f"{error}") from error
+
+    def _request_limits(self) -> RequestLimits:
+        limits = RequestLimits(self.options.max_request_batch_size, self.options.max_request_bytes)
+        try:
+            limits.validate()
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+        return limits
 
     def _session_config(self) -> config_pb2.ConfigProto:
         return config_pb2.ConfigProto(intra_op_parallelism_threads=self.options.tensorflow_intra_op_parallelism,
@@ -201,9 +220,11 @@ class ModelServer:
         self.manager.start()
         grpc_host = f"[{self.bind_host}]" if ":" in self.bind_host else self.bind_host
         self._grpc_server, self.grpc_port = create_grpc_server(
-            self.core, f"{grpc_host}:{self.options.port}", self.options.grpc_max_threads, self.metrics)
+            self.core, f"{grpc_host}:{self.options.port}", self.options.grpc_max_threads, self.metrics,
+            credentials=self._credentials, enable_model_reload=self.options.enable_model_reload)
         self._grpc_server.start()
-        LOG.info("Running gRPC ModelServer at %s:%d ...", self.options.host, self.grpc_port)
+        LOG.info("Running gRPC ModelServer at %s:%d%s ...", self.options.host, self.grpc_port,
+                 " (TLS)" if self._credentials else "")
         if self.options.rest_api_port:
             try:
                 self._rest_server = RestServer((self.bind_host, self.options.rest_api_port), self.core,

@@ -2,9 +2,10 @@
 
 TF Serving does not call the Python `tf.function`s of a SavedModel: it loads the MetaGraph
 tagged "serve" into a `Session` and calls `Session::Run` with the tensor names that the
-SignatureDef lists. This module does the same through the C++ callable API (no Python-side
+SignatureDef lists. This module does the same through the C API's Session::Run (no Python-side
 shape checks, so an input of shape [3] may be fed to a [-1, 1] placeholder exactly as TF
-Serving allows), after registering the ScaNN custom ops so that a ScaNN index loads.
+Serving allows; the caller's deadline goes in as RunOptions.timeout_in_ms), after registering
+the ScaNN custom ops so that a ScaNN index loads.
 
 Usage:
     model = SessionModel.load(Path("saved_models/ranking/3"))
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,11 +29,13 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+from tensorflow.python.client import pywrap_tf_session as tf_session
 
 from recsys_common import contract
 from serving.errors import (
     ServingError,
     code_from_number,
+    deadline_exceeded,
     failed_precondition,
     invalid_argument,
     not_found,
@@ -77,7 +81,7 @@ def _shape_compatible(declared: list[int] | None, actual: tuple[int, ...]) -> bo
 
 
 class SessionModel:
-    """One loaded SavedModel version: its session, its MetaGraphDef and cached callables.
+    """One loaded SavedModel version: its session, its MetaGraphDef and the cached tensor endpoints of its signatures.
 
     Thread-safe: `run` may be called from many threads at once (TF sessions are).
     """
@@ -87,7 +91,8 @@ class SessionModel:
         self._session = session
         self.meta_graph_def = meta_graph_def
         self.export_dir = export_dir
-        self._callables: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
+        self._endpoint_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[list[Any], list[Any]]] = {}
+        session._extend_graph()  # the loaded graph, handed to the C session once (what session.run would do)
         self._lock = threading.Lock()
         self._closed = False
 
@@ -135,8 +140,8 @@ class SessionModel:
             raise failed_precondition(f'Serving signature key "{name}" not found.')
         return self.meta_graph_def.signature_def[name]
 
-    def run(self, signature_name: str, inputs: Mapping[str, Any],
-            output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    def run(self, signature_name: str, inputs: Mapping[str, Any], output_filter: Sequence[str] = (),
+            timeout_s: float | None = None) -> dict[str, np.ndarray]:
         """Runs a signature: feeds its input tensors by name, fetches its output tensors.
 
         Args:
@@ -146,13 +151,16 @@ class SessionModel:
                 may be str, bytes or object arrays). Shapes are whatever the graph accepts,
                 e.g. user_id [B], watch_history [B, H].
             output_filter: the output aliases to fetch (default: all of them).
+            timeout_s: the time left to the caller's deadline: the session run is cancelled after it
+                (`RunOptions.timeout_in_ms`, as TF Serving passes the RPC deadline); None: no limit.
 
         Returns:
             output alias -> array (strings as object arrays of bytes), e.g. item_ids [B, K], scores [B, K].
 
         Raises:
             ServingError: FAILED_PRECONDITION for an unknown signature; INVALID_ARGUMENT for missing,
-                extra or mistyped inputs, unknown output aliases and inputs the graph rejects.
+                extra or mistyped inputs, unknown output aliases and inputs the graph rejects;
+                DEADLINE_EXCEEDED when `timeout_s` runs out.
         """
         signature = self.signature_def(signature_name)
         _check_input_names(signature, inputs)
@@ -160,28 +168,46 @@ class SessionModel:
         aliases = sorted(inputs)
         feeds = [_as_feed(alias, signature.inputs[alias], inputs[alias]) for alias in aliases]
         output_aliases = _select_outputs(signature, output_filter)
-        fetch = self._callable(tuple(signature.inputs[a].name for a in aliases),
-                               tuple(signature.outputs[a].name for a in output_aliases))
+        feed_outputs, fetch_outputs = self._endpoints(tuple(signature.inputs[a].name for a in aliases),
+                                                      tuple(signature.outputs[a].name for a in output_aliases))
         try:
-            values = fetch(*feeds)
+            values = self._session_run(dict(zip(feed_outputs, feeds)), fetch_outputs, timeout_s)
         except tf.errors.OpError as error:
+            if error.error_code == tf.errors.DEADLINE_EXCEEDED and timeout_s is not None:
+                raise deadline_exceeded(f"The request's deadline ({timeout_s * 1000:.0f} ms left) passed while "
+                                        f"running signature '{signature_name or contract.SIGNATURE_NAME}' of "
+                                        f"{self.export_dir}") from error
             raise ServingError(code_from_number(error.error_code),
                                _explain_run_error(error.message, signature, aliases, feeds)) from error
         return {alias: np.asarray(value) for alias, value in zip(output_aliases, values)}
 
-    def _callable(self, feed_names: tuple[str, ...], fetch_names: tuple[str, ...]) -> Any:
+    def _session_run(self, feeds: dict[Any, np.ndarray], fetches: list[Any], timeout_s: float | None) -> list[Any]:
+        """Session::Run by tensor endpoints, with RunOptions carrying the timeout (no Python-side shape checks)."""
+        options = None
+        if timeout_s is not None:
+            run_options = config_pb2.RunOptions(timeout_in_ms=max(1, math.ceil(timeout_s * 1000)))
+            options = tf_session.TF_NewBufferFromString(run_options.SerializeToString())
+        try:
+            return list(self._session._call_tf_sessionrun(options, feeds, fetches, [], None))
+        finally:
+            if options is not None:
+                tf_session.TF_DeleteBuffer(options)
+
+    def _endpoints(self, feed_names: tuple[str, ...], fetch_names: tuple[str, ...]) -> tuple[list[Any], list[Any]]:
+        """The C API endpoints (TF_Output) of the named feed and fetch tensors, cached per name set."""
         key = (feed_names, fetch_names)
         with self._lock:
             if self._closed:
                 raise unavailable(f"Model {self.export_dir} has been unloaded")
-            if key not in self._callables:
-                options = config_pb2.CallableOptions(feed=list(feed_names), fetch=list(fetch_names))
+            if key not in self._endpoint_cache:
+                graph = self._session.graph
                 try:
-                    # The C++ Session::MakeCallable API: what TF Serving's Session::Run amounts to.
-                    self._callables[key] = self._session._make_callable_from_options(options)
-                except tf.errors.OpError as error:
-                    raise ServingError(code_from_number(error.error_code), error.message) from error
-            return self._callables[key]
+                    self._endpoint_cache[key] = (
+                        [graph.get_tensor_by_name(name)._as_tf_output() for name in feed_names],
+                        [graph.get_tensor_by_name(name)._as_tf_output() for name in fetch_names])
+                except (KeyError, ValueError) as error:
+                    raise failed_precondition(f"The signature names a tensor the graph lacks: {error}") from error
+            return self._endpoint_cache[key]
 
     def close(self) -> None:
         """Releases the session; later `run` calls fail with UNAVAILABLE."""
@@ -189,7 +215,7 @@ class SessionModel:
             if self._closed:
                 return
             self._closed = True
-            self._callables.clear()
+            self._endpoint_cache.clear()
         self._session.close()
 
     def __enter__(self) -> Self:

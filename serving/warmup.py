@@ -17,7 +17,7 @@ from recsys_common.warmup_log import WarmupFileError, read_warmup_logs
 from serving import classify_regress
 from serving.errors import ServingError, invalid_argument
 from serving.session_model import SessionModel
-from serving.tensor_codec import from_tensor_proto
+from serving.tensor_proto import TensorConversionError, from_tensor_proto
 
 
 def replay_log(model: SessionModel, log: prediction_log_pb2.PredictionLog) -> None:
@@ -25,7 +25,10 @@ def replay_log(model: SessionModel, log: prediction_log_pb2.PredictionLog) -> No
     kind = log.WhichOneof("log_type")
     if kind == "predict_log":
         request = log.predict_log.request
-        inputs = {alias: from_tensor_proto(proto, alias) for alias, proto in request.inputs.items()}
+        try:
+            inputs = {alias: from_tensor_proto(proto, alias, text=False) for alias, proto in request.inputs.items()}
+        except TensorConversionError as error:
+            raise invalid_argument(f"tensor parsing error: {error}") from error
         model.run(request.model_spec.signature_name, inputs, tuple(request.output_filter))
     elif kind in ("classify_log", "regress_log"):
         request = log.classify_log.request if kind == "classify_log" else log.regress_log.request

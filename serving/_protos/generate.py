@@ -17,7 +17,7 @@ the wheels ship no .proto files), into `serving/_protos/`:
   that generated stubs use).
 
 The two config messages that the tensorflow-serving-api wheel does not ship
-(`BatchingParameters`, `MonitoringConfig`) are written as .proto sources in
+(`BatchingParameters`, `MonitoringConfig`, `SSLConfig`) are written as .proto sources in
 `serving/_protos/tensorflow_serving/config/` and compiled alongside.
 
 Needs TensorFlow, tensorflow-serving-api and grpcio-tools (the `dev` extra).
@@ -42,6 +42,7 @@ PROTOS_DIR = PROJECT_ROOT / "serving" / "_protos"
 HANDWRITTEN_PROTOS = (
     "serving/_protos/tensorflow_serving/config/batching_parameters.proto",
     "serving/_protos/tensorflow_serving/config/monitoring_config.proto",
+    "serving/_protos/tensorflow_serving/config/ssl_config.proto",
 )
 # (module, message) pairs the client sends, receives or unpacks.
 ROOT_MESSAGES = (
