@@ -49,6 +49,7 @@ from serving._protos.tensorflow.core.framework import tensor_pb2
 from serving._protos.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from serving.client_errors import (
     DeadlineExceededError,
+    InvalidArgumentError,
     InvalidRequestError,
     ModelNotFoundError,
     RecommenderError,
@@ -69,6 +70,7 @@ from serving.client_requests import (
 __all__ = [
     "AsyncRecommenderClient",
     "DeadlineExceededError",
+    "InvalidArgumentError",
     "InvalidRequestError",
     "ModelNotFoundError",
     "Recommendation",
@@ -232,8 +234,7 @@ class _RecommenderCore:
         return ceiling * (0.5 + 0.5 * self._random.random())
 
     def _recommend_flow(self, users: Sequence[Mapping[str, Any]], k: int) -> _Flow[list[list[Recommendation]]]:
-        if k < 1:
-            raise InvalidRequestError(f"k must be >= 1, got {k}")
+        check_arguments(users, k)
         yield from self._signatures_flow()
         check_features(users, [self._signatures[model] for model in self.models])
         encoded: _Encoded = {}
@@ -315,8 +316,9 @@ class _RecommenderCore:
         inputs = self._metadata.get(model, {}).get(contract.METADATA_INPUTS, {})
         return {name: spec["default"] for name, spec in inputs.items() if isinstance(spec, dict) and "default" in spec}
 
-    def _chunks(self, users: Sequence[UserLike]) -> list[list[dict[str, Any]]]:
+    def _chunks(self, users: Sequence[UserLike], k: int) -> list[list[dict[str, Any]]]:
         rows = [_features(user) for user in users]
+        check_arguments(rows, k)  # every chunk, before the first chunk's RPCs
         return [rows[start: start + self.batch_size] for start in range(0, len(rows), self.batch_size)]
 
     def _status_request(self, model: str) -> get_model_status_pb2.GetModelStatusRequest:
@@ -360,7 +362,7 @@ class RecommenderClient(_RecommenderCore):
     def recommend_batch(self, users: Sequence[UserLike], k: int = 10) -> list[list[Recommendation]]:
         """`recommend` for many users, `batch_size` users per Predict call; results in the users' order."""
         results: list[list[Recommendation]] = []
-        for chunk in self._chunks(users):
+        for chunk in self._chunks(users, k):
             results.extend(self._run(self._recommend_flow(chunk, k)))
         return results
 
@@ -446,8 +448,9 @@ class AsyncRecommenderClient(_RecommenderCore):
 
     async def recommend_batch(self, users: Sequence[UserLike], k: int = 10) -> list[list[Recommendation]]:
         """See `RecommenderClient.recommend_batch`; the chunks run concurrently."""
+        checked = self._chunks(users, k)
         await self._run(self._signatures_flow())
-        chunks = await asyncio.gather(*(self._run(self._recommend_flow(chunk, k)) for chunk in self._chunks(users)))
+        chunks = await asyncio.gather(*(self._run(self._recommend_flow(chunk, k)) for chunk in checked))
         return [result for chunk in chunks for result in chunk]
 
     async def _run(self, flow: _Flow[_T]) -> _T:
@@ -517,6 +520,26 @@ def _features(user: UserLike | None, extra: Mapping[str, Any] | None = None) -> 
     else:
         raise InvalidRequestError(f"user must be a UserContext or a mapping of features, got {type(user).__name__}")
     return {**base, **(extra or {})}
+
+
+def check_arguments(users: Sequence[Mapping[str, Any]], k: Any) -> None:
+    """Refuses, before any RPC, a `k` that is not an int >= 1 and feature text that UTF-8 cannot encode.
+
+    Raises:
+        InvalidArgumentError: naming `k`, or the feature, the user's row and the offending string.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidArgumentError(f"k must be an int >= 1, got {k!r} ({type(k).__name__})", argument="k")
+    for row, user in enumerate(users):
+        for name, value in user.items():
+            texts = [value] if isinstance(value, str) else value if isinstance(value, (list, tuple, np.ndarray)) else ()
+            for text in (text for text in texts if isinstance(text, str)):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as error:
+                    raise InvalidArgumentError(
+                        f"feature {name!r} of user {row}: {text!r} is not valid Unicode text ({error.reason} at "
+                        f"index {error.start}); strings must be encodable as UTF-8", argument=name) from None
 
 
 def _unseen_candidates(

@@ -33,6 +33,15 @@ class InvalidRequestError(RecommenderError):
     """The request is malformed: rejected by the client before sending, or INVALID_ARGUMENT."""
 
 
+class InvalidArgumentError(InvalidRequestError, ValueError):
+    """An argument refused before any RPC is sent: a `k` that is not an int >= 1, or a feature string
+    that cannot be encoded as UTF-8 (a lone surrogate); `argument` names it ("k" or the feature)."""
+
+    def __init__(self, message: str, *, argument: str) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
 class ServerUnavailableError(RecommenderError):
     """The server could not be reached, or stayed UNAVAILABLE through every retry."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import pathlib
 import types
 import typing
@@ -198,6 +199,7 @@ class ExportConfig:
     keep_versions: int = 2
     num_shards: int = 1
     warmup_requests: int = 3
+    refit: bool = True  # retrain both stages on the whole log (selected epochs) before exporting
 
     def validate(self) -> None:
         _positive(self, "export", "max_k", "keep_versions", "num_shards", "warmup_requests")
@@ -219,6 +221,31 @@ class Config:
     def validate(self) -> None:
         for section in (self.data, self.synthetic, self.retrieval, self.ranking, self.export):
             section.validate()
+        if self.data.source == "synthetic" and self.data.prepared_dir is None:
+            self._check_synthetic_sizes()
+
+    def _check_synthetic_sizes(self) -> None:
+        """What every stage needs of the synthetic logs; the ranking evaluation needs the most.
+
+        The NCF protocol ranks each held-out item among data.eval_negatives items the user never
+        watched, drawn from the items of the training period; that period holds about
+        num_users * events_per_user * (1 - validation_fraction - test_fraction) events, so both it
+        and the catalogue must exceed eval_negatives + events_per_user (a user's own items).
+        """
+        if self.data.data_dir is not None:
+            raise ConfigError(f"data.data_dir ({self.data.data_dir!r}, --data-dir): data.source synthetic generates "
+                              "its logs and reads no folder; set data.source to a MovieLens release or drop it")
+        needed = self.data.eval_negatives + self.synthetic.events_per_user + 1
+        train_events = int(self.synthetic.num_users * self.synthetic.events_per_user
+                           * (1.0 - self.data.validation_fraction - self.data.test_fraction))
+        if self.synthetic.num_users < 2 or self.synthetic.num_items < needed or train_events < needed:
+            raise ConfigError(
+                f"synthetic.num_users ({self.synthetic.num_users}) and synthetic.num_items "
+                f"({self.synthetic.num_items}) are too small: the ranking evaluation draws data.eval_negatives "
+                f"({self.data.eval_negatives}) unwatched items per user, so it needs at least 2 users, at least "
+                f"{needed} items (eval_negatives + events_per_user + 1) and as many training events (num_users * "
+                f"events_per_user * training share = {train_events}); raise num_users / num_items or lower "
+                "data.eval_negatives")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -337,6 +364,8 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         return None
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):
         raise ConfigError(f"{key}: expected {_type_name(hint)}, got {value!r} ({type(value).__name__})")
     return value

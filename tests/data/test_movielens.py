@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import re
 import shutil
 import threading
 import zipfile
@@ -199,9 +200,52 @@ def test_bad_encoding_names_the_line(tmp_path: Path) -> None:
         load_movielens("ml-25m", str(folder), str(tmp_path), download=False)
 
 
-def test_blank_lines_are_not_rows(tmp_path: Path) -> None:
-    folder = _write_csv_release(tmp_path / "ml-32m", ratings=RATINGS_CSV.replace("\n2,10", "\n\n2,10") + "\n\n")
-    assert len(load_movielens("ml-32m", str(folder), str(tmp_path), download=False).events) == 5
+def test_a_blank_line_between_rows_is_an_error_naming_it(tmp_path: Path) -> None:
+    folder = _write_csv_release(tmp_path / "ml-32m", ratings=RATINGS_CSV.replace("\n2,10", "\n\n2,10"))
+    with pytest.raises(DataError, match=r"ratings\.csv line 4: a blank line"):
+        load_movielens("ml-32m", str(folder), str(tmp_path), download=False)
+
+
+def test_blank_lines_at_the_end_are_counted_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = _write_csv_release(tmp_path / "ml-32m", ratings=RATINGS_CSV + "\n\r\n")
+    with caplog.at_level("WARNING"):
+        assert len(load_movielens("ml-32m", str(folder), str(tmp_path), download=False).events) == 5
+    assert "ratings.csv: ignored 2 blank line(s) at the end of the file" in caplog.text
+
+
+@pytest.mark.parametrize(("file", "line", "text", "message"), [
+    ("u.data", 50000, b"1\t2\t99\t881250949", "field 'rating' must be >= 1 and <= 5 in steps of 1, found 99.0"),
+    ("u.data", 7, b"1\t2\t0\t881250949", "field 'rating' must be >= 1 and <= 5"),
+    ("u.data", 8, b"1\t2\t3.5\t881250949", "field 'rating' must be >= 1 and <= 5 in steps of 1, found 3.5"),
+    ("u.data", 9, b"1\t2\t3\t-5", "field 'timestamp' must be >= 0, found -5"),
+    ("u.data", 10, b"-1\t2\t3\t881250949", "field 'user' must be a positive integer id, found '-1'"),
+    ("u.data", 11, b"1\tx7\t3\t881250949", "field 'item' must be a positive integer id, found 'x7'"),
+    ("u.data", 4, b"", "a blank line"),
+    ("u.user", 3, b"3|23|X|writer|32067", "field 'gender' must be one of M, F, found 'X'"),
+    ("u.user", 4, b"4|0|M|technician|43537", "field 'age' must be >= 1, found 0"),
+    ("u.item", 2, b"2|GoldenEye (1995)|01-Jan-1995||http://x|0|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0|2|0|0",
+     "field 'Thriller' must be >= 0 and <= 1"),
+])
+def test_values_outside_the_documented_ranges_name_file_and_line(
+    ml100k_dir: Path, tmp_path: Path, file: str, line: int, text: bytes, message: str
+) -> None:
+    folder = _ml100k_copy(ml100k_dir, tmp_path)
+    _replace_line(folder / file, line, text)
+    with pytest.raises(DataError) as error:
+        load_movielens("ml-100k", str(folder), str(tmp_path), download=False)
+    assert f"{file} line {line}: {message}" in str(error.value)
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("4.0", "4.2", "line 2: field 'rating' must be >= 0.5 and <= 5 in steps of 0.5, found 4.2"),
+    ("0.5", "0.0", "line 5: field 'rating' must be >= 0.5"),
+    ("5.0", "5.5", "line 4: field 'rating' must be >= 0.5 and <= 5"),
+    ("1200000000", "-1200000000", "line 5: field 'timestamp' must be >= 0"),
+])
+def test_csv_ratings_outside_the_half_star_scale_are_refused(tmp_path: Path, old: str, new: str, message: str) -> None:
+    folder = _write_csv_release(tmp_path / "ml-latest-small", ratings=RATINGS_CSV.replace(old, new, 1))
+    with pytest.raises(DataError, match=rf"ratings\.csv {re.escape(message)}"):
+        load_movielens("ml-latest-small", str(folder), str(tmp_path), download=False)
 
 
 def test_missing_file_in_data_dir(tmp_path: Path) -> None:

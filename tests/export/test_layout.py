@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 
 import numpy as np
@@ -207,3 +208,102 @@ def test_save_signature_model_serves_the_function_under_serving_default(tmp_path
     outputs = signature(**features)
     np.testing.assert_allclose(outputs[contract.SCORES].numpy(), [[2 * 2 + 5, 2 * 4 + 5, 5]])
     assert layout.read_metadata(version)[contract.METADATA_INPUTS]["age"]["default"] == 0
+
+
+MODELS = ("retrieval", "retrieval_bruteforce", "ranking")
+
+
+def _publish_set(base, models=MODELS, text="x"):
+    with layout.VersionSet(base, models) as versions:
+        for name in models:
+            versions.stage(base / name, _write_marker(f"{text}-{name}"))
+        return versions.publish()
+
+
+def _tree(base):
+    return {child.name: sorted(grand.name for grand in child.iterdir()) for child in base.iterdir() if child.is_dir()}
+
+
+def test_a_version_set_publishes_every_model_under_one_number_above_all_existing(tmp_path):
+    (tmp_path / "ranking" / "4").mkdir(parents=True)
+    (tmp_path / "retrieval" / "1").mkdir(parents=True)
+    published = _publish_set(tmp_path)
+    assert {name: path.name for name, path in published.items()} == {name: "5" for name in MODELS}
+    assert (tmp_path / "retrieval_bruteforce" / "5" / "marker.txt").read_text() == "x-retrieval_bruteforce"
+    assert _tree(tmp_path) == {"ranking": ["4", "5"], "retrieval": ["1", "5"], "retrieval_bruteforce": ["5"]}
+    assert not list(tmp_path.glob(f"{layout.JOURNAL_PREFIX}*"))
+
+
+def test_nothing_is_visible_until_publish_and_a_failure_publishes_nothing(tmp_path):
+    with pytest.raises(RuntimeError, match="ranking failed"):
+        with layout.VersionSet(tmp_path, MODELS) as versions:
+            target = versions.stage(tmp_path / "retrieval", _write_marker("r"))
+            assert target == tmp_path / "retrieval" / "1" and not target.exists()
+            assert all(not layout.list_versions(tmp_path / name) for name in MODELS)
+            raise RuntimeError("ranking failed")
+    assert _tree(tmp_path) == {"retrieval": []}
+
+
+@pytest.mark.parametrize("stage_models, message", [
+    (("retrieval", "ranking"), r"\['retrieval_bruteforce'\] of the version set were not written"),
+    (("retrieval", "retrieval"), "not an unstaged model"),
+    (("retrieval", "other"), "not an unstaged model"),
+])
+def test_a_set_is_published_only_whole(tmp_path, stage_models, message):
+    with pytest.raises(layout.ExportError, match=message):
+        with layout.VersionSet(tmp_path, MODELS) as versions:
+            for name in stage_models:
+                versions.stage(tmp_path / name, _write_marker(name))
+            versions.publish()
+    assert all(not layout.list_versions(tmp_path / name) for name in MODELS)
+    assert not [path for path in tmp_path.rglob(f"{layout.TEMP_PREFIX}*")]
+
+
+def _killed_during_publish(base, renamed):
+    """The state a kill leaves after renaming `renamed` of MODELS: journal written, the others still staged."""
+    _publish_set(base, text="old")
+    versions = layout.VersionSet(base, MODELS).__enter__()
+    for name in MODELS:
+        versions.stage(base / name, _write_marker(f"new-{name}"))
+    journal = {"version": 2, "models": {name: temp.name for name, temp in versions._staged.items()}}
+    (base / f"{layout.JOURNAL_PREFIX}2.json").write_text(json.dumps(journal))
+    for name in renamed:
+        versions._staged.pop(name).rename(base / name / "2")
+    versions._staged.clear()
+    versions._lock.close()
+    return journal
+
+
+@pytest.mark.parametrize("renamed", [(), ("retrieval",), ("retrieval", "retrieval_bruteforce"), MODELS])
+def test_a_publication_killed_half_way_is_completed_on_the_next_export(tmp_path, renamed):
+    _killed_during_publish(tmp_path, renamed)
+    (tmp_path / "ranking" / ".tmp-3-deadbeef").mkdir()  # a write killed before its publication
+    (tmp_path / ".models.config.tmp-123").write_text("half")
+    published = _publish_set(tmp_path, text="newest")
+    assert {path.name for path in published.values()} == {"3"}
+    assert _tree(tmp_path) == {name: ["1", "2", "3"] for name in MODELS}
+    assert all((tmp_path / name / "2" / "marker.txt").read_text() == f"new-{name}" for name in MODELS)
+    assert sorted(path.name for path in tmp_path.iterdir() if path.is_file()) == [layout.LOCK_FILE]
+
+
+def test_a_publication_whose_staged_folder_is_gone_is_rolled_back(tmp_path):
+    journal = _killed_during_publish(tmp_path, ("retrieval",))
+    shutil.rmtree(tmp_path / "ranking" / journal["models"]["ranking"])
+    assert layout.repair_exports(tmp_path, MODELS)
+    assert _tree(tmp_path) == {name: ["1"] for name in MODELS}
+    assert not list(tmp_path.glob(f"{layout.JOURNAL_PREFIX}*"))
+
+
+def test_a_second_exporter_waits_for_the_first(tmp_path):
+    order = []
+    with layout.VersionSet(tmp_path, MODELS) as first:
+        thread = threading.Thread(target=lambda: order.append(_publish_set(tmp_path, text="second")))
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive() and not order  # blocked on the lock
+        for name in MODELS:
+            first.stage(tmp_path / name, _write_marker(name))
+        first.publish()
+        order.append("first")
+    thread.join(10)
+    assert order[0] == "first" and {path.name for path in order[1].values()} == {"2"}

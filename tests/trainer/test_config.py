@@ -64,6 +64,36 @@ def test_bad_configs_name_the_key(tmp_path, text, message):
         config_lib.load_config(path)
 
 
+@pytest.mark.parametrize("key", [leaf for leaf, hint, _ in config_lib._leaf_fields(config_lib.Config, "")
+                                 if hint is float])
+@pytest.mark.parametrize("text", [".nan", ".inf", "-.inf"])
+def test_every_float_must_be_finite(tmp_path, key, text):
+    section, field = key.split(".")
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"{section}:\n  {field}: {text}\n")
+    with pytest.raises(config_lib.ConfigError, match=rf"^{re.escape(key)}: expected a finite number, got -?(nan|inf)$"):
+        config_lib.load_config(path)
+    with pytest.raises(config_lib.ConfigError, match=re.escape(key)):  # the same from a --flag
+        config_lib.load_config(None, {key: yaml.safe_load(text)})
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"synthetic.num_users": 1}, r"synthetic.num_users \(1\).*too small.*at least 2 users"),
+    ({"synthetic.num_users": 4}, r"num_users \* events_per_user \* training share = 64\)"),
+    ({"synthetic.num_items": 70, "synthetic.events_per_user": 20}, r"at least 71 items"),
+    ({"data.data_dir": "/data/ml-100k"}, r"data.data_dir \('/data/ml-100k', --data-dir\): data.source synthetic"),
+])
+def test_synthetic_sizes_and_a_data_dir_it_would_ignore_are_refused(overrides, message):
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.load_config(ROOT / "tests" / "configs" / "tiny.yaml", overrides)
+
+
+def test_the_smallest_synthetic_sizes_that_the_checks_allow_load():
+    config = config_lib.load_config(ROOT / "tests" / "configs" / "tiny.yaml", {"synthetic.num_users": 5})
+    assert config.synthetic.num_users == 5
+    assert config_lib.load_config(None, {"data.source": "ml-100k", "data.data_dir": "/d"}).data.data_dir == "/d"
+
+
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(config_lib.ConfigError, match="nope.yaml does not exist"):
         config_lib.load_config(tmp_path / "nope.yaml")
@@ -85,3 +115,15 @@ def test_every_field_is_a_flag_parsed_as_yaml():
 def test_unknown_override_is_an_error(dotted):
     with pytest.raises(config_lib.ConfigError, match=re.escape(dotted)):
         config_lib.load_config(None, {dotted: 1})
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--synthetic.num_users", "1"], "synthetic.num_users (1)"),
+    (["--data-dir", "/data/ml-100k"], "data.data_dir ('/data/ml-100k', --data-dir)"),
+    (["--retrieval.learning_rate", ".nan"], "retrieval.learning_rate: expected a finite number, got nan"),
+])
+def test_the_trainer_exits_2_naming_the_key(argv, message, capsys):
+    from trainer import task
+
+    assert task.main(argv) == 2
+    assert message in capsys.readouterr().err

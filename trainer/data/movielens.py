@@ -23,7 +23,10 @@ Files come from `data_dir`, or from `<cache_dir>/<name>/`, where the official ar
 (https://files.grouplens.org/datasets/movielens/<name>.zip) is downloaded and verified against a
 known checksum when `download` is on. A malformed row, a wrong delimiter or encoding, a missing
 file or an empty table raises `DataError` naming the file and the 1-based line; rows are never
-dropped.
+dropped. Values are checked against the documented ranges (README files of the releases):
+ratings 1-5 whole stars (ml-100k, ml-1m) or 0.5-5 in half stars (the CSV releases), timestamps
+>= 0, ids positive integers, ml-100k genre flags 0/1, ages >= 1, gender M/F. A blank line is
+an error naming it, except at the end of a file, where blank lines are counted and logged.
 """
 
 from __future__ import annotations
@@ -94,6 +97,21 @@ NO_GENRE = {"unknown", "(no genres listed)"}
 
 
 @dataclasses.dataclass(frozen=True)
+class Allowed:
+    """The documented values of a numeric column: low <= value <= high, on multiples of `step` (0: any)."""
+
+    column: str
+    low: float
+    high: float = float("inf")
+    step: float = 0.0
+
+    def describe(self) -> str:
+        upper = "" if self.high == float("inf") else f" and <= {self.high:g}"
+        steps = f" in steps of {self.step:g}" if self.step else ""
+        return f"must be >= {self.low:g}{upper}{steps}"
+
+
+@dataclasses.dataclass(frozen=True)
 class TableFormat:
     """How one MovieLens file is laid out.
 
@@ -104,6 +122,9 @@ class TableFormat:
         encoding: the text encoding.
         header: the expected first line, or None for files without a header.
         integers, floats: columns that must parse as numbers.
+        allowed: the documented ranges of numeric columns.
+        ids: id columns, which must be positive integers (kept as strings).
+        choices: text columns with a closed set of values, {column: values}.
         optional: columns that may be empty. The last column never is: the fast parser fills the
             missing fields of a short row with "", so a required last field is what exposes that row.
     """
@@ -116,6 +137,9 @@ class TableFormat:
     integers: tuple[str, ...] = ()
     floats: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
+    allowed: tuple[Allowed, ...] = ()
+    ids: tuple[str, ...] = ()
+    choices: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if self.columns[-1] in self.optional:
@@ -134,25 +158,34 @@ class SourceFormat:
         return [t.file for t in (self.ratings, self.movies, self.users) if t is not None]
 
 
+_TIMESTAMP = Allowed("timestamp", 0)
+_GENDERS = (("gender", ("M", "F")),)
 _ML100K = SourceFormat(
     ratings=TableFormat("u.data", ("user", "item", "rating", "timestamp"), "\t", "latin-1",
-                        integers=("timestamp",), floats=("rating",)),
+                        integers=("timestamp",), floats=("rating",), ids=("user", "item"),
+                        allowed=(Allowed("rating", 1, 5, 1), _TIMESTAMP)),
     movies=TableFormat("u.item", ("item", "title", "release_date", "video_date", "url") + ML100K_GENRES, "|",
-                       "latin-1", integers=ML100K_GENRES, optional=("release_date", "video_date", "url")),
+                       "latin-1", integers=ML100K_GENRES, optional=("release_date", "video_date", "url"),
+                       ids=("item",), allowed=tuple(Allowed(genre, 0, 1, 1) for genre in ML100K_GENRES)),
     users=TableFormat("u.user", ("user", "age", "gender", "occupation", "zip"), "|", "latin-1",
-                      integers=("age",)),
+                      integers=("age",), ids=("user",), allowed=(Allowed("age", 1),), choices=_GENDERS),
 )
 _ML1M = SourceFormat(
     ratings=TableFormat("ratings.dat", ("user", "item", "rating", "timestamp"), "::", "latin-1",
-                        integers=("timestamp",), floats=("rating",)),
-    movies=TableFormat("movies.dat", ("item", "title", "genres"), "::", "latin-1"),
+                        integers=("timestamp",), floats=("rating",), ids=("user", "item"),
+                        allowed=(Allowed("rating", 1, 5, 1), _TIMESTAMP)),
+    movies=TableFormat("movies.dat", ("item", "title", "genres"), "::", "latin-1", ids=("item",)),
     users=TableFormat("users.dat", ("user", "gender", "age", "occupation", "zip"), "::", "latin-1",
-                      integers=("age", "occupation")),
+                      integers=("age", "occupation"), ids=("user",),
+                      allowed=(Allowed("age", 1), Allowed("occupation", 0, len(ML1M_OCCUPATIONS) - 1)),
+                      choices=_GENDERS),
 )
 _CSV = SourceFormat(
     ratings=TableFormat("ratings.csv", ("user", "item", "rating", "timestamp"), ",", "utf-8",
-                        header="userId,movieId,rating,timestamp", integers=("timestamp",), floats=("rating",)),
-    movies=TableFormat("movies.csv", ("item", "title", "genres"), ",", "utf-8", header="movieId,title,genres"),
+                        header="userId,movieId,rating,timestamp", integers=("timestamp",), floats=("rating",),
+                        ids=("user", "item"), allowed=(Allowed("rating", 0.5, 5, 0.5), _TIMESTAMP)),
+    movies=TableFormat("movies.csv", ("item", "title", "genres"), ",", "utf-8", header="movieId,title,genres",
+                       ids=("item",)),
     users=None,
 )
 FORMATS: dict[str, SourceFormat] = {
@@ -324,7 +357,9 @@ def read_table(folder: Path, table: TableFormat) -> pd.DataFrame:
     """Reads one file: numbers parsed, strings kept; any defect raises DataError with the file and line.
 
     The fast path is pandas' C parser; when it fails or finds an empty required field, a
-    line-by-line scan finds and names the first bad line. Blank lines are not rows and are skipped.
+    line-by-line scan finds and names the first bad line. A blank line is an error naming it, but
+    blank lines at the end of the file are counted and logged; values outside the documented ranges
+    (`TableFormat.allowed`, `ids`, `choices`) are errors naming the line.
     """
     path = folder / table.file
     if not path.is_file():
@@ -345,7 +380,65 @@ def read_table(folder: Path, table: TableFormat) -> pd.DataFrame:
     empty_text = any((frame[c].str.strip() == "").any() for c in required_text)
     if empty_text or any(not np.isfinite(frame[c].to_numpy()).all() for c in table.floats):
         raise _diagnose(path, table, "an empty or invalid field")
+    _check_blank_lines(path, table, len(frame))
+    _check_values(path, table, frame)
     return frame
+
+
+def _check_values(path: Path, table: TableFormat, frame: pd.DataFrame) -> None:
+    """Raises DataError naming the first line whose value is outside its column's documented values.
+
+    Called once blank lines are ruled out (but trailing ones), so row i is line i + 1 (+1 with a header).
+    """
+    first_line = 2 if table.header else 1
+    checks: list[tuple[str, np.ndarray, str]] = []
+    for allowed in table.allowed:
+        values = frame[allowed.column].to_numpy(dtype=np.float64)
+        bad = (values < allowed.low) | (values > allowed.high)
+        if allowed.step:
+            bad |= ~np.isclose(values / allowed.step, np.round(values / allowed.step))
+        checks.append((allowed.column, bad, allowed.describe()))
+    for column in table.ids:
+        checks.append((column, ~frame[column].str.fullmatch(r"0*[1-9]\d*").to_numpy(dtype=bool),
+                       "must be a positive integer id"))
+    for column, values in table.choices:
+        checks.append((column, ~frame[column].isin(values).to_numpy(), f"must be one of {', '.join(values)}"))
+    for column, bad, rule in checks:
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            value = frame[column].iloc[row]
+            value = value.item() if isinstance(value, np.generic) else value
+            raise DataError(f"{path} line {row + first_line}: field {column!r} {rule}, found {value!r} "
+                            f"({int(bad.sum())} such rows)")
+
+
+def _check_blank_lines(path: Path, table: TableFormat, rows: int) -> None:
+    """Blank lines are not rows: one before the last row is an error naming it; trailing ones are logged."""
+    lines = _count_lines(path) - (1 if table.header else 0)
+    if lines == rows:
+        return
+    last_row_line = 0
+    first_blank = 0
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if raw.strip(b"\r\n"):
+                last_row_line = number
+            elif not first_blank:
+                first_blank = number
+            if first_blank and last_row_line > first_blank:
+                raise DataError(f"{path} line {first_blank}: a blank line (every line must be a row; "
+                                "remove it)")
+    LOGGER.warning("%s: ignored %d blank line(s) at the end of the file", path, lines - rows)
+
+
+def _count_lines(path: Path) -> int:
+    """The number of lines, a last line without a newline included."""
+    count, last = 0, b"\n"
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            count += chunk.count(b"\n")
+            last = chunk[-1:]
+    return count + (last != b"\n")
 
 
 def _parse(path: Path, table: TableFormat) -> pd.DataFrame:

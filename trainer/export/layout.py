@@ -10,18 +10,30 @@ complete one. Versions only grow and an existing version is never overwritten.
         saved_model.pb, variables/
         assets/export_metadata.json          (contract.METADATA_ASSET)
         assets.extra/tf_serving_warmup_requests  (contract.WARMUP_FILE, PredictionLog TFRecord)
+
+One export publishes several models (retrieval, retrieval_bruteforce, ranking, the shards)
+that serve together, so `VersionSet` gives them ONE version number and publishes them
+together: every model is written into its `.tmp-*` folder first, then a journal
+(`.publishing-<version>.json` in the output folder, naming each model's temporary folder)
+is written and the folders are renamed into place, then the journal is removed. The set
+holds an exclusive lock on `<output>/.export.lock` (released by the kernel when the
+process dies), and on entry repairs what a killed export left: a journal is completed
+(or, if a model's temporary folder is gone, rolled back) and every `.tmp-*` leftover is
+removed, so the models of a set are published all together or not at all.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
+import logging
 import os
 import pathlib
 import secrets
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import tensorflow as tf
@@ -33,7 +45,12 @@ from recsys_common.warmup_log import read_warmup_logs
 from trainer.run import json_default
 
 TEMP_PREFIX = ".tmp-"
+JOURNAL_PREFIX = ".publishing-"
+LOCK_FILE = ".export.lock"
 _PUBLISH_ATTEMPTS = 5
+
+Publisher = Callable[[pathlib.Path, Callable[[pathlib.Path], None]], pathlib.Path]
+"""`(model_base, write) -> version folder`: `publish_version`, or `VersionSet.stage` to publish with others."""
 
 
 class ExportError(RuntimeError):
@@ -83,6 +100,169 @@ def publish_version(model_base: pathlib.Path, write: Callable[[pathlib.Path], No
     finally:
         if temp_dir.exists():
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+class VersionSet:
+    """The models of one export, published together under one version number (see the module docstring).
+
+    Use as a context manager; `stage` is a `Publisher` for the exporters, `publish` renames them all:
+
+        with VersionSet(base_dir, [RETRIEVAL, RETRIEVAL_BRUTEFORCE, RANKING]) as versions:
+            export_retrieval(..., publish=versions.stage); export_ranking(..., publish=versions.stage)
+            versions.publish()
+            write_server_configs(base_dir, ...)
+
+    Leaving the block without `publish` (an exception) removes the staged folders; nothing is published.
+    """
+
+    def __init__(self, base_dir: pathlib.Path, models: Sequence[str], log: logging.Logger | None = None) -> None:
+        if not models or len(set(models)) != len(models):
+            raise ExportError(f"a version set needs distinct model names, got {list(models)}")
+        self.base_dir = pathlib.Path(base_dir)
+        self.models = list(models)
+        self.log = log or logging.getLogger(__name__)
+        self.version = 0
+        self._staged: dict[str, pathlib.Path] = {}
+        self._lock: IO[str] | None = None
+
+    def __enter__(self) -> VersionSet:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.base_dir / LOCK_FILE, "a+")  # noqa: SIM115 (held until __exit__)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        repair_exports(self.base_dir, self.models, self.log)
+        models = [child for child in self.base_dir.iterdir() if child.is_dir()]  # every model: numbers never reused
+        self.version = max((v for model in models for v in list_versions(model)), default=0) + 1
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for temp_dir in self._staged.values():
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        self._staged.clear()
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
+
+    def stage(self, model_base: pathlib.Path, write: Callable[[pathlib.Path], None]) -> pathlib.Path:
+        """Writes model `model_base.name` of the set into a temporary folder; returns where `publish` puts it.
+
+        Raises:
+            ExportError: outside the `with` block, a model not in the set or staged twice, or `write` wrote nothing.
+            Whatever `write` raises; its temporary folder is removed first.
+        """
+        model_base = pathlib.Path(model_base)
+        name = model_base.name
+        if self._lock is None:
+            raise ExportError(f"stage({model_base}) outside the VersionSet's with block")
+        if model_base.parent.resolve() != self.base_dir.resolve() or name not in self.models or name in self._staged:
+            raise ExportError(f"{model_base} is not an unstaged model of this set {self.models} under {self.base_dir}")
+        model_base.mkdir(parents=True, exist_ok=True)
+        temp_dir = model_base / f"{TEMP_PREFIX}{self.version}-{secrets.token_hex(4)}"
+        temp_dir.mkdir()
+        self._staged[name] = temp_dir
+        try:
+            write(temp_dir)
+            if not any(temp_dir.iterdir()):
+                raise ExportError(f"export into {model_base} wrote nothing; no version was published")
+        except BaseException:
+            shutil.rmtree(self._staged.pop(name), ignore_errors=True)
+            raise
+        return model_base / str(self.version)
+
+    def publish(self) -> dict[str, pathlib.Path]:
+        """Renames every staged model into `<model>/<version>`, journalled so a kill half-way is completed later.
+
+        Raises:
+            ExportError: a model of the set was not staged (nothing is published then).
+        """
+        missing = [name for name in self.models if name not in self._staged]
+        if missing:
+            raise ExportError(f"models {missing} of the version set were not written; nothing was published")
+        journal = self.base_dir / f"{JOURNAL_PREFIX}{self.version}.json"
+        _write_json_atomically(journal, {"version": self.version,
+                                         "models": {name: temp.name for name, temp in self._staged.items()}})
+        published = {}
+        for name, temp_dir in self._staged.items():
+            published[name] = temp_dir.parent / str(self.version)
+            os.rename(temp_dir, published[name])
+        self._staged.clear()
+        _fsync_directory(self.base_dir)
+        journal.unlink()
+        return published
+
+
+def repair_exports(base_dir: pathlib.Path, models: Sequence[str], log: logging.Logger | None = None) -> list[str]:
+    """Repairs what killed exports left under `base_dir`; call it holding the export lock (`VersionSet` does).
+
+    Completes (or rolls back) journalled publications and removes `.tmp-*` folders and files. Versions
+    that only some of `models` have (published by exporters that did not use a `VersionSet`) are kept
+    on disk and reported; `write_server_configs(..., version_sets=True)` does not serve them.
+
+    Returns:
+        What was done, one line per change (also logged).
+    """
+    base_dir = pathlib.Path(base_dir)
+    done = [*_replay_journals(base_dir)]
+    for model_base in [base_dir, *(child for child in base_dir.iterdir() if child.is_dir())]:
+        for leftover in model_base.iterdir():
+            if leftover.name.startswith(TEMP_PREFIX) or (leftover.is_file() and ".tmp-" in leftover.name):
+                _remove(leftover)
+                done.append(f"removed the leftover {leftover}")
+    versions = [set(list_versions(base_dir / name)) for name in models] or [set()]
+    out_of_step = sorted(set[int]().union(*versions) - set[int](versions[0]).intersection(*versions))
+    if out_of_step:
+        done.append(f"versions {out_of_step} are not published for every model of {list(models)}; "
+                    "the server configs leave them out")
+    for line in done:
+        (log or logging.getLogger(__name__)).warning("export repair: %s", line)
+    return done
+
+
+def _replay_journals(base_dir: pathlib.Path) -> list[str]:
+    done = []
+    for journal in sorted(base_dir.glob(f"{JOURNAL_PREFIX}*.json")):
+        try:
+            entry = json.loads(journal.read_text(encoding="utf-8"))
+            version, temps = int(entry["version"]), dict(entry["models"])
+        except (OSError, ValueError, KeyError, TypeError):
+            journal.unlink()  # written atomically, so unreadable only if edited by hand: nothing was renamed
+            done.append(f"removed the unreadable journal {journal}")
+            continue
+        targets = {name: base_dir / name / str(version) for name in temps}
+        complete = all(targets[name].is_dir() or (base_dir / name / temp).is_dir() for name, temp in temps.items())
+        for name, temp in temps.items():
+            if complete and not targets[name].is_dir():
+                os.rename(base_dir / name / temp, targets[name])
+            elif not complete and targets[name].is_dir():
+                shutil.rmtree(targets[name])
+        journal.unlink()
+        done.append(f"{'completed' if complete else 'rolled back'} the publication of version {version} "
+                    f"of {sorted(temps)}")
+    return done
+
+
+def _remove(path: pathlib.Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _write_json_atomically(path: pathlib.Path, value: Any) -> None:
+    temp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(temp, "w", encoding="utf-8") as handle:
+        json.dump(value, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(path: pathlib.Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def write_metadata(version_dir: pathlib.Path, metadata: Mapping[str, Any]) -> None:

@@ -18,6 +18,9 @@ previous one) and `canary` (the newest), so callers can pin `stable` while a sha
 traffic tries `canary`; a newer export is served once the configs are written again
 (TF Serving rereads models.config with --model_config_file_poll_wait_seconds).
 Otherwise the `latest` `keep_versions` versions are served, without labels.
+With `version_sets=True` (what `trainer.task` writes after a `layout.VersionSet` export) only
+the versions that every listed model has are served, always as `specific` versions, so the
+models serve in step and a label names the same version number on every model.
 
 Every file is built as a protobuf message, rendered with text_format and parsed back
 before it is written, so a file this module writes always loads.
@@ -86,6 +89,7 @@ def write_server_configs(
     batching: BatchingOptions = BatchingOptions(),
     container_root: str = CONTAINER_ROOT,
     prometheus_path: str = PROMETHEUS_PATH,
+    version_sets: bool = False,
 ) -> dict[str, pathlib.Path]:
     """Writes the config files into `base_dir` for the models published there.
 
@@ -97,16 +101,20 @@ def write_server_configs(
         batching: BatchingParameters for batching.config.
         container_root: where `base_dir` is mounted in the TF Serving container.
         prometheus_path: the REST path of the Prometheus metrics.
+        version_sets: serve only the versions every model has (published together), as `specific` versions.
 
     Returns:
         {file name: path} of the files written: models.config, models.local.config, batching.config,
         monitoring.config, and models.stock.config / models.scann.config where they list a model.
 
     Raises:
-        ServerConfigError: no models, a duplicate or unpublished model, keep_versions < 1, bad batching options.
+        ServerConfigError: no models, a duplicate or unpublished model, keep_versions < 1, bad batching options,
+            or (version_sets) no version that every model has.
     """
     base_dir = pathlib.Path(base_dir)
     versions = _published_versions(base_dir, models, keep_versions)
+    if version_sets:
+        versions = _common_versions(versions, keep_versions)
     batching.validate()
     needs_scann = _needs_scann(versions, scann_models)
     split = {
@@ -114,9 +122,10 @@ def write_server_configs(
         SCANN_MODELS_CONFIG: {name: found for name, found in versions.items() if name in needs_scann},
     }
     texts = {
-        contract.MODELS_CONFIG: model_server_config(versions, keep_versions, container_root),
-        LOCAL_MODELS_CONFIG: model_server_config(versions, keep_versions, str(base_dir.resolve())),
-        **{name: model_server_config(part, keep_versions, container_root) for name, part in split.items() if part},
+        contract.MODELS_CONFIG: model_server_config(versions, keep_versions, container_root, version_sets),
+        LOCAL_MODELS_CONFIG: model_server_config(versions, keep_versions, str(base_dir.resolve()), version_sets),
+        **{name: model_server_config(part, keep_versions, container_root, version_sets)
+           for name, part in split.items() if part},
         contract.BATCHING_CONFIG: batching_config(batching),
         contract.MONITORING_CONFIG: monitoring_config(prometheus_path),
     }
@@ -125,13 +134,14 @@ def write_server_configs(
     return {name: _write_atomically(base_dir / name, text) for name, text in texts.items()}
 
 
-def model_server_config(versions: dict[str, list[int]], keep_versions: int, root: str) -> str:
+def model_server_config(versions: dict[str, list[int]], keep_versions: int, root: str, specific: bool = False) -> str:
     """models.config text: one ModelConfig per model with base path `<root>/<model>`.
 
     Args:
         versions: model name -> its published versions, ascending.
         keep_versions: how many of the newest versions to serve.
         root: the folder holding the model folders, as the server sees it.
+        specific: always serve the listed versions (`specific`), never the `latest` policy.
     """
     config = model_server_config_pb2.ModelServerConfig()
     for name, published in versions.items():
@@ -139,11 +149,12 @@ def model_server_config(versions: dict[str, list[int]], keep_versions: int, root
             name=name, base_path=f"{root.rstrip('/')}/{name}", model_platform=MODEL_PLATFORM
         )
         kept = published[-keep_versions:]
-        if keep_versions >= 2 and len(kept) >= 2:
+        if specific or (keep_versions >= 2 and len(kept) >= 2):
             model.model_version_policy.specific.versions.extend(kept)
+        if keep_versions >= 2 and len(kept) >= 2:
             model.version_labels[STABLE_LABEL] = kept[-2]
             model.version_labels[CANARY_LABEL] = kept[-1]
-        else:
+        elif not specific:
             model.model_version_policy.latest.num_versions = keep_versions
     return _checked_text(config, model_server_config_pb2.ModelServerConfig)
 
@@ -178,6 +189,15 @@ def _published_versions(base_dir: pathlib.Path, models: Sequence[str], keep_vers
             f"no published version of {missing} under {base_dir}: export the models before writing server configs"
         )
     return versions
+
+
+def _common_versions(versions: dict[str, list[int]], keep_versions: int) -> dict[str, list[int]]:
+    """The newest `keep_versions` versions every model has, for every model (policy `specific` then)."""
+    common = sorted(set.intersection(*(set(found) for found in versions.values())))
+    if not common:
+        raise ServerConfigError(f"no version is published for every model of {sorted(versions)} "
+                                f"({versions}): export them together (layout.VersionSet)")
+    return {name: common[-keep_versions:] for name in versions}
 
 
 def _needs_scann(versions: dict[str, list[int]], scann_models: Collection[str] | None) -> set[str]:
