@@ -20,6 +20,8 @@ and never imports TensorFlow: the messages are the vendored `serving._protos` mo
 - `retrieval_model` may name several models (the shards of a split index): their top-K lists
   are merged by score.
 - `AsyncRecommenderClient` is the same over `grpc.aio`.
+- TLS: pass `credentials=tls_credentials(ca_file=...)` (a server started with --ssl_config_file);
+  without credentials the channel is plain-text (TF Serving's default).
 
 The recommendation steps are written once, as generators that yield the RPCs they need
 (`_Call`) and receive the responses; the sync and async clients only differ in how they
@@ -330,9 +332,12 @@ class _RecommenderCore:
 class RecommenderClient(_RecommenderCore):
     """Blocking client; safe to share between threads. Close it (or use `with`) to release the channel."""
 
-    def __init__(self, target: str, **options: Any) -> None:
+    def __init__(self, target: str, *, credentials: grpc.ChannelCredentials | None = None, **options: Any) -> None:
+        """Args: see `_RecommenderCore`; credentials: TLS channel credentials (`tls_credentials`), None for
+        a plain-text channel."""
         super().__init__(target, **options)
-        self._channels = {t: grpc.insecure_channel(t, options=_channel_options())
+        self._channels = {t: grpc.secure_channel(t, credentials, options=_channel_options()) if credentials
+                          else grpc.insecure_channel(t, options=_channel_options())
                           for t in dict.fromkeys([self.target, self.retrieval_target])}
         self._prediction = {t: services.PredictionServiceStub(c) for t, c in self._channels.items()}
         self._model_service = {t: services.ModelServiceStub(c) for t, c in self._channels.items()}
@@ -426,9 +431,11 @@ class RecommenderClient(_RecommenderCore):
 class AsyncRecommenderClient(_RecommenderCore):
     """`RecommenderClient` over grpc.aio; create and use it inside a running event loop."""
 
-    def __init__(self, target: str, **options: Any) -> None:
+    def __init__(self, target: str, *, credentials: grpc.ChannelCredentials | None = None, **options: Any) -> None:
+        """Args: as `RecommenderClient`."""
         super().__init__(target, **options)
-        self._channels = {t: grpc.aio.insecure_channel(t, options=_channel_options())
+        self._channels = {t: grpc.aio.secure_channel(t, credentials, options=_channel_options()) if credentials
+                          else grpc.aio.insecure_channel(t, options=_channel_options())
                           for t in dict.fromkeys([self.target, self.retrieval_target])}
         self._prediction = {t: services.PredictionServiceStub(c) for t, c in self._channels.items()}
 
@@ -563,6 +570,33 @@ def _unseen_candidates(
     return _Candidates(kept_ids, kept_scores, width)
 
 
+def tls_credentials(ca_file: str | pathlib.Path | None = None, cert_file: str | pathlib.Path | None = None,
+                    key_file: str | pathlib.Path | None = None) -> grpc.ChannelCredentials:
+    """TLS channel credentials from PEM files.
+
+    Args:
+        ca_file: the CA certificate(s) the server's certificate must chain to; None uses the system's roots.
+        cert_file, key_file: this client's certificate and key, for a server that verifies clients
+            (SSLConfig client_verify); both or neither.
+
+    Raises:
+        ValueError: only one of cert_file / key_file, or a file that cannot be read (named).
+    """
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("give both a client certificate and its key for mutual TLS, or neither")
+
+    def read(path: str | pathlib.Path | None) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return pathlib.Path(path).read_bytes()
+        except OSError as error:
+            raise ValueError(f"cannot read TLS file {path}: {error.strerror}") from None
+
+    return grpc.ssl_channel_credentials(root_certificates=read(ca_file), private_key=read(key_file),
+                                        certificate_chain=read(cert_file))
+
+
 def _channel_options() -> list[tuple[str, int]]:
     return [("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES)]
@@ -625,6 +659,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--saved-models", default=None, help="saved_models folder, for titles")
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline of each RPC in seconds")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--tls", action="store_true", help="connect over TLS (a server with --ssl_config_file)")
+    parser.add_argument("--tls-ca-file", default=None, help="PEM CA certificate of the server (default: system roots)")
+    parser.add_argument("--tls-cert-file", default=None, help="PEM client certificate, for mutual TLS")
+    parser.add_argument("--tls-key-file", default=None, help="PEM client key, for mutual TLS")
     return parser.parse_args(argv)
 
 
@@ -639,7 +677,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         age=args.age, request_time=args.request_time,
     )
     try:
-        with RecommenderClient(args.target, retrieval_target=args.retrieval_target, timeout=args.timeout,
+        credentials = tls_credentials(args.tls_ca_file, args.tls_cert_file, args.tls_key_file) \
+            if args.tls or args.tls_ca_file or args.tls_cert_file or args.tls_key_file else None
+        with RecommenderClient(args.target, credentials=credentials, retrieval_target=args.retrieval_target,
+                               timeout=args.timeout,
                                retrieval_model=[m for m in args.retrieval_model.split(",") if m],
                                ranking_model=args.ranking_model,
                                version_label=args.version_label, saved_models_dir=args.saved_models) as client:
