@@ -26,6 +26,8 @@ from serving.errors import ServingError, invalid_argument
 
 B64_KEY = "b64"
 BYTES_SUFFIX = "_bytes"
+MAX_RANK = 254  # TensorShape::MaxDimensions()
+_MAX_ECHO_CHARS = 2000  # of a JSON value quoted in an error message
 _INT_RANGES: dict[int, tuple[int, int]] = {
     types_pb2.DT_INT8: (-(2**7), 2**7 - 1),
     types_pb2.DT_UINT8: (0, 2**8 - 1),
@@ -71,7 +73,19 @@ def _json_type(value: Any) -> str:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    """A JSON value as an error message quotes it: compact, and cut short when long or deeply nested."""
+    try:
+        text = json.dumps(value, separators=(",", ":"))
+    except RecursionError:
+        return "<a value nested too deeply to print>"
+    return text if len(text) <= _MAX_ECHO_CHARS else f"{text[:_MAX_ECHO_CHARS]}...<{len(text)} characters>"
+
+
+def _dtype_name(dtype: int) -> str:
+    try:
+        return str(types_pb2.DataType.Name(dtype))
+    except ValueError:
+        return str(dtype)
 
 
 def _type_error(value: Any, dtype: int) -> Exception:
@@ -89,6 +103,10 @@ def parse_document(body: bytes) -> dict[str, Any]:
         raise invalid_argument(f"JSON Parse error: Invalid encoding in string. at offset: {error.start}") from error
     except json.JSONDecodeError as error:
         raise invalid_argument(f"JSON Parse error: {error.msg} at offset: {error.pos}") from error
+    except RecursionError as error:
+        raise invalid_argument("JSON Parse error: The document is nested too deeply") from error
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        raise invalid_argument(f"JSON Parse error: {error}") from error
     if not isinstance(document, dict):
         raise invalid_argument(f"JSON Value: {_dumps(document)} Is not object")
     return document
@@ -153,9 +171,12 @@ def _check_lossless(value: float, dtype: int) -> None:
         raise invalid_argument(f"Cannot convert JSON value: {_dumps(value)} to {target} without loss of precision.")
 
 
-def _dense_shape(value: Any) -> list[int]:
+def _dense_shape(value: Any, max_rank: int) -> list[int]:
     shape: list[int] = []
     while isinstance(value, list):
+        if len(shape) == max_rank:
+            raise invalid_argument(f"JSON lists nested more than {max_rank} deep: a tensor has at most "
+                                   f"{max_rank} dimensions here")
         shape.append(len(value))
         if not value:
             break
@@ -179,9 +200,15 @@ def _fill(value: Any, level: int, shape: list[int], dtype: int, out: list[Any]) 
         _fill(item, level + 1, shape, dtype, out)
 
 
-def tensor_from_json(value: Any, dtype: int) -> np.ndarray:
-    """A dense tensor from nested JSON lists (all leaves at the same depth), typed as the signature says."""
-    shape = _dense_shape(value)
+def tensor_from_json(value: Any, dtype: int, max_rank: int = MAX_RANK) -> np.ndarray:
+    """A dense tensor from nested JSON lists (all leaves at the same depth), typed as the signature says.
+
+    Args:
+        value: nested lists of JSON values, e.g. [[1, 2], [3, 4]] for a [2, 2] tensor.
+        dtype: the signature's DataType for it.
+        max_rank: the most dimensions allowed (one less for an instance that gets a batch dimension).
+    """
+    shape = _dense_shape(value, max_rank)
     values: list[Any] = []
     _fill(value, 0, shape, dtype, values)
     array = np.empty(len(values), dtype=_NUMPY_BY_DTYPE.get(dtype, object))
@@ -198,6 +225,11 @@ def parse_predict(document: Mapping[str, Any], infos: InputInfos) -> tuple[dict[
     """
     if not infos:
         raise invalid_argument("Failed to get input map for signature")
+    for name in sorted(infos):
+        if infos[name].dtype not in _NUMPY_BY_DTYPE:
+            raise invalid_argument(f"Input: {name} of the signature has dtype {_dtype_name(infos[name].dtype)}, "
+                                   "which a JSON request cannot carry (only bool, string, integer and "
+                                   "floating-point tensors)")
     has_rows, has_columns = RequestFormat.ROW.value in document, RequestFormat.COLUMNAR.value in document
     if has_rows and has_columns:
         raise invalid_argument(f"JSON Value: {_dumps(document)} Not formatted correctly expecting only one of "
@@ -240,7 +272,7 @@ def _parse_instances(document: Mapping[str, Any], infos: InputInfos) -> dict[str
 def _instance_item(index: int, name: str, value: Any, infos: InputInfos, previous: list[np.ndarray] | None
                    ) -> np.ndarray:
     try:
-        tensor = tensor_from_json(value, infos[name].dtype)
+        tensor = tensor_from_json(value, infos[name].dtype, MAX_RANK - 1)
     except ServingError as error:
         raise invalid_argument(f"Failed to process element: {index} key: {name} of 'instances' list. "
                                f"Error: {error.message}") from error
