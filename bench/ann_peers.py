@@ -11,10 +11,15 @@ set of item embeddings and queries, what a user could pick instead:
 - Annoy (random-projection trees).
 All indexes use the inner product (Faiss METRIC_INNER_PRODUCT, Annoy "dot", ScaNN "dot_product").
 
-Data: a Gaussian mixture (clusters of uneven size, like topics of uneven popularity) of dimension 32,
-the retrieval model's default embedding size; queries are items plus noise, i.e. drawn near the data.
+Data: a realistic corpus (bench.corpus): item and query embeddings of dimension 32 drawn from a generative
+model whose spectrum and norm spread were fitted from a trained two-tower model (bench/corpus_params.json).
 Each setting reports recall@100 against the exact top-100, batched QPS (all queries in one call, all
 usable cores, median over repeats) and single-query latency (one query per call, one thread, p50/p99).
+
+ScaNN is swept over the very grid the export's tuner searches (trainer.retrieval.scann_tuning.tree_candidates:
+about sqrt(N) leaves, the same leaves-searched fractions and reorder sizes, the tree trained on the same
+sample size), and the export's auto-tuned setting is measured by the same function as every other point
+and listed as its own row, next to the sweep's point at the same parameters.
 """
 
 from __future__ import annotations
@@ -39,14 +44,18 @@ import trainer  # noqa: F401  (sets the TensorFlow environment before ScaNN impo
 from scann.scann_ops.py import scann_ops_pybind
 
 from bench.cli import SectionResult, section_parser
+from bench.corpus import describe, generate, generate_queries, load_params
 from bench.machine import usable_cores
 from trainer.config import ExportConfig
 from trainer.metrics import top_k_indices
-from trainer.retrieval.scann_tuning import exact_top_k, recall_against, tune_scann
+from trainer.retrieval.scann_index import TREE_TRAINING_SAMPLE
+from trainer.retrieval.scann_tuning import exact_top_k, recall_against, tree_candidates, tune_scann
 
 K = 100
 DIM = 32
 BRUTE_FORCE = "brute-force (numpy)"
+EXPORT_TUNED = "scann (export auto-tuned)"
+LARGEST_GRAPH_INDEX = 2_000_000  # HNSW and Annoy builds above this take too long on a 2-core machine
 RECALL_TARGETS = (0.9, 0.95, 0.99)
 REPEAT_BUDGET_S = 2.0
 SCORE_CHUNK_FLOATS = 2**25  # 128 MiB of float32 scores per matmul block
@@ -63,13 +72,13 @@ class Scale:
 
 
 DEFAULT_SIZES = (100_000, 1_000_000)
-QUICK_SIZES = (20_000,)
+QUICK_SIZES = (10_000,)
 
 
 def scale_for(num_items: int, quick: bool) -> Scale:
     """Fewer queries where each costs more (a large corpus) or time is short (--quick)."""
     if quick:
-        return Scale(num_items, 300, 50, 2)
+        return Scale(num_items, 200, 30, 1)
     if num_items > 200_000:
         return Scale(num_items, 500, 100, 3)
     return Scale(num_items, 1000, 200, 3)
@@ -118,6 +127,12 @@ def make_embeddings(num_items: int, num_queries: int, dim: int, seed: int) -> tu
     return items, queries
 
 
+def realistic_embeddings(num_items: int, num_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Items [num_items, 32] and queries [num_queries, 32] float32 from the fitted corpus model (bench.corpus)."""
+    params = load_params()
+    return generate(params, num_items, seed), generate_queries(params, num_queries, seed)
+
+
 def brute_force_family(items: np.ndarray) -> Family:
     """The exact baseline: one matmul per block of queries (SCORE_CHUNK_FLOATS scores), then argpartition."""
 
@@ -162,7 +177,8 @@ def scann_setting(searcher: Any, label: str, params: dict[str, Any], leaves: int
 def scann_family(items: np.ndarray, num_leaves: int, leaves_to_search: list[int], reorders: list[int]) -> Family:
     """One ScaNN tree searched at every (leaves_to_search, reorder): both are search-time settings."""
     start = time.perf_counter()
-    searcher = scann_searcher(items, num_leaves, leaves_to_search[0], max(reorders), min(len(items), 250_000))
+    searcher = scann_searcher(items, num_leaves, leaves_to_search[0], max(reorders),
+                              min(len(items), TREE_TRAINING_SAMPLE))
     build_s = time.perf_counter() - start
     settings = [
         scann_setting(searcher, "scann", {"num_leaves": num_leaves, "leaves_to_search": lv, "reorder": r}, lv, r)
@@ -172,25 +188,38 @@ def scann_family(items: np.ndarray, num_leaves: int, leaves_to_search: list[int]
     return Family("scann", build_s, settings)
 
 
-def export_tuned(items: np.ndarray, queries: np.ndarray, exact: np.ndarray, scale: Scale) -> dict[str, Any]:
-    """The setting the export would pick (trainer.retrieval.scann_tuning), measured like every other point."""
+def export_tuned(items: np.ndarray, queries: np.ndarray, exact: np.ndarray, scale: Scale,
+                 points: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The setting the export picks (trainer.retrieval.scann_tuning), measured like every other point.
+
+    The tuner sees other queries than the measurement (a disjoint draw from the same model). Returns the
+    summary (with the sweep's point at the same parameters, for comparison) and the point itself.
+    """
     export = ExportConfig()
+    tuning_queries = generate_queries(load_params(), 2 * len(queries), seed=len(items) + 1)
     start = time.perf_counter()
-    tuning = tune_scann(items, queries, K, export.scann_target_recall, export.scann_brute_force_below)
+    tuning = tune_scann(items, tuning_queries, K, export.scann_target_recall, export.scann_brute_force_below)
     tune_s = time.perf_counter() - start
     chosen = tuning.params
     num_leaves = 0 if chosen.brute_force else chosen.num_leaves
-    searcher = scann_searcher(items, num_leaves, chosen.num_leaves_to_search, chosen.reorder, len(items))
-    setting = scann_setting(searcher, "scann (export auto-tuned)", chosen.to_json(), -1, -1)
+    searcher = scann_searcher(items, num_leaves, chosen.num_leaves_to_search, chosen.reorder,
+                              min(len(items), TREE_TRAINING_SAMPLE))
+    params = {"num_leaves": num_leaves, "leaves_to_search": chosen.num_leaves_to_search, "reorder": chosen.reorder}
+    setting = scann_setting(searcher, EXPORT_TUNED, params, chosen.num_leaves_to_search or -1, chosen.reorder or -1)
     point = measure(setting, queries, exact, scale)
-    return {
+    point.pop("_found")
+    same = next((p for p in points if p["library"] == "scann" and p["params"] == params), None)
+    summary = {
         "label": f"export auto-tuned (target recall {export.scann_target_recall})",
         "target_recall": export.scann_target_recall,
-        "params": {k: v for k, v in chosen.to_json().items() if k != "dimensions_per_block"},
+        "params": params,
         "tune_s": round(tune_s, 2),
         "tuning_recall": tuning.recall,
         **{key: point[key] for key in ("recall", "batch_qps", "latency_ms_p50", "latency_ms_p99")},
+        "sweep_same_params": None if same is None else {
+            key: same[key] for key in ("recall", "batch_qps", "latency_ms_p50", "latency_ms_p99")},
     }
+    return summary, point
 
 
 def faiss_family(
@@ -331,16 +360,17 @@ def families_for(items: np.ndarray) -> Iterator[Callable[[], Family]]:
     """The indexes to compare at this corpus size (settings scale with sqrt(N), as the libraries advise)."""
     n = len(items)
     root = int(np.sqrt(n))
-    leaves = [root, 4 * root]
     yield lambda: brute_force_family(items)
-    for num_leaves in leaves:
-        searched = sorted({max(1, round(num_leaves * f)) for f in (0.005, 0.01, 0.02, 0.05, 0.1)})
-        yield functools.partial(scann_family, items, num_leaves, searched, [K, 250, 1000])
+    grid = tree_candidates(n, K)
+    searched = sorted({p.num_leaves_to_search for p in grid})
+    yield functools.partial(scann_family, items, grid[0].num_leaves, searched, sorted({p.reorder for p in grid}))
     nlist = 4 * root
     yield lambda: faiss_family(items, "faiss-ivf-flat", f"IVF{nlist},Flat", ivf_searches([4, 8, 16, 32, 64, 128]))
     yield lambda: faiss_family(
         items, "faiss-ivf-pq", f"IVF{nlist},PQ{DIM // 2}x4fs,RFlat", refined_ivf_searches([8, 32, 128], [1, 4, 16])
     )
+    if n > LARGEST_GRAPH_INDEX:
+        return
     yield lambda: faiss_family(items, "faiss-hnsw", "HNSW32,Flat", hnsw_searches([100, 200, 400, 800]))
     if n <= 200_000:
         yield lambda: annoy_family(items, num_trees=50, search_k_factors=[1, 4, 16])
@@ -350,7 +380,7 @@ def families_for(items: np.ndarray) -> Iterator[Callable[[], Family]]:
 
 def run_scale(scale: Scale, seed: int) -> dict[str, Any]:
     """Every family at one corpus size; the exact top-K comes from the brute-force baseline of the same run."""
-    items, queries = make_embeddings(scale.num_items, scale.num_queries, DIM, seed)
+    items, queries = realistic_embeddings(scale.num_items, scale.num_queries, seed)
     points: list[dict[str, Any]] = []
     builds: dict[str, float] = {}
     exact: np.ndarray | None = None
@@ -366,8 +396,10 @@ def run_scale(scale: Scale, seed: int) -> dict[str, Any]:
             points.append(point)
         del family
     assert exact is not None
-    tuned = export_tuned(items, queries, exact, scale)
+    tuned, tuned_point = export_tuned(items, queries, exact, scale, points)
+    points.append(tuned_point)
     return {
+        "corpus": describe(load_params()),
         "num_items": scale.num_items,
         "num_queries": scale.num_queries,
         "dim": DIM,
@@ -387,7 +419,8 @@ def _family_key(family: Family) -> str:
 
 
 def best_at_recall(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per library and recall target: the fastest batched setting reaching it, and its speed-up over brute force."""
+    """Per library and recall target: the fastest batched setting reaching it (its speed-up over brute force and
+    its single-query p50), and the best single-query rate (1000 / p50 ms) of any setting reaching it."""
     baseline = next(p for p in points if p["library"] == BRUTE_FORCE)
     rows = []
     for library in dict.fromkeys(p["library"] for p in points if p["library"] != BRUTE_FORCE):
@@ -398,6 +431,8 @@ def best_at_recall(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[f"qps@{target}"] = None if best is None else round(best["batch_qps"], 1)
             row[f"speedup@{target}"] = None if best is None else round(best["batch_qps"] / baseline["batch_qps"], 2)
             row[f"p50_ms@{target}"] = None if best is None else round(best["latency_ms_p50"], 3)
+            one = min(reaching, key=lambda p: p["latency_ms_p50"], default=None)
+            row[f"single_qps@{target}"] = None if one is None else round(1000 / one["latency_ms_p50"], 1)
         rows.append(row)
     return rows
 

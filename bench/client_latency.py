@@ -9,10 +9,13 @@
    Figures: seconds spent in the import statement, the process's peak RSS after it, and
    whether TensorFlow got loaded.
 2. recommend() (retrieve the top 100 -> drop the watched items -> rank -> top 10) at 1, 4 and 16
-   concurrent callers (threads sharing one client), with synthetic contract-conforming models
-   (`trainer.export.synthetic_models`) over 100k and 1M items; retrieval is the `retrieval` model,
-   a ScaNN index (tree of sqrt(M) leaves, 5% searched, 400 re-scored exactly), or with
-   `--retrieval retrieval_bruteforce` exact search over the whole catalogue:
+   concurrent callers (threads sharing one client), over realistic catalogues of 100k and 1M items
+   (bench.realistic_export): retrieval is a trained candidate generator (a small one trained on a
+   synthetic log: real query tower, real requests from its test period) exported by `export_retrieval`
+   over a catalogue drawn from the fitted corpus model (bench.corpus), i.e. the `retrieval` model with
+   ScaNN auto-tuned to the export's recall target, or with `--retrieval retrieval_bruteforce` exact
+   search; ranking is a synthetic contract-conforming model over the same catalogue
+   (`trainer.export.synthetic_models`: a dot product, so its cost but not its quality is a ranker's):
    - through `python -m serving.server` (gRPC on localhost, a subprocess, no server-side batching);
    - the baseline: the same SavedModels loaded in this process (`tf.saved_model.load`) and the
      same steps called directly (no RPC, no serialisation), in the same run.
@@ -37,11 +40,11 @@ import numpy as np
 
 from bench.cli import SectionResult, section_parser
 from bench.harness import REPO_ROOT
+from bench.realistic_export import TrainedSetup, corpus_note, export_realistic, train_small
 from recsys_common import contract
 
 K = 10
 CANDIDATES = 100
-DIM = 32
 CONCURRENCY = (1, 4, 16)
 IMPORTS = {
     "serving.client": "import serving.client",
@@ -87,14 +90,18 @@ def _probe(statement: str) -> tuple[float, float, bool]:
     return float(seconds), float(rss), loaded == "True"
 
 
-def make_users(item_ids: np.ndarray, count: int, seed: int = 0) -> list[dict[str, Any]]:
-    """Users with 0-20 watched items each (drawn from the catalogue) and some demographics."""
-    rng = np.random.default_rng(seed)
+def users_of(requests: dict[str, np.ndarray], count: int) -> list[dict[str, Any]]:
+    """The first `count` real requests (contract inputs, rows [R]) as the client's user mappings."""
     users = []
-    for index in range(count):
-        history = rng.choice(item_ids, size=int(rng.integers(0, 21)), replace=False).tolist()
-        users.append({"user_id": f"user{index}", "watch_history": history, "age": int(rng.integers(18, 70)),
-                      "gender": str(rng.choice(["F", "M", ""]))})
+    for row in range(min(count, len(requests[contract.USER_ID]))):
+        user: dict[str, Any] = {}
+        for spec in contract.USER_INPUTS:
+            if spec.name not in requests:
+                continue
+            value = requests[spec.name][row]
+            user[spec.name] = ([str(v) for v in value if v not in ("", b"")] if spec.rank == 2 else
+                               str(value) if spec.dtype == "string" else int(value))
+        users.append(user)
     return users
 
 
@@ -155,21 +162,33 @@ class InProcessRecommender:
         return [(unseen[i], float(scores[i])) for i in order]
 
 
-def latency(num_items: int, retrieval: str, requests_per_level: int, work: pathlib.Path) -> dict[str, Any]:
+def export_models(setup: TrainedSetup, num_items: int, base: pathlib.Path) -> tuple[dict[str, Any], float]:
+    """The trained retrieval models over a realistic catalogue and a synthetic ranking model over the same items."""
+    from trainer.export import synthetic_models
+
+    corpus, exported, export_s = export_realistic(setup, num_items, base)
+    rng = np.random.default_rng(num_items)
+    users = (0.1 * rng.standard_normal((synthetic_models.USER_BUCKETS, corpus.item_embeddings.shape[1]))
+             ).astype(np.float32)
+    catalog = synthetic_models.SyntheticCatalog(np.asarray(corpus.item_ids), corpus.item_embeddings, users, {})
+    started = time.perf_counter()
+    exported.update(synthetic_models.export_synthetic_models(base, catalog, (contract.RANKING,), k=CANDIDATES))
+    return exported, export_s + time.perf_counter() - started
+
+
+def latency(setup: TrainedSetup, num_items: int, retrieval: str, requests_per_level: int,
+            work: pathlib.Path) -> dict[str, Any]:
     """Server and in-process figures for one catalogue size."""
     import trainer  # noqa: F401  (TensorFlow's environment, before the exporter imports TensorFlow)
     from serving import testing
     from serving.client import RecommenderClient
-    from trainer.export import server_configs, synthetic_models
+    from trainer.export import server_configs
 
     models = (retrieval, contract.RANKING)
     base = work / f"saved_models_{num_items}"
-    catalog = synthetic_models.make_catalog(num_items, dim=DIM)
-    started = time.perf_counter()
-    exported = synthetic_models.export_synthetic_models(base, catalog, models, k=CANDIDATES)
-    export_s = time.perf_counter() - started
+    exported, export_s = export_models(setup, num_items, base)
     paths = server_configs.write_server_configs(base, models, keep_versions=1)
-    users = make_users(catalog.item_ids, 256)
+    users = users_of(setup.requests, 256)
     started = time.perf_counter()
     with testing.running_server(wait_for=models, model_config_file=paths[server_configs.LOCAL_MODELS_CONFIG],
                                 timeout=300, log_dir=work / f"server_{num_items}") as server:
@@ -204,18 +223,22 @@ def run(quick: bool, items: Sequence[int], retrieval: str, skip_latency: bool) -
         }],
         "notes": [
             (f"recommend(): retrieve {CANDIDATES} with the {retrieval!r} model, drop watched items, rank, keep {K}; "
-             f"synthetic models with {DIM}-d embeddings; threads share one client; no server-side batching."),
+             "retrieval: a trained candidate generator exported over the realistic catalogue; ranking: a synthetic "
+             "dot-product model over the same items; threads share one client; no server-side batching."),
         ],
     }
     if skip_latency:
         payload["skipped_parts"] = ["recommend() latency (--skip-latency)"]
         return payload
     latency_rows: list[dict[str, Any]] = []
+    setup = train_small(256)
+    payload["corpus"] = corpus_note(setup)
+    payload["notes"].append(f"Corpus: {payload['corpus']}.")
     with tempfile.TemporaryDirectory(prefix="bench-client-") as work:
         for num_items in items:
             exhaustive = retrieval != contract.RETRIEVAL and num_items > 200_000
-            per_level = 30 if quick else (60 if exhaustive else 150)
-            figures = latency(num_items, retrieval, per_level, pathlib.Path(work))
+            per_level = 30 if quick else (60 if exhaustive else 200)
+            figures = latency(setup, num_items, retrieval, per_level, pathlib.Path(work))
             latency_rows.extend(figures.pop("rows"))
             payload[f"items_{num_items}"] = figures
     payload["latency"] = latency_rows

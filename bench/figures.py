@@ -76,6 +76,14 @@ def ann_tradeoff(
         tuned = scale.get("export_tuned")
         if tuned and number(tuned.get("recall")) is not None and number(tuned.get("batch_qps")) is not None:
             highlights[title] = [(tuned.get("label", "export auto-tuned"), tuned["recall"], tuned["batch_qps"])]
+        single = f"{title}, single query (1000 / p50 ms)"
+        panels[single] = [TradeoffPoint(p["library"], p["recall"], 1000 / p["latency_ms_p50"])
+                          for p in scale["points"] if p not in exact and number(p.get("latency_ms_p50"))]
+        if exact and number(exact[0].get("latency_ms_p50")):
+            baselines[single] = 1000 / exact[0]["latency_ms_p50"]
+        if tuned and number(tuned.get("recall")) is not None and number(tuned.get("latency_ms_p50")):
+            highlights[single] = [(tuned.get("label", "export auto-tuned"), tuned["recall"],
+                                   1000 / tuned["latency_ms_p50"])]
     return panels, baselines, highlights
 
 

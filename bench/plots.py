@@ -76,7 +76,7 @@ def plot_recall_qps(
             ax.scatter([recall], [qps], marker="*", s=220, color="gold", edgecolor="black", zorder=5, label=label)
         ax.set_yscale("log")
         ax.set_xlabel("recall@100 (against exact top-100)")
-        ax.set_ylabel("queries per second (batched)")
+        ax.set_ylabel("queries per second" + ("" if "single query" in title else " (batched)"))
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="lower left")

@@ -18,6 +18,7 @@ from typing import Any
 from bench.figures import number
 from bench.harness import OK, REPO_ROOT, REUSED, Outcome
 
+EXPORT_TUNED = "scann (export auto-tuned)"  # bench.ann_peers's label (not imported: it loads ScaNN and Faiss)
 RESERVED = frozenset({"section", "command", "quick", "started", "wall_s", "machine", "provenance", "baseline", "notes",
                       "skipped", "skipped_parts", "tables"})
 MAX_ROWS = 40
@@ -148,9 +149,11 @@ def ann_peers_body(result: Mapping[str, Any]) -> str:
         parts.append(
             f"### {scale['num_items']:,} items, dim {scale['dim']}, top-{scale['k']}, "
             f"{scale['num_queries']:,} queries\n\n"
-            f"Baseline, exact brute force: **{fmt(exact['batch_qps'])} QPS** batched, "
+            + (f"Corpus: {scale['corpus']}.\n\n" if scale.get("corpus") else "")
+            + f"Baseline, exact brute force: **{fmt(exact['batch_qps'])} QPS** batched, "
             f"{fmt(exact['latency_ms_p50'])} ms p50 single-query. Best batched QPS of each library at a recall "
-            "target (speed-up over brute force in the same run):\n"
+            "target (speed-up over brute force in the same run), and the best single-query rate (one query per "
+            "call, one thread, 1000 / p50 ms):\n"
         )
         rows = []
         for row in scale["best_at_recall"]:
@@ -160,6 +163,8 @@ def ann_peers_body(result: Mapping[str, Any]) -> str:
                 qps, speedup = row[key], row[f"speedup@{target}"]
                 cells[f"recall ≥ {target}"] = "–" if qps is None else f"{fmt(qps)} ({speedup:g}×)"
                 cells[f"p50 ms @{target}"] = row.get(f"p50_ms@{target}")
+                if f"single_qps@{target}" in row:
+                    cells[f"single-query QPS @{target}"] = row[f"single_qps@{target}"]
             rows.append(cells)
         columns = list(dict.fromkeys(c for r in rows for c in r))
         parts.append(markdown_table(columns, rows))
@@ -179,10 +184,14 @@ def ann_peers_body(result: Mapping[str, Any]) -> str:
 def _tuned_line(tuned: Mapping[str, Any]) -> str:
     if tuned.get("skipped"):
         return f"Export auto-tuning: not measured ({tuned['skipped']}).\n"
+    same = tuned.get("sweep_same_params")
+    sweep = ("" if not same else f" The sweep's point at the same parameters: recall@100 {fmt(same.get('recall'))}, "
+             f"{fmt(same.get('batch_qps'))} QPS batched, {fmt(same.get('latency_ms_p50'))} ms p50.")
     return (f"The export's auto-tuned ScaNN setting (`trainer.retrieval.scann_tuning.tune_scann`, target recall "
-            f"{fmt(tuned.get('target_recall'))}): {fmt(tuned.get('params'))} → recall@100 {fmt(tuned.get('recall'))}, "
+            f"{fmt(tuned.get('target_recall'))}; the row `{EXPORT_TUNED}` above, the star in the plot): "
+            f"{fmt(tuned.get('params'))} → recall@100 {fmt(tuned.get('recall'))}, "
             f"{fmt(tuned.get('batch_qps'))} QPS batched, {fmt(tuned.get('latency_ms_p50'))} ms p50 "
-            f"(tuning took {fmt(tuned.get('tune_s'))} s).\n")
+            f"(tuning took {fmt(tuned.get('tune_s'))} s).{sweep}\n")
 
 
 RENDERERS: dict[str, Callable[[Mapping[str, Any]], str]] = {"ann_peers": ann_peers_body}

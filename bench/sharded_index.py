@@ -2,8 +2,9 @@
 
 `python -m bench.sharded_index --out FILE.json [--quick]`
 
-A clustered synthetic corpus (M items around 200 topic centres in d=32; default M=200k, --quick 20k)
-with a hashed-user query tower is split into S shards by `trainer.retrieval.sharding.split_corpus`
+A realistic corpus (bench.corpus: M item embeddings in d=32 with the spectrum and norm spread of a trained
+two-tower model's, default M=200k, --quick 20k) with a hashed-user query tower over 1,000 query embeddings
+drawn from the same fitted model is split into S shards by `trainer.retrieval.sharding.split_corpus`
 (crc32 of the item id); each shard is a `retrieval` SavedModel over its items with its own ScaNN
 searcher tuned by `tune_scann` to recall@K >= 0.95 (S = 1: the unsharded index, the baseline). For
 each S, `python -m serving.server` serves the shards (and a trivial ranking model) and
@@ -31,6 +32,7 @@ import trainer  # noqa: F401  (TensorFlow's environment, before TensorFlow loads
 import tensorflow as tf
 
 from bench.cli import SectionResult, section_parser
+from bench.corpus import describe, generate, generate_queries, load_params
 from recsys_common import contract
 from serving.client import RecommenderClient
 from serving.testing import running_server
@@ -41,7 +43,6 @@ from trainer.retrieval.scann_tuning import exact_top_k
 from trainer.retrieval.sharding import publish_scann_shards, shard_model_names, split_corpus
 
 DIM = 32
-TOPICS = 200
 USERS = 1000
 K = 100
 TARGET_RECALL = 0.95
@@ -93,7 +94,7 @@ def measure(sizes: Sizes) -> dict[str, Any]:
                     "rows": rows}],
         "rows": rows,
         "notes": [
-            (f"corpus: {sizes.items} items around {TOPICS} centres, d={DIM}; each shard tuned to recall@{K} >= "
+            (f"corpus: {sizes.items} items, {describe(load_params())}; each shard tuned to recall@{K} >= "
             f"{TARGET_RECALL} (exact search below {sizes.brute_force_below} items)"),
             ("all shards run in one local server process on this machine: the latency shows the merge and "
             "per-shard overheads, not the speed-up of shards on separate machines"),
@@ -102,13 +103,10 @@ def measure(sizes: Sizes) -> dict[str, Any]:
 
 
 def make_corpus(items: int, seed: int) -> dict[str, np.ndarray]:
-    """Item ids [M], item embeddings [M, d] clustered around topic centres, user embeddings [USERS, d]."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((TOPICS, DIM)).astype(np.float32)
-    item_vectors = centres[rng.integers(0, TOPICS, items)] + 0.5 * rng.standard_normal((items, DIM))
-    user_vectors = centres[rng.integers(0, TOPICS, USERS)] + 0.5 * rng.standard_normal((USERS, DIM))
+    """Item ids [M], realistic item embeddings [M, d] and query embeddings [USERS, d] (bench.corpus)."""
+    params = load_params()
     return {"ids": np.array([f"item-{i}" for i in range(items)], dtype=object),
-            "items": (item_vectors / np.sqrt(DIM)).astype(np.float32), "users": user_vectors.astype(np.float32)}
+            "items": generate(params, items, seed), "users": generate_queries(params, USERS, seed)}
 
 
 class HashedUserTower(tf.Module):

@@ -8,9 +8,9 @@ import pytest
 pytest.importorskip("faiss", reason="faiss-cpu is in the [bench] extra")
 pytest.importorskip("annoy", reason="annoy is in the [bench] extra")
 
-from bench import ann_peers
+from bench import ann_peers, corpus
 from bench.ann_peers import K, Scale
-from trainer.retrieval.scann_tuning import recall_against
+from trainer.retrieval.scann_tuning import recall_against, tree_candidates
 
 
 def naive_top_k(items: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -106,3 +106,19 @@ def test_bad_sizes_are_rejected_with_the_reason(text: str, capsys: pytest.Captur
     with pytest.raises(SystemExit):
         ann_peers.main(["--out", "unused.json", "--sizes", text])
     assert "--sizes" in capsys.readouterr().err
+
+
+def test_realistic_embeddings_come_from_the_fitted_corpus_model() -> None:
+    items, queries = ann_peers.realistic_embeddings(2000, 30, seed=4)
+    assert items.shape == (2000, ann_peers.DIM) and queries.shape == (30, ann_peers.DIM)
+    np.testing.assert_array_equal(items, ann_peers.realistic_embeddings(2000, 30, seed=4)[0])
+    params = corpus.load_params()
+    np.testing.assert_allclose(np.median(np.linalg.norm(items, axis=1)), params.item_norm_quantiles[50], rtol=0.01)
+
+
+def test_the_scann_sweep_searches_the_export_tuners_grid() -> None:
+    items, _ = ann_peers.realistic_embeddings(3000, 10, seed=0)
+    make_scann = list(ann_peers.families_for(items))[1]
+    swept = {(s.params["num_leaves"], s.params["leaves_to_search"], s.params["reorder"])
+             for s in make_scann().settings}
+    assert swept == {(p.num_leaves, p.num_leaves_to_search, p.reorder) for p in tree_candidates(3000, K)}
