@@ -11,6 +11,8 @@ waitress (a pure-Python WSGI server) does the HTTP: a listen backlog of 1024, re
 in full by its I/O thread before a worker thread sees them (a slow sender holds a socket, never
 a thread), connections idle longer than the timeout closed, a body over the cap refused with
 413 from its Content-Length alone, and at most `num_threads` requests worked on at a time.
+The same timeout bounds a request's run once its body is in (504 DEADLINE_EXCEEDED), as TF
+Serving's --rest_api_timeout_in_ms does.
 """
 
 from __future__ import annotations
@@ -58,8 +60,9 @@ class RestOptions:
 
     Attributes:
         num_threads: requests worked on at once (TF Serving's --rest_api_num_threads; 0: 4 per CPU).
-        timeout_s: a connection that sends or receives nothing for this long is closed
-            (from TF Serving's --rest_api_timeout_in_ms; waitress counts whole seconds).
+        timeout_s: TF Serving's --rest_api_timeout_in_ms: how long a request may run once its body is in
+            (504 DEADLINE_EXCEEDED after), and how long a connection may send or receive nothing before
+            it is closed (waitress counts whole seconds).
         max_request_bytes: the largest request body accepted; a larger one gets 413.
         backlog: connections the kernel queues before the server accepts them.
         connection_limit: open connections at once; further ones wait in the backlog.
@@ -105,8 +108,9 @@ def _model_request(name: str, version: str | None, label: str | None) -> ModelRe
     return ModelRequest(name, int(version) if version else None, urllib.parse.unquote(label) if label else None)
 
 
-def predict(core: ServingCore, model: ModelRequest, body: bytes) -> dict[str, Any]:
-    """A REST Predict: rows or columns in, the same format out."""
+def predict(core: ServingCore, model: ModelRequest, body: bytes, deadline: float | None = None) -> dict[str, Any]:
+    """A REST Predict: rows or columns in, the same format out; the run is cancelled at `deadline`
+    (a `time.monotonic()` time)."""
     document = json_codec.parse_document(body)
     signature_name = json_codec.signature_name_of(document)
     with core.acquire(model) as servable:
@@ -115,7 +119,7 @@ def predict(core: ServingCore, model: ModelRequest, body: bytes) -> dict[str, An
         if name not in signatures:
             raise invalid_argument(f'Serving signature name: "{name}" not found in signature def')
         inputs, request_format = json_codec.parse_predict(document, signatures[name].inputs)
-        outputs = core.run_signature(servable, name, inputs)
+        outputs = core.run_signature(servable, name, inputs, deadline=deadline)
     return json_codec.predict_response(outputs, request_format)
 
 
@@ -125,19 +129,19 @@ def _examples_request(request: Any, model: ModelRequest, body: bytes, method: st
     request.input.CopyFrom(json_codec.parse_examples(document, method))
 
 
-def classify(core: ServingCore, model: ModelRequest, body: bytes) -> dict[str, Any]:
+def classify(core: ServingCore, model: ModelRequest, body: bytes, deadline: float | None = None) -> dict[str, Any]:
     request = classification_pb2.ClassificationRequest()
     _examples_request(request, model, body, "classify")
-    return json_codec.classification_response(core.classify(request).result)
+    return json_codec.classification_response(core.classify(request, deadline).result)
 
 
-def regress(core: ServingCore, model: ModelRequest, body: bytes) -> dict[str, Any]:
+def regress(core: ServingCore, model: ModelRequest, body: bytes, deadline: float | None = None) -> dict[str, Any]:
     request = regression_pb2.RegressionRequest()
     _examples_request(request, model, body, "regress")
-    return json_codec.regression_response(core.regress(request).result)
+    return json_codec.regression_response(core.regress(request, deadline).result)
 
 
-_POST_HANDLERS: dict[str, Callable[[ServingCore, ModelRequest, bytes], dict[str, Any]]] = {
+_POST_HANDLERS: dict[str, Callable[[ServingCore, ModelRequest, bytes, float | None], dict[str, Any]]] = {
     "predict": predict, "classify": classify, "regress": regress}
 
 
@@ -152,12 +156,19 @@ def _malformed(method: str, path: str) -> Response:
 
 
 class RestApp:
-    """The WSGI application: routes one request; never lets an exception escape (the server keeps serving)."""
+    """The WSGI application: routes one request; never lets an exception escape (the server keeps serving).
 
-    def __init__(self, core: ServingCore, metrics: Metrics | None, metrics_path: str | None) -> None:
+    Args:
+        timeout_s: how long a Predict, Classify or Regress may run once its body is in (TF Serving's
+            --rest_api_timeout_in_ms); None: no limit.
+    """
+
+    def __init__(self, core: ServingCore, metrics: Metrics | None, metrics_path: str | None,
+                 timeout_s: float | None = None) -> None:
         self.core = core
         self.metrics = metrics
         self.metrics_path = metrics_path
+        self.timeout_s = timeout_s
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         status, body, content_type = self.respond(environ)
@@ -200,8 +211,9 @@ class RestApp:
             return _malformed("POST", path)
         name, version, label, method = match.groups()
         handler = _POST_HANDLERS[method.lower()]
+        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
         return self._answer(_API_BY_METHOD[method.lower()], urllib.parse.unquote(name),
-                            lambda: handler(self.core, _model_request(name, version, label), body))
+                            lambda: handler(self.core, _model_request(name, version, label), body, deadline))
 
     def _answer(self, api: str, model_name: str, handle: Callable[[], dict[str, Any]]) -> Response:
         started = time.perf_counter()
@@ -233,8 +245,8 @@ class RestServer:
         self.options = options or RestOptions()
         self._map: dict[int, Any] = {}
         listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self._server = waitress.create_server(RestApp(core, metrics, metrics_path), map=self._map, listen=listen,
-                                              **self.options.waitress_settings())
+        app = RestApp(core, metrics, metrics_path, self.options.timeout_s)
+        self._server = waitress.create_server(app, map=self._map, listen=listen, **self.options.waitress_settings())
         sockets = [d for d in self._map.values() if isinstance(d, BaseWSGIServer)]
         self.server_address: tuple[str, int] = (host, int(sockets[0].socket.getsockname()[1]))
         self._running = threading.Event()

@@ -44,7 +44,7 @@ from serving.model_config import (
 )
 from serving.model_manager import LoadPolicy, ModelManager
 from serving.monitoring import Metrics
-from serving.rest import RestServer
+from serving.rest import RestOptions, RestServer
 from serving.session_model import SessionModel
 from serving.warmup import replay_warmup
 
@@ -76,6 +76,9 @@ class ServerOptions:
     load_retry_interval_micros: int = 60_000_000
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
+    rest_api_num_threads: int = 0
+    rest_api_timeout_in_ms: int = 30_000
+    rest_api_max_request_bytes: int = RestOptions.max_request_bytes
 
     def models(self) -> list[ModelSettings]:
         """The models to serve: the config file's, or the single --model_name / --model_base_path one."""
@@ -108,6 +111,9 @@ FLAG_HELP = {
     "load_retry_interval_micros": "wait between load attempts",
     "tensorflow_intra_op_parallelism": "TF intra-op threads per session; 0 lets TF choose",
     "tensorflow_inter_op_parallelism": "TF inter-op threads per session; 0 lets TF choose",
+    "rest_api_num_threads": "REST requests worked on at once; 0 means 4 per CPU (as TF Serving)",
+    "rest_api_timeout_in_ms": "REST request timeout (then 504); also closes a connection idle this long",
+    "rest_api_max_request_bytes": "largest REST request body; a larger one is refused with 413",
 }
 
 
@@ -146,7 +152,9 @@ class ModelServer:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
         self._models = models = options.models()
-        self.metrics = Metrics()
+        self.rest_options = RestOptions.from_flags(options.rest_api_num_threads, options.rest_api_timeout_in_ms,
+                                                   options.rest_api_max_request_bytes)
+        self.metrics = Metrics(model_known=lambda name: self.manager.serves(name))
         monitoring = read_monitoring_config(Path(options.monitoring_config_file)) \
             if options.monitoring_config_file else None
         self.metrics_path = metrics_path(monitoring)
@@ -228,7 +236,7 @@ class ModelServer:
         if self.options.rest_api_port:
             try:
                 self._rest_server = RestServer((self.bind_host, self.options.rest_api_port), self.core,
-                                               self.metrics, self.metrics_path)
+                                               self.metrics, self.metrics_path, self.rest_options)
             except OSError as error:
                 raise RuntimeError(f"Cannot bind the REST API to {self.options.host}:"
                                    f"{self.options.rest_api_port}: {error}") from error

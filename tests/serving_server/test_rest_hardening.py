@@ -34,7 +34,8 @@ PREDICT = "/v1/models/affine:predict"
 
 
 class Odd(tf.Module):
-    """Signatures whose second input is a DT_VARIANT (serving_default) or a DT_RESOURCE ("resource")."""
+    """Signatures whose second input is a DT_VARIANT (serving_default) or a DT_RESOURCE ("resource"), and
+    "spin": y = x after x[0] rounds of a while loop, a run as long as the caller asks."""
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x"),
                                   tf.TensorSpec([], tf.variant, name="v")])
@@ -46,6 +47,13 @@ class Odd(tf.Module):
     def resource(self, x: tf.Tensor, r: tf.Tensor) -> dict[str, tf.Tensor]:
         return {"y": 3.0 * x}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def spin(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        rounds = tf.cast(x[0], tf.int64)
+        _, spun = tf.while_loop(lambda i, acc: i < rounds, lambda i, acc: (i + 1, tf.sin(acc) * 0.0 + acc),
+                                [tf.constant(0, tf.int64), x])
+        return {"y": spun}
+
 
 @pytest.fixture(scope="module")
 def hardened(model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
@@ -53,7 +61,7 @@ def hardened(model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     folder = tmp_path_factory.mktemp("hardened")
     odd = Odd()
     tf.saved_model.save(odd, str(folder / "odd" / "1"), signatures={"serving_default": odd.serve,
-                                                                    "resource": odd.resource})
+                                                                    "resource": odd.resource, "spin": odd.spin})
     models = {"affine": model_root / "affine", "odd": folder / "odd"}
     (folder / "models.config").write_text(model_config_text(models))
     (folder / "monitoring.config").write_text(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
@@ -198,6 +206,18 @@ def test_slow_senders_hold_no_thread_and_are_cut_off_by_the_timeout(hardened: Se
     finally:
         for sock in slow:
             sock.close()
+    assert_affine_answers(hardened)
+
+
+def test_a_run_longer_than_the_rest_timeout_is_cancelled_with_504(hardened: ServerProcess) -> None:
+    assert post(hardened, "/v1/models/odd:predict", b'{"signature_name": "spin", "instances": [50.0]}') == \
+        (200, {"predictions": [50.0]})
+    started = time.monotonic()
+    status, answer = post(hardened, "/v1/models/odd:predict", b'{"signature_name": "spin", "instances": [1e12]}',
+                          timeout=60.0)
+    elapsed = time.monotonic() - started
+    assert status == 504, answer
+    assert TIMEOUT_MS / 1000 <= elapsed < TIMEOUT_MS / 1000 + 20
     assert_affine_answers(hardened)
 
 
