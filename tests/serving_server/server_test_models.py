@@ -72,6 +72,17 @@ class Counter(tf.Module):
         return {"y": 2.0 * x, "runs": tf.fill(tf.shape(x), runs)}
 
 
+class Slow(tf.Module):
+    """y = x after x[0] rounds of a while loop: a model whose run takes as long as the caller asks."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        rounds = tf.cast(x[0], tf.int64)
+        _, spun = tf.while_loop(lambda i, acc: i < rounds, lambda i, acc: (i + 1, tf.sin(acc) * 0.0 + acc),
+                                [tf.constant(0, tf.int64), x])
+        return {"y": spun}
+
+
 def save_module(module: tf.Module, path: Path, namespace_whitelist: tuple[str, ...] = ()) -> Path:
     tf.saved_model.save(module, str(path), signatures={contract.SIGNATURE_NAME: module.serve},
                         options=tf.saved_model.SaveOptions(namespace_whitelist=list(namespace_whitelist)))
