@@ -307,3 +307,25 @@ def test_a_second_exporter_waits_for_the_first(tmp_path):
         order.append("first")
     thread.join(10)
     assert order[0] == "first" and {path.name for path in order[1].values()} == {"2"}
+
+
+def test_the_metadata_lists_every_op_the_saved_graph_needs(tmp_path):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from trainer.export.synthetic_models import export_synthetic_models, make_catalog
+
+    published = export_synthetic_models(tmp_path, make_catalog(40, dim=4), models=contract.MODEL_NAMES, k=5)
+    for name, version_dir in published.items():
+        metadata = layout.read_metadata(version_dir)
+        saved = saved_model_pb2.SavedModel.FromString((version_dir / "saved_model.pb").read_bytes())
+        stripped = sorted(op.name for op in saved.meta_graphs[0].meta_info_def.stripped_op_list.op)  # TF's own list
+        assert metadata[layout.REQUIRED_OPS] == stripped, name
+        assert metadata[layout.CUSTOM_OPS] == [op for op in stripped if op.startswith("Scann>")], name
+    assert {"Scann>ScannSearchBatched", "Scann>TensorsToScann"} <= set(
+        layout.read_metadata(published[contract.RETRIEVAL])[layout.CUSTOM_OPS])
+    assert "MatMul" in layout.read_metadata(published[contract.RETRIEVAL_BRUTEFORCE])[layout.REQUIRED_OPS]
+
+
+def test_ops_of_a_folder_without_a_saved_model_name_it(tmp_path):
+    with pytest.raises(layout.ExportError, match="saved_model.pb cannot be read"):
+        layout.saved_model_ops(tmp_path)

@@ -37,6 +37,7 @@ from typing import IO, Any
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf import message as message_lib
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from recsys_common import contract
@@ -45,6 +46,8 @@ from recsys_common.warmup_log import read_warmup_logs
 from trainer.run import json_default
 
 TEMP_PREFIX = ".tmp-"
+REQUIRED_OPS = "required_ops"  # export metadata: every op the saved graph runs
+CUSTOM_OPS = "custom_ops"  # export metadata: those of a custom namespace ("Scann>...")
 JOURNAL_PREFIX = ".publishing-"
 LOCK_FILE = ".export.lock"
 _PUBLISH_ATTEMPTS = 5
@@ -359,14 +362,42 @@ def version_writer(
         metadata: the export metadata asset (`write_metadata`).
         warmups: warmup requests (`write_warmup_requests`); none written when empty.
         namespaces: custom op namespaces the SavedModel may use, e.g. (SCANN_NAMESPACE,).
+
+    The metadata gains `required_ops` (every op of the saved graph and its functions, `saved_model_ops`)
+    and `custom_ops` (those in a namespace, e.g. "Scann>ScannSearchBatched"), so a TF Serving image can be
+    checked against the ops a version needs before it is deployed.
     """
     def write(version_dir: pathlib.Path) -> None:
         save_signature_model(module, module.serve, version_dir, namespace_whitelist=namespaces)
-        write_metadata(version_dir, metadata)
+        ops = saved_model_ops(version_dir)
+        write_metadata(version_dir, {**metadata, REQUIRED_OPS: ops, CUSTOM_OPS: [op for op in ops if ">" in op]})
         if warmups:
             write_warmup_requests(version_dir, name, warmups)
 
     return write
+
+
+def saved_model_ops(version_dir: pathlib.Path) -> list[str]:
+    """The sorted names of every op the SavedModel in `version_dir` runs: graph nodes and function bodies.
+
+    Calls of the SavedModel's own functions are not ops and are left out. Raises ExportError if
+    `saved_model.pb` is missing or unreadable.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = pathlib.Path(version_dir) / "saved_model.pb"
+    saved = saved_model_pb2.SavedModel()
+    try:
+        saved.ParseFromString(path.read_bytes())
+    except (OSError, message_lib.DecodeError) as error:
+        raise ExportError(f"{path} cannot be read as a SavedModel: {error}") from None
+    ops: set[str] = set()
+    for graph in (meta_graph.graph_def for meta_graph in saved.meta_graphs):
+        functions = {function.signature.name for function in graph.library.function}
+        ops.update(node.op for node in graph.node)
+        ops.update(node.op for function in graph.library.function for node in function.node_def)
+        ops -= functions
+    return sorted(ops)
 
 
 def write_warmup_requests(
