@@ -3,7 +3,7 @@
     models.config        ModelServerConfig with container paths (/models/<name>), for TF Serving in Docker
     models.local.config  the same with absolute host paths, for `python -m serving.server` or a host TF Serving
     models.stock.config  the models stock `tensorflow/serving` can load (no ScaNN ops), container paths
-    models.scann.config  the models that need the ScaNN ops (`google/tf-serving-scann`), container paths
+    models.scann.config  the models that need the ScaNN ops (deploy/tf-serving-scann's image), container paths
     batching.config      BatchingParameters (--enable_batching --batching_parameters_file=...)
     monitoring.config    MonitoringConfig: Prometheus metrics on the REST port
 
