@@ -53,7 +53,7 @@ import pandas as pd
 
 from trainer.config import MOVIELENS_SOURCES
 from trainer.data.schema import DataError, Dataset, validate_events, validate_items, validate_users
-from trainer.data.table_csv import with_missing_rows
+from trainer.data.table_csv import check_blank_lines, with_missing_rows
 from trainer.progress import progress_bar
 from trainer.run import LOGGER_NAME
 
@@ -380,7 +380,7 @@ def read_table(folder: Path, table: TableFormat) -> pd.DataFrame:
     empty_text = any((frame[c].str.strip() == "").any() for c in required_text)
     if empty_text or any(not np.isfinite(frame[c].to_numpy()).all() for c in table.floats):
         raise _diagnose(path, table, "an empty or invalid field")
-    _check_blank_lines(path, table, len(frame))
+    check_blank_lines(path, len(frame), header_lines=1 if table.header else 0, log=LOGGER)
     _check_values(path, table, frame)
     return frame
 
@@ -410,35 +410,6 @@ def _check_values(path: Path, table: TableFormat, frame: pd.DataFrame) -> None:
             value = value.item() if isinstance(value, np.generic) else value
             raise DataError(f"{path} line {row + first_line}: field {column!r} {rule}, found {value!r} "
                             f"({int(bad.sum())} such rows)")
-
-
-def _check_blank_lines(path: Path, table: TableFormat, rows: int) -> None:
-    """Blank lines are not rows: one before the last row is an error naming it; trailing ones are logged."""
-    lines = _count_lines(path) - (1 if table.header else 0)
-    if lines == rows:
-        return
-    last_row_line = 0
-    first_blank = 0
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if raw.strip(b"\r\n"):
-                last_row_line = number
-            elif not first_blank:
-                first_blank = number
-            if first_blank and last_row_line > first_blank:
-                raise DataError(f"{path} line {first_blank}: a blank line (every line must be a row; "
-                                "remove it)")
-    LOGGER.warning("%s: ignored %d blank line(s) at the end of the file", path, lines - rows)
-
-
-def _count_lines(path: Path) -> int:
-    """The number of lines, a last line without a newline included."""
-    count, last = 0, b"\n"
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            count += chunk.count(b"\n")
-            last = chunk[-1:]
-    return count + (last != b"\n")
 
 
 def _parse(path: Path, table: TableFormat) -> pd.DataFrame:

@@ -4,12 +4,14 @@
     items.csv: item_id,title,genres,release_time             (genres separated by "|")
 
 These tables grow with the numbers of users and items, not with the log, so they are read
-whole; the event log is what `trainer.data.event_stream` reads in chunks.
+whole; the event log is what `trainer.data.event_stream` reads in chunks. A blank line is not a
+row: one between rows is an error naming its line; blank lines at the end are counted and logged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import pathlib
 import warnings
 from collections.abc import Iterable, Iterator
@@ -17,6 +19,9 @@ from collections.abc import Iterable, Iterator
 import pandas as pd
 
 from trainer.data.schema import DataError, validate_items, validate_users
+from trainer.run import LOGGER_NAME
+
+_CHUNK = 1 << 20
 
 
 def read_users(path: pathlib.Path) -> pd.DataFrame:
@@ -27,6 +32,39 @@ def read_users(path: pathlib.Path) -> pd.DataFrame:
 def read_items(path: pathlib.Path) -> pd.DataFrame:
     """The validated item table of `path` (genres split on "|"); raises DataError naming the file."""
     return validate_items(_read(path, numeric=("release_time",)), str(path))
+
+
+def check_blank_lines(path: pathlib.Path, rows: int, header_lines: int, log: logging.Logger) -> None:
+    """After a parser that skips blank lines read `rows` rows from `path`: no blank line was skipped silently.
+
+    Raises:
+        DataError: a blank line comes before the last row (naming its 1-based line number).
+    Blank lines after the last row are logged with their count.
+    """
+    lines = _count_lines(path) - header_lines
+    if lines == rows:
+        return
+    last_row_line = first_blank = 0
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if raw.strip(b"\r\n"):
+                last_row_line = number
+            elif not first_blank:
+                first_blank = number
+            if first_blank and last_row_line > first_blank:
+                raise DataError(f"{path} line {first_blank}: a blank line (every line must be a row; remove it)")
+    if lines > rows:
+        log.warning("%s: ignored %d blank line(s) at the end of the file", path, lines - rows)
+
+
+def _count_lines(path: pathlib.Path) -> int:
+    """The number of lines, a last line without a newline included."""
+    count, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            count += chunk.count(b"\n")
+            last = chunk[-1:]
+    return count + (last != b"\n")
 
 
 def write_users(users: pd.DataFrame, path: pathlib.Path) -> None:
@@ -59,8 +97,10 @@ def _read(path: pathlib.Path, numeric: tuple[str, ...]) -> pd.DataFrame:
         raise DataError(f"table {path} does not exist")
     with csv_errors(str(path), "a header line is required"), warnings.catch_warnings():
         warnings.simplefilter("error", pd.errors.ParserWarning)  # pandas would drop a row's extra fields
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values={name: [""] for name in numeric},
-                           encoding="utf-8", index_col=False)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values={name: [""] for name in numeric},
+                            encoding="utf-8", index_col=False)
+    check_blank_lines(path, len(table), header_lines=1, log=logging.getLogger(LOGGER_NAME))
+    return table
 
 
 @contextlib.contextmanager
