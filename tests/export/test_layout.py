@@ -329,3 +329,14 @@ def test_the_metadata_lists_every_op_the_saved_graph_needs(tmp_path):
 def test_ops_of_a_folder_without_a_saved_model_name_it(tmp_path):
     with pytest.raises(layout.ExportError, match="saved_model.pb cannot be read"):
         layout.saved_model_ops(tmp_path)
+
+
+def test_repair_touches_only_the_output_folder_and_model_folders(tmp_path):
+    (tmp_path / "ranking" / ".tmp-4-0badc0de").mkdir(parents=True)
+    (tmp_path / "old_model" / "3").mkdir(parents=True)
+    (tmp_path / "old_model" / ".tmp-4-0badc0de").mkdir()
+    (tmp_path / "notes" / ".tmp-draft").mkdir(parents=True)  # not a model: left alone
+    done = layout.repair_exports(tmp_path, MODELS)
+    assert len(done) == 2 and all("removed the leftover" in line for line in done)
+    assert (tmp_path / "notes" / ".tmp-draft").is_dir()
+    assert not list(tmp_path.glob(f"*/{layout.TEMP_PREFIX}4-*"))

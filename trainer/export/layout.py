@@ -205,9 +205,11 @@ def repair_exports(base_dir: pathlib.Path, models: Sequence[str], log: logging.L
     """
     base_dir = pathlib.Path(base_dir)
     done = [*_replay_journals(base_dir)]
-    for model_base in [base_dir, *(child for child in base_dir.iterdir() if child.is_dir())]:
+    model_bases = [child for child in base_dir.iterdir()
+                   if child.is_dir() and (child.name in models or list_versions(child))]
+    for model_base in [base_dir, *model_bases]:  # the output folder and its model folders, nothing else
         for leftover in model_base.iterdir():
-            if leftover.name.startswith(TEMP_PREFIX) or (leftover.is_file() and ".tmp-" in leftover.name):
+            if leftover.name.startswith(TEMP_PREFIX) or (leftover.is_file() and TEMP_PREFIX in leftover.name):
                 _remove(leftover)
                 done.append(f"removed the leftover {leftover}")
     versions = [set(list_versions(base_dir / name)) for name in models] or [set()]
