@@ -13,9 +13,8 @@ from pathlib import Path
 from google.protobuf import message, text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from recsys_common.server_config import DEFAULT_METRICS_PATH
 from serving._protos.tensorflow_serving.config import batching_parameters_pb2, monitoring_config_pb2, ssl_config_pb2
-
-DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
 
 
 class ConfigError(ValueError):

@@ -134,16 +134,17 @@ def test_json_response_formats() -> None:
 def test_batching_parameters_round_trip_and_unset_fields_take_tf_servings_defaults() -> None:
     options = BatchingOptions(max_batch_size=16, batch_timeout_micros=250, max_enqueued_batches=3, num_batch_threads=2,
                               allowed_batch_sizes=(4, 16), pad_variable_length_inputs=True)
-    assert BatchingOptions.from_proto(options.to_proto()) == options
+    assert BatchingOptions.from_proto(options.to_proto(batching_parameters_pb2.BatchingParameters())) == options
     only_size = batching_parameters_pb2.BatchingParameters()
     only_size.max_batch_size.value = 7
     assert BatchingOptions.from_proto(only_size) == BatchingOptions(max_batch_size=7)
-    too_many_sizes = BatchingOptions(max_batch_size=16, allowed_batch_sizes=(4, 32)).to_proto()
+    too_many_sizes = BatchingOptions(max_batch_size=16, allowed_batch_sizes=(4, 32)).to_proto(
+        batching_parameters_pb2.BatchingParameters())
     with pytest.raises(ValueError, match=r"allowed_batch_sizes .* got \[4, 32\]"):
         BatchingOptions.from_proto(too_many_sizes)
 
 
-def _double(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _double(inputs: Mapping[str, np.ndarray], time_left: float | None) -> dict[str, np.ndarray]:
     return {"y": inputs["x"] * 2, "rows_in_run": np.full(len(inputs["x"]), len(inputs["x"]))}
 
 
@@ -188,7 +189,7 @@ def test_batch_scheduler_pads_variable_length_inputs_with_each_requests_first_el
     results: dict[int, dict[str, np.ndarray]] = {}
     barrier = threading.Barrier(2)
 
-    def echo(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def echo(inputs: Mapping[str, np.ndarray], time_left: float | None) -> dict[str, np.ndarray]:
         return {"history": inputs["history"], "rows_in_run": np.full(len(inputs["history"]), len(inputs["history"]))}
 
     def call(i: int) -> None:

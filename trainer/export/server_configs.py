@@ -36,10 +36,9 @@ from collections.abc import Collection, Sequence
 from google.protobuf import message, text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from recsys_common import contract
-from serving import batching as server_batching
+from recsys_common import contract, server_config
+from recsys_common.server_config import DEFAULT_METRICS_PATH
 from serving._protos.tensorflow_serving.config import batching_parameters_pb2, monitoring_config_pb2
-from serving.model_config import DEFAULT_METRICS_PATH
 from trainer.export import layout
 
 LOCAL_MODELS_CONFIG = "models.local.config"
@@ -57,7 +56,7 @@ class ServerConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class BatchingOptions(server_batching.BatchingOptions):
+class BatchingOptions(server_config.BatchingOptions):
     """The batching.config the export writes: BatchingParameters for small, latency-bound requests.
 
     The base class holds TF Serving's defaults for fields a file leaves unset; these are the
@@ -161,7 +160,8 @@ def model_server_config(versions: dict[str, list[int]], keep_versions: int, root
 
 def batching_config(options: BatchingOptions) -> str:
     """batching.config text (BatchingParameters)."""
-    return _checked_text(options.to_proto(), batching_parameters_pb2.BatchingParameters)
+    return _checked_text(options.to_proto(batching_parameters_pb2.BatchingParameters()),
+                         batching_parameters_pb2.BatchingParameters)
 
 
 def monitoring_config(prometheus_path: str = PROMETHEUS_PATH) -> str:
