@@ -1,6 +1,6 @@
 """The `ranking` serving signature: one function for the export and for in-memory scoring.
 
-    inputs:  the user inputs of serving/contract.py and candidate_ids [B, N] ("" pads)
+    inputs:  the user inputs of recsys_common/contract.py and candidate_ids [B, N] ("" pads)
     outputs: scores [B, N] = sigmoid(logit), the watch probability;
              expected_watch_time [B, N] = exp(logit) * watch_time_unit (trainer.ranking.loss).
 Padding candidates ("") score 0 on both outputs; unknown candidates and users are scored.
