@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,6 +60,21 @@ def test_concurrent_requests_are_batched_and_split_back(batching_server: ServerP
     runs = {int(r[0]) for _, r in results.values()}
     # 12 callers of 2 rows with batches of at most 8 rows: at least 3 runs, far fewer than 12.
     assert 3 <= len(runs) < CALLERS
+
+
+def test_a_request_whose_deadline_passes_in_the_queue_never_runs(batching_server: ServerProcess) -> None:
+    channel, stub, _ = grpc_stubs(batching_server.grpc_target)
+    with channel:
+        def runs_so_far() -> int:
+            response = stub.Predict(predict_request("counter", {"x": np.array([1.0], np.float32)}), timeout=30)
+            return int(tf.make_ndarray(response.outputs["runs"])[0])
+
+        before = runs_so_far()
+        with pytest.raises(grpc.RpcError) as caught:  # its batch waits 200 ms for company; the caller, 50 ms
+            stub.Predict(predict_request("counter", {"x": np.array([5.0], np.float32)}), timeout=0.05)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(0.5)  # past the batch timeout: a worker has taken (and dropped) it
+        assert runs_so_far() == before + 1  # the session ran for the next request only
 
 
 @pytest.mark.parametrize("rows", [MAX_BATCH + 1, 20])
