@@ -94,6 +94,10 @@ class DataConfig:
         if self.source not in SOURCES:
             raise ConfigError(f"data.source: unknown source {self.source!r}; choose one of {', '.join(SOURCES)}")
         _probability(self, "data", "validation_fraction", "test_fraction")
+        if self.test_fraction == 0.0:
+            raise ConfigError("data.test_fraction: 0 leaves the temporal test split empty, and the evaluation of both "
+                              "stages needs it; set data.test_fraction > 0 (e.g. 0.1). The export is refit on all "
+                              "the data anyway (export.refit)")
         if self.validation_fraction + self.test_fraction >= 1.0:
             raise ConfigError(
                 "data.validation_fraction + data.test_fraction must be < 1, got "

@@ -35,7 +35,7 @@ def _assert_same_examples(expected: dict[str, np.ndarray], actual: dict[str, np.
         np.testing.assert_array_equal(actual[name], values, err_msg=f"{split}: {name}")
 
 
-@pytest.mark.parametrize("overrides", [{}, {"data.validation_fraction": 0.0}, {"data.test_fraction": 0.0}],
+@pytest.mark.parametrize("overrides", [{}, {"data.validation_fraction": 0.0}, {"data.test_fraction": 1e-9}],
                          ids=["three-splits", "no-validation", "no-test"])
 def test_prepared_folder_holds_the_in_memory_data(overrides: dict[str, object], tmp_path: pathlib.Path) -> None:
     in_memory, prepared = _both_paths(overrides, tmp_path / "prepared")

@@ -66,23 +66,26 @@ def test_full_ranking_leaves_out_watched_items(popularity):
 
 
 class ReversedRetriever:
-    """Returns the pool by reverse popularity (d, c, b, a) and records the k it was asked for."""
+    """The pool by reverse popularity (d, c, b, a) without the seen items, as the exported model serves it;
+    records the k and the seen items it was asked for."""
 
     def __init__(self) -> None:
-        self.asked: list[int] = []
+        self.asked: list[tuple[int, list[list[str]]]] = []
 
-    def __call__(self, features: dict[str, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-        self.asked.append(k)
-        rows = len(features[contract.USER_ID])
-        return np.tile(strings(["d", "c", "b", "a"])[:k], (rows, 1)), np.tile(-np.arange(k, dtype=np.float32),
-                                                                              (rows, 1))
+    def __call__(self, features: dict[str, np.ndarray], k: int, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.asked.append((k, seen.tolist()))
+        ids = np.full((len(features[contract.USER_ID]), k), "", dtype=object)
+        for row, watched in enumerate(seen):
+            unseen = [item for item in ["d", "c", "b", "a"] if item not in set(watched)][:k]
+            ids[row, :len(unseen)] = unseen
+        return ids, np.tile(-np.arange(k, dtype=np.float32), (len(ids), 1))
 
 
 def test_two_stage_reranks_the_retrieved_candidates(popularity):
     full = full_set(exclude=[{"c"}, set()], relevant=[{"b"}, {"c"}])
     retriever = ReversedRetriever()
     np.testing.assert_array_equal(candidates_after_exclusion(retriever, full, 2), [["d", "b"], ["d", "c"]])
-    assert retriever.asked == [3]  # two candidates plus room for the one excluded item
+    assert retriever.asked == [(2, [["c"], [""]])]  # the model drops the watched items itself
     metrics = evaluate_two_stage(retriever, popularity, full, num_candidates=2, ks=[1, 2, 5])
     assert metrics["two_stage_candidate_recall"] == pytest.approx(1.0)
     assert metrics["retrieval_only_recall@1"] == pytest.approx(0.0)
@@ -111,3 +114,23 @@ def test_the_temporal_protocol_sums_each_users_test_period_watch_time(temporal, 
         assert set(watch_time) == relevant == set(events["item_id"])
         for item, seconds in watch_time.items():
             assert seconds == pytest.approx(events.loc[events["item_id"] == item, "watch_time"].sum())
+
+
+def test_ncf_validation_negatives_are_none_of_the_users_items(ncf, data):
+    """Not even the user's test item, which leave-last-out of the training part alone would allow."""
+    items = data.dataset.events.groupby("user_id")["item_id"].agg(frozenset)
+    test_item = dict(zip(ncf.test.inputs[contract.USER_ID], ncf.test.inputs[contract.CANDIDATE_IDS][:, 0]))
+    candidates = ncf.validation.inputs[contract.CANDIDATE_IDS]
+    for user, row in zip(ncf.validation.inputs[contract.USER_ID], candidates):
+        assert not set(row[1:]) & items[user] and test_item[user] not in set(row[1:])
+        assert len(set(row[1:])) == len(row) - 1
+
+
+def test_an_empty_split_reports_no_figures_rather_than_zeros(popularity, caplog):
+    empty = SampledSet(inputs={**contexts([]), contract.CANDIDATE_IDS: np.zeros((0, 3), dtype=object)},
+                       watch_time=np.zeros(0, dtype=np.float32))
+    with caplog.at_level("WARNING", logger="trainer"):
+        assert evaluate_sampled(popularity, empty) == {}
+        assert evaluate_full(popularity, FullRankingSet(contexts=contexts([]), relevant=[], exclude=[],
+                                                        pool=strings(["a", "b"])), [1]) == {}
+    assert "no held-out examples" in caplog.text and "no test users" in caplog.text

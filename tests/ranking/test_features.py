@@ -14,6 +14,10 @@ from trainer.ranking.features import NEVER_WATCHED, QuantileNormalizer, RankingF
 NEVER = NEVER_WATCHED
 
 
+def strings(rows: list) -> np.ndarray:
+    return np.array(rows, dtype=object)
+
+
 def tensors(request: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
     return {name: tf.constant(value) for name, value in request.items()}
 
@@ -30,7 +34,6 @@ def test_continuous_features_by_hand(hand_space, hand_request):
     # user 2 watched c, c, a: g2 twice (last 1 watch ago), g1 once (last 0 ago); unknown time -> t_max = day 400.
     np.testing.assert_array_equal(features["genre_watch_count"], [[2, 1, 0, 0], [0, 2, 1, 2]])
     np.testing.assert_array_equal(features["genre_positions_since"], [[0, 0, NEVER, NEVER], [NEVER, 0, 0, 1]])
-    np.testing.assert_array_equal(features["item_watch_count"], [[1, 0, 0, 0], [0, 0, 1, 2]])
     # example age (t_max - t) / t_span = 50 / 300 days; an unknown request time is a serving request: 0
     np.testing.assert_allclose(features["example_age"], [[50 / 300] * 4, [0.0] * 4], rtol=1e-6)
     # days since release: a 100, b 200, c unknown, d 300, "new-item" not in the catalogue
@@ -47,20 +50,43 @@ def test_an_empty_history_means_never_watched(hand_space, hand_request):
     features = raw_features(hand_space, hand_request)
     np.testing.assert_array_equal(features["genre_watch_count"], np.zeros((2, 4)))
     np.testing.assert_array_equal(features["genre_positions_since"], np.full((2, 4), NEVER))
-    np.testing.assert_array_equal(features["item_watch_count"], np.zeros((2, 4)))
 
 
 def test_features_the_data_lacks_are_left_out(hand_space, hand_request):
     bare = dataclasses.replace(hand_space, available=frozenset())
     layer = RankingFeatures(bare, embedding_dim=4, num_quantiles=10)
-    assert layer.continuous_names == ("item_watch_count", "example_age")
+    assert layer.continuous_names == ("example_age",)
     assert layer.demographics == {} and layer.age_embedding is None and layer.genre_embedding is None
     full = RankingFeatures(hand_space, embedding_dim=4, num_quantiles=10)
     bare_width = layer(tensors(hand_request)).shape[-1]
-    # 2 continuous x (x, x^2, sqrt x) + the watched-items embedding
-    assert bare_width == 2 * 3 + 4
-    # 5 continuous x 3 + release-known flag + gender, occupation, region, age, watched items, genres (4 each)
-    assert full(tensors(hand_request)).shape[-1] == 5 * 3 + 1 + 6 * 4
+    # 1 continuous x (x, x^2, sqrt x) + the watched-items embedding
+    assert bare_width == 1 * 3 + 4
+    # 4 continuous x 3 + release-known flag + gender, occupation, region, age, watched items, genres (4 each)
+    assert full(tensors(hand_request)).shape[-1] == 4 * 3 + 1 + 6 * 4
+
+
+def test_the_item_watch_count_that_serving_never_sees_is_not_a_feature(hand_space):
+    # The client never ranks a watched item, so a count of the candidate in the history is always 0 in serving.
+    assert "item_watch_count" not in RankingFeatures(hand_space, embedding_dim=4, num_quantiles=10).continuous_names
+
+
+def test_unknown_watched_items_and_genres_are_left_out_of_the_means(hand_space, hand_request):
+    layer = RankingFeatures(hand_space, embedding_dim=4, num_quantiles=10)
+    layer(tensors(hand_request))
+    # Distinct embedding rows, so a mean that took in the padding or out-of-vocabulary row would move.
+    for embedding in (layer.history_embedding, layer.genre_embedding):
+        rows = embedding.get_weights()[0].shape[0]
+        embedding.set_weights([np.arange(rows * 4, dtype=np.float32).reshape(rows, 4) + 1.0])
+    padded = dict(hand_request, **{contract.WATCH_HISTORY: strings([["", "", "a", "b"], ["", "c", "c", "a"]])})
+    unknown = dict(hand_request, **{contract.WATCH_HISTORY: strings([["zz", "", "a", "b"], ["yy", "c", "c", "a"]])})
+    np.testing.assert_allclose(layer(tensors(unknown)).numpy(), layer(tensors(padded)).numpy())
+    # a, b, c have vocabulary rows 2, 3, 4: user 1 watched a, b -> mean of rows 2 and 3
+    vector = layer(tensors(hand_request)).numpy()
+    table = layer.history_embedding.get_weights()[0]
+    watched_mean = (table[2] + table[3]) / 2
+    assert any(np.allclose(vector[0, 0, i:i + 4], watched_mean) for i in range(vector.shape[-1] - 3))
+    # candidate d has only g3, a genre outside the vocabulary: its genre mean is zeros, not the unknown row
+    np.testing.assert_array_equal(vector[0, 2, -4:], np.zeros(4))
 
 
 def test_normalised_features_enter_as_x_square_and_root(hand_space, hand_request):

@@ -66,3 +66,12 @@ def test_positive_weights_reject_bad_values(watch_time, unit, message):
 def test_candidate_weights_put_the_positive_first():
     np.testing.assert_array_equal(loss.candidate_weights(np.array([2.0, 0.5], np.float32), 3),
                                   [[2.0, 1.0, 1.0], [0.5, 1.0, 1.0]])
+
+
+def test_negative_sampling_rate_by_hand():
+    # 5 items; u1 watched 1 of them (pool 4), u2 watched 3 (pool 2), u3 nothing (pool 5); rows u1, u1, u2, u3
+    seen = {"u1": frozenset({"a"}), "u2": frozenset({"a", "b", "c", "zz"})}
+    rate = loss.negative_sampling_rate(2, np.array(["u1", "u1", "u2", "u3"], dtype=object), seen, list("abcde"))
+    assert rate == pytest.approx((2 / 4 + 2 / 4 + 2 / 2 + 2 / 5) / 4)
+    with pytest.raises(ValueError, match="num_negatives"):
+        loss.negative_sampling_rate(0, np.array(["u1"], dtype=object), seen, list("abcde"))

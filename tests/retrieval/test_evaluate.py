@@ -109,3 +109,12 @@ def test_random_split_is_a_seeded_partition():
     assert not set(train["item_id"]) & set(test["item_id"])
     assert random_split(table, 0.2, seed=42)[1]["item_id"].tolist() == test["item_id"].tolist()
     assert random_split(table, 0.2, seed=1)[1]["item_id"].tolist() != test["item_id"].tolist()
+
+
+def test_a_period_without_test_users_reports_no_figures_rather_than_zeros(caplog):
+    nobody = build_eval_set(HISTORY, events([("u1", "a", 10)]), USERS, ITEMS, request_time=9, history_length=3,
+                            search_history_length=2, max_users=10, seed=0)  # u1 only re-watches
+    assert len(nobody) == 0
+    with caplog.at_level("WARNING", logger="trainer"):
+        assert evaluate_scores(popularity_scorer(HISTORY, ITEMS), nobody, [1, 2]) == {}
+    assert "no test users" in caplog.text

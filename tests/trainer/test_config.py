@@ -51,6 +51,7 @@ def test_yaml_values_and_overrides_apply(tmp_path):
         ("retrieval:\n  optimizer: rmsprop\n", "retrieval.optimizer: expected one of"),
         ("data:\n  source: ml-5m\n", "data.source: unknown source 'ml-5m'"),
         ("data:\n  test_fraction: 0.6\n  validation_fraction: 0.5\n", "must be < 1"),
+        ("data:\n  test_fraction: 0\n", "data.test_fraction: 0 leaves the temporal test split empty"),
         ("ranking:\n  model: deepfm\n", "ranking.model: unknown model 'deepfm'"),
         ("export: 3\n", "export: expected a mapping"),
         ("- a\n- b\n", "must hold a mapping"),

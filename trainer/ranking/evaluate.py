@@ -8,6 +8,7 @@ and the top K are compared with what the user watched next (Recall@K, NDCG@K).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ from trainer.ranking.models import RankingModel
 from trainer.ranking.protocol import FullRankingSet, SampledSet
 from trainer.run import markdown_table
 
+LOGGER = logging.getLogger("trainer")
 SAMPLED_K = 10
 PAIRS_PER_BATCH = 1 << 16
 
@@ -42,7 +44,13 @@ def score_inputs(model: RankingModel, inputs: dict[str, np.ndarray], pairs_per_b
 
 
 def evaluate_sampled(model: RankingModel, held_out: SampledSet, k: int = SAMPLED_K) -> dict[str, float]:
-    """HR@k, NDCG@k, AUC and the weighted per-user loss of the held-out items (candidate column 0)."""
+    """HR@k, NDCG@k, AUC and the weighted per-user loss of the held-out items (candidate column 0).
+
+    An empty set gives no figures (and a warning), not zeros that would read as a model that ranks nothing.
+    """
+    if not len(held_out):
+        LOGGER.warning("ranking evaluation: no held-out examples (an empty split); no sampled metrics reported")
+        return {}
     logits = score_inputs(model, held_out.inputs)
     ranks = metrics.rank_of_target(logits[:, 0], logits[:, 1:])
     watch_time = held_out.watch_time if np.isfinite(held_out.watch_time).any() else np.ones(len(held_out))
@@ -72,7 +80,10 @@ def top_k_full(model: RankingModel, full: FullRankingSet, k: int) -> np.ndarray:
 
 
 def evaluate_full(model: RankingModel, full: FullRankingSet, ks: Sequence[int]) -> dict[str, float]:
-    """Recall@k and NDCG@k for each k of `ks` over the whole pool."""
+    """Recall@k and NDCG@k for each k of `ks` over the whole pool (none, and a warning, without users)."""
+    if not len(full):
+        LOGGER.warning("ranking evaluation: no test users to rank the catalogue for; no full-ranking metrics")
+        return {}
     ranked = top_k_full(model, full, max(ks))
     return ranking_metrics(ranked, full.relevant, ks)
 

@@ -10,18 +10,20 @@ Continuous features, one value per (user, candidate):
     genre_positions_since  how many watches ago the user last watched one of the candidate's
                            genres (0 = the latest watch; NEVER_WATCHED if never). The signature
                            carries no history timestamps, so recency is counted in watches.
-    item_watch_count       how often the candidate itself is in the watch history.
     example_age            (t_max - request_time) / t_span clipped to [0, 1]. A serving request
                            (request_time >= t_max) and an unknown request_time (0) give 0.
     item_age_days          days from the candidate's release to request_time (t_max when the
                            request time is unknown), >= 0; 0 with `item_age_known` = 0 when
                            the release time is unknown.
     retrieval_score        the candidate generator's score, when the model holds a scorer.
+The YouTube paper's count of previous impressions or watches of the candidate itself is not a
+feature: the client never ranks an item the user has watched, so it would be 0 in serving.
 Each is normalised to [0, 1) by its training-set quantiles (the empirical CDF, linear between
 quantiles, ties at their mid-rank), and x, x^2 and sqrt(x) all enter the network.
 
 Categorical features: gender, occupation, region and the age bucket of the user, the mean
-embedding of the candidate's genres and the mean embedding of the watched items. A feature
+embedding of the candidate's genres and the mean embedding of the watched items (both means
+leave out padding and ids outside the training vocabulary: an unknown id carries no signal). A feature
 the data lacks (`FeatureSpace.available`) is left out of the model altogether.
 """
 
@@ -246,7 +248,6 @@ class RankingFeatures(keras.layers.Layer):
         columns: dict[str, tf.Tensor] = {}
         if self._use_genres:
             columns.update(self._genre_features(self.catalog(history), candidate_rows))
-        columns["item_watch_count"] = _occurrences(candidates, history)
         columns["example_age"] = tf.broadcast_to(self._example_age(request_time)[:, None], tf.shape(candidates))
         if self.space.has("release_time"):
             columns["item_age_days"] = self._item_age_days(request_time, candidate_rows)
@@ -267,12 +268,12 @@ class RankingFeatures(keras.layers.Layer):
         if self.age_embedding is not None:
             user_parts.append(self.age_embedding(self._age_bucket(inputs[contract.AGE])))
         watched = self.history_lookup(inputs[contract.WATCH_HISTORY])
-        user_parts.append(_masked_mean(self.history_embedding(watched), watched > 0))
+        user_parts.append(_masked_mean(self.history_embedding(watched), watched > OOV_INDEX))
         user_vector = tf.concat(user_parts, axis=-1)
         parts.append(tf.tile(user_vector[:, None, :], [1, num_candidates, 1]))
         if self.genre_embedding is not None:
             codes = tf.gather(self.catalog.genre_codes, rows)
-            parts.append(_masked_mean(self.genre_embedding(codes), codes > 0))
+            parts.append(_masked_mean(self.genre_embedding(codes), codes > OOV_INDEX))
         return tf.concat(parts, axis=-1)
 
     def adapt(self, inputs: dict[str, np.ndarray], batch_size: int = 1024) -> None:
@@ -318,19 +319,12 @@ class RankingFeatures(keras.layers.Layer):
 def continuous_feature_names(space: FeatureSpace, with_retrieval_score: bool) -> list[str]:
     """The continuous features a model over `space` computes, in order."""
     names = list(GENRE_FEATURES) if space.has("genres") and space.genres else []
-    names += ["item_watch_count", "example_age"]
+    names.append("example_age")
     if space.has("release_time"):
         names.append("item_age_days")
     if with_retrieval_score:
         names.append("retrieval_score")
     return names
-
-
-def _occurrences(candidates: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
-    """[B, N] how often each non-empty candidate appears in its row of history [B, H]."""
-    same = tf.equal(candidates[:, :, None], history[:, None, :])
-    same = tf.logical_and(same, tf.not_equal(candidates, "")[:, :, None])
-    return tf.reduce_sum(tf.cast(same, tf.float32), axis=-1)
 
 
 def _masked_mean(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:

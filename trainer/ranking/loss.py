@@ -10,15 +10,25 @@ logistic regression whatever the unit of the source (seconds for synthetic logs;
 MovieLens the data layer's proxy rating / 5). exp(logit) then estimates expected watch time
 in multiples of `unit`; the export multiplies by `unit` to report it in the source's own
 unit. A positive whose watch time is missing weighs 1 (one average watch); a source with no
-watch times at all gives unit 1 and plain logistic regression. Because training sees
-`num_negatives` sampled negatives per positive instead of real impressions, the estimate is
-per sampled candidate: it orders candidates exactly as the true expectation would, but its
-absolute level depends on the sampling rate.
+watch times at all gives unit 1 and plain logistic regression.
+
+Calibration for the sampling rate. Training has no impressions: each watch comes with
+`num_negatives` = n items drawn uniformly from the P_u items the user has not watched. For a
+context x and an item i the optimum of the weighted loss then has
+    exp(logit) = P(next watch is i | x) * E[watch time | x, i] / unit / (n / P_u),
+so exp(logit) * unit * rate, with rate = the mean of n / P_u over the training rows
+(`negative_sampling_rate`), estimates P(next watch is i | x) * E[watch time | x, i]: the watch
+time, in the source's unit, that the user's next watch spends on i. Summed over every item the
+user has not watched it is the mean watch time of a watch. This is what the export's
+`expected_watch_time` reports.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
+import pandas as pd
 
 import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
@@ -36,6 +46,29 @@ def watch_time_unit(watch_time: np.ndarray) -> float:
     known = known[np.isfinite(known)]
     mean = float(known.mean()) if len(known) else 1.0
     return mean if mean > 0 else 1.0
+
+
+def negative_sampling_rate(num_negatives: int, users: np.ndarray, seen: Mapping[str, frozenset[str]],
+                           item_ids: Sequence[str]) -> float:
+    """The mean over training rows of n / P_u: how often a row draws a given unwatched item as a negative.
+
+    Args:
+        num_negatives: n, negatives per training row.
+        users: [R] the user of each training row.
+        seen: user -> items of their training events (never drawn as their negatives).
+        item_ids: the items negatives are drawn from.
+
+    Raises:
+        ValueError: no training rows, or n not positive.
+    """
+    if num_negatives <= 0 or not len(users):
+        raise ValueError(f"negative_sampling_rate: needs training rows and num_negatives > 0, got {len(users)} "
+                         f"rows and {num_negatives}")
+    pool = frozenset(item_ids)
+    sizes = {user: max(len(pool) - len(items & pool), 1) for user, items in seen.items()}
+    counts = pd.Series(np.asarray(users, dtype=object)).astype(str).value_counts()
+    rates = np.array([num_negatives / sizes.get(user, max(len(pool), 1)) for user in counts.index])
+    return float(np.average(rates, weights=counts.to_numpy()))
 
 
 def positive_weights(watch_time: np.ndarray, unit: float) -> np.ndarray:

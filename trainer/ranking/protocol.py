@@ -6,7 +6,8 @@
 - `ncf_protocol`: He et al. 2017. Leave-last-out: each user's latest event is the test item,
   ranked among the 99 sampled negatives of `trainer.data.splits.leave_last_out`; the latest
   remaining event of each user is the validation hold-out (for early stopping and tuning),
-  and the models train on the rest.
+  ranked among negatives that are none of the user's items (the test item included), and the
+  models train on the rest.
 """
 
 from __future__ import annotations
@@ -143,11 +144,16 @@ def ncf_protocol(dataset: Dataset, config: Config, split: LeaveLastOut | None = 
     lengths = (data_config.history_length, data_config.search_history_length)
     test_examples = event_examples(outer.test, dataset.users, *lengths, history_events=outer.train)
     seen = items_by_user(outer.train)
+    every_item = items_by_user(dataset.events)
+    # inner.negatives avoid only the items before the test event: the test item could be a validation negative
+    validation_negatives = sample_negatives([every_item[str(user)] for user in inner.test["user_id"]],
+                                            np.sort(inner.train["item_id"].unique()), data_config.eval_negatives,
+                                            np.random.default_rng(data_config.seed + 1))
     return RankingData(
         name="ncf", space=space, train=event_examples(inner.train, dataset.users, *lengths), seen=items_by_user(
             inner.train),
         validation=_with_negatives(event_examples(inner.test, dataset.users, *lengths, history_events=inner.train),
-                                   inner.negatives),
+                                   validation_negatives),
         test=_with_negatives(test_examples, outer.negatives),
         full_ranking=FullRankingSet(
             contexts=_user_inputs(test_examples),

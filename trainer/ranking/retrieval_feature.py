@@ -24,7 +24,8 @@ from recsys_common import contract
 from trainer.data.vocab import NUM_RESERVED
 from trainer.lookup import string_lookup
 
-Retriever = Callable[[dict[str, np.ndarray], int], tuple[np.ndarray, np.ndarray]]
+# (user inputs, k, seen [B, S] str with "" pads) -> the k best unseen items (ids [B, k], "" pads; scores [B, k])
+Retriever = Callable[[dict[str, np.ndarray], int, np.ndarray], tuple[np.ndarray, np.ndarray]]
 QUERY_INPUTS = tuple(spec.name for spec in contract.USER_INPUTS if spec.name != contract.REQUEST_TIME)
 
 
@@ -62,10 +63,11 @@ def scorer_for(retrieval: Any) -> RetrievalScorer:
 
 
 def retriever_for(retrieval: Any) -> Retriever:
-    """`trainer.retrieval.inference.retrieve` bound to a trained retrieval result."""
+    """`trainer.retrieval.inference.retrieve` bound to a trained retrieval result: what the exported
+    `retrieval_bruteforce` returns when the request's watch history is `seen` (over-fetch, drop seen)."""
     from trainer.retrieval.inference import retrieve
 
-    def top_k(features: dict[str, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-        return retrieve(retrieval, {name: features[name] for name in QUERY_INPUTS}, k)
+    def top_k(features: dict[str, np.ndarray], k: int, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return retrieve(retrieval, {name: features[name] for name in QUERY_INPUTS}, k, seen)
 
     return top_k

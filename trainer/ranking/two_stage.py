@@ -1,10 +1,12 @@
 """Two-stage evaluation: retrieval's top candidates re-ranked by the ranking model, against retrieval alone.
 
 For each test user (the full-ranking set of the temporal split), the retriever returns its
-best items; items the user already watched are dropped (as the serving client does) and the
-first `num_candidates` remain. Retrieval alone keeps their retrieval order; two-stage orders
-them by the ranking model. Both lists are scored against what the user watched in the test
-period (Recall@K, NDCG@K), so the difference is the ranker's contribution. `candidate_recall`
+best `num_candidates` items that the user has not watched, as every exported retrieval model does
+for the watch history it is sent (it over-fetches and drops seen items in the graph,
+trainer.retrieval.inference), so the evaluation and the serving client see the same candidates.
+Retrieval alone keeps their retrieval order; two-stage orders them by the ranking model. Both
+lists are scored against what the user watched in the test period (Recall@K, NDCG@K), so the
+difference is the ranker's contribution. `candidate_recall`
 (recall of the whole candidate list) bounds what any re-ranking can reach.
 
 The ranker is trained for expected watch time (the YouTube objective), not for the number of
@@ -29,16 +31,22 @@ USERS_PER_BATCH = 512
 
 
 def candidates_after_exclusion(retriever: Retriever, full: FullRankingSet, num_candidates: int) -> np.ndarray:
-    """[U, num_candidates] retrieved item ids without the user's watched items ("" pads short lists)."""
+    """[U, num_candidates] the retriever's best items outside each user's watched items ("" pads short lists).
+
+    The retriever is asked for `num_candidates` items with the watched items as `seen`, as the client
+    asks the exported model; what it returns is checked again here, as the client does.
+    """
     out = np.full((len(full), num_candidates), "", dtype=object)
     for start in range(0, len(full), USERS_PER_BATCH):
         stop = min(start + USERS_PER_BATCH, len(full))
         excluded = full.exclude[start:stop]
-        fetch = min(num_candidates + max(len(e) for e in excluded), len(full.pool))
+        seen = np.full((stop - start, max(len(e) for e in excluded)), "", dtype=object)
+        for row, items in enumerate(excluded):
+            seen[row, :len(items)] = sorted(items)
         features = {name: values[start:stop] for name, values in full.contexts.items()}
-        item_ids, _ = retriever(features, fetch)
-        for row, (items, seen) in enumerate(zip(item_ids, excluded)):
-            kept = [item for item in items if item not in seen][:num_candidates]
+        item_ids, _ = retriever(features, min(num_candidates, len(full.pool)), seen)
+        for row, (items, watched) in enumerate(zip(item_ids, excluded)):
+            kept = [item for item in items if item and item not in watched][:num_candidates]
             out[start + row, :len(kept)] = kept
     return out
 

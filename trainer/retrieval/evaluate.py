@@ -13,6 +13,7 @@ Two protocols:
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from trainer.progress import track
 from trainer.retrieval.model import RetrievalModel, embed_items, embed_queries
 
 ScoreFn = Callable[[dict[str, np.ndarray]], np.ndarray]
+LOGGER = logging.getLogger("trainer")
 
 
 @dataclasses.dataclass
@@ -121,7 +123,14 @@ def ranking_metrics(top_rows: np.ndarray, relevant: Sequence[np.ndarray], ks: Se
 
 
 def evaluate_scores(score_fn: ScoreFn, eval_set: EvalSet, ks: Sequence[int]) -> dict[str, float]:
-    """The temporal protocol's Recall@K / NDCG@K of a scorer."""
+    """The temporal protocol's Recall@K / NDCG@K of a scorer; no figures (and a warning) without users.
+
+    An empty period has no recall to measure: reporting 0.0 would read as a model that found nothing.
+    """
+    if not len(eval_set):
+        LOGGER.warning("retrieval evaluation: no test users (no user has unseen items in the period); "
+                       "no metrics reported")
+        return {}
     return ranking_metrics(top_k_excluding_seen(score_fn, eval_set, max(ks)), eval_set.relevant, ks)
 
 

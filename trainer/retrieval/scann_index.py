@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 from scann.scann_ops.py import scann_ops
@@ -69,8 +70,8 @@ def build_searcher(embeddings: Any, params: ScannParams, k: int, shared_name: st
 class ScannLayer(tfrs.layers.factorized_top_k.ScaNN):
     """The TFRS ScaNN top-K layer with its searcher built from `ScannParams`.
 
-    Call it with query embeddings [B, d] (or raw features when `query_model` is given); it
-    returns (scores [B, k], identifiers [B, k]).
+    Call it with query embeddings [B, d] (or raw features when `query_model` is given) and an
+    optional k (a tensor is fine); it returns (scores [B, k], identifiers [B, k]).
 
     Args:
         params: the searcher's configuration.
@@ -95,6 +96,32 @@ class ScannLayer(tfrs.layers.factorized_top_k.ScaNN):
         self.params = params
         self._searcher = searcher
         self._build_searcher = self._searcher_for
+
+    def call(self, queries: Any, k: Any = None) -> tuple[Any, Any]:
+        """(scores [B, k], identifiers [B, k]) of query embeddings [B, d]; `k` may be a tensor above the built k.
+
+        For a k above the built one (the over-fetch that makes room for dropping seen items) a tree searcher
+        searches num_leaves_to_search * k / built k leaves and re-scores reorder * k / built k candidates (rounded
+        up), so the longer list keeps the recall the tuning measured (ScaNN would otherwise cut the list at `reorder`
+        or at the points of the leaves searched).
+        """
+        k = self._k if k is None else k
+        if self._serialized_searcher is None:
+            raise ValueError("ScannLayer: call `index` before searching")
+        if self.query_model is not None:
+            queries = self.query_model(queries)
+        searcher = scann_ops.searcher_from_module(self._serialized_searcher)
+        if self.params.brute_force:
+            result = searcher.search_batched(queries, final_num_neighbors=k)
+        else:
+            leaves = tf.minimum(self.params.num_leaves,
+                                (self.params.num_leaves_to_search * k + self._k - 1) // self._k)
+            reorder = (self.params.reorder * k + self._k - 1) // self._k if self.params.reorder > 0 else None
+            result = searcher.search_batched(queries, final_num_neighbors=k, pre_reorder_num_neighbors=reorder,
+                                             leaves_to_search=leaves)
+        if self._identifiers is None:
+            return result.distances, result.indices
+        return result.distances, tf.gather(self._identifiers, result.indices)
 
     def _searcher_for(self, candidates: Any) -> scann_ops.ScannSearcher:
         if self._searcher is not None:
