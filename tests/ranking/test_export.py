@@ -61,7 +61,8 @@ def test_outputs_are_probability_and_odds_times_the_unit(ranking_result, request
     real = scores[:, :-1]
     assert ((real > 0) & (real < 1)).all() and np.isfinite(watch_time).all()
     # sigmoid(z) = p and exp(z) = p / (1 - p): both outputs come from one logit
-    np.testing.assert_allclose(watch_time[:, :-1], ranking_result.watch_time_unit * real / (1 - real), rtol=1e-4)
+    level = ranking_result.watch_time_unit * ranking_result.sampling_rate
+    np.testing.assert_allclose(watch_time[:, :-1], level * real / (1 - real), rtol=1e-4)
     np.testing.assert_array_equal(scores[:, -1], 0.0)
     np.testing.assert_array_equal(watch_time[:, -1], 0.0)
     # the unknown user and the unknown item are scored like any other
@@ -130,3 +131,22 @@ def test_missing_user_inputs_take_their_defaults(ranking_result, request_batch):
                 for spec in contract.USER_INPUTS}
     np.testing.assert_allclose(score(ranking_result, candidates)[0], score(ranking_result, {**defaults,
                                                                                             **candidates})[0])
+
+
+def test_expected_watch_time_is_calibrated_for_the_sampled_negatives(ranking_result, temporal, data):
+    """Summed over the items a user has not watched, expected_watch_time is the watch time of their next watch.
+
+    The synthetic logs' watch times are drawn from the planted model, so the test period's mean watch time
+    per watch is the ground truth; without the calibration the sum is P_u / num_negatives (~40) times larger.
+    """
+    full = temporal.full_ranking
+    vocabulary = np.asarray(ranking_result.space.item_ids, dtype=object)
+    users = range(min(len(full), 60))
+    candidates = np.array([[item if item not in full.exclude[u] else "" for item in vocabulary] for u in users],
+                          dtype=object)
+    contexts = {name: values[:len(candidates)] for name, values in full.contexts.items()}
+    _, watch_time = score(ranking_result, {**contexts, contract.CANDIDATE_IDS: candidates})
+    per_watch = float(np.nanmean(data.split.test["watch_time"].to_numpy(dtype=np.float64)))
+    ratio = float(watch_time.sum(axis=1).mean()) / per_watch
+    assert 0.5 < ratio < 2.0, ratio
+    assert 0 < ranking_result.sampling_rate < 1

@@ -13,14 +13,18 @@ import pytest
 from recsys_common import contract
 from trainer.export.layout import read_metadata, read_warmup_requests, signature_metadata
 from trainer.retrieval.export import default_request, export_retrieval, sample_requests
-from trainer.retrieval.inference import retrieve
+from trainer.retrieval.inference import PAD_SCORE, retrieve
+from trainer.retrieval.model import embed_queries
 from trainer.retrieval.scann_index import SCANN_NAMESPACE
 from trainer.retrieval.servability import ServabilityError, check_servable, custom_ops, graph_ops
+from trainer.retrieval.sharding import export_sharded_retrieval
 
 RUNNER = pathlib.Path(__file__).with_name("fresh_session_runner.py")
 MODELS = (contract.RETRIEVAL, contract.RETRIEVAL_BRUTEFORCE)
 SCORE_TOLERANCE = 1e-4
 TREE_TARGET = 0.8
+HEAVY_USERS, HEAVY_HISTORY = 4, 60  # a watch history longer than export.max_k (50)
+NUM_SHARDS = 2
 
 
 def request_sets(data) -> dict[str, dict[str, np.ndarray]]:
@@ -52,13 +56,37 @@ def tree_exported(trained, data, config, tmp_path_factory) -> pathlib.Path:
     return export_retrieval(trained, data, export, tmp_path_factory.mktemp("tree"))[contract.RETRIEVAL]
 
 
+def exact_unseen_top_k(trained, inputs: dict[str, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy: each row's k best catalogue items outside its watch_history (ids [B, k], scores [B, k])."""
+    scores = embed_queries(trained.model.query_tower, inputs) @ trained.item_embeddings.T
+    item_ids = np.asarray(trained.item_ids).astype(str)
+    for row, history in enumerate(inputs[contract.WATCH_HISTORY]):
+        scores[row, np.isin(item_ids, np.asarray(history).astype(str))] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return item_ids[order], np.take_along_axis(scores, order, axis=1)
+
+
 @pytest.fixture(scope="module")
-def served(exported, tree_exported, data, tmp_path_factory) -> dict[str, np.ndarray]:
+def heavy(trained, data) -> dict[str, np.ndarray]:
+    """Real users whose watch history (longer than K) holds the 60 items the model ranks best for them."""
+    real = {name: values[:HEAVY_USERS] for name, values in sample_requests(data).items()}
+    best = np.argsort(-(embed_queries(trained.model.query_tower, real) @ trained.item_embeddings.T), axis=1)
+    return {**real, contract.WATCH_HISTORY: np.asarray(trained.item_ids, dtype=object)[best[:, :HEAVY_HISTORY]]}
+
+
+@pytest.fixture(scope="module")
+def sharded_exported(trained, data, config, tmp_path_factory) -> dict[str, pathlib.Path]:
+    return export_sharded_retrieval(trained, data, config.export, tmp_path_factory.mktemp("shards"), NUM_SHARDS)
+
+
+@pytest.fixture(scope="module")
+def served(exported, tree_exported, sharded_exported, heavy, data, tmp_path_factory) -> dict[str, np.ndarray]:
     folder = tmp_path_factory.mktemp("fresh")
     stored = {f"{set_name}/{name}": np.asarray(values).astype(str) if np.asarray(values).dtype == object else values
-              for set_name, inputs in request_sets(data).items() for name, values in inputs.items()}
+              for set_name, inputs in {**request_sets(data), "heavy": heavy}.items() for name, values in inputs.items()}
     np.savez(folder / "requests.npz", allow_pickle=False, **stored)
-    models = [f"{name}={exported[name]}" for name in MODELS] + [f"tree={tree_exported}"]
+    models = ([f"{name}={exported[name]}" for name in MODELS] + [f"tree={tree_exported}"]
+              + [f"{name}={version}" for name, version in sharded_exported.items()])
     completed = subprocess.run([sys.executable, str(RUNNER), str(folder / "requests.npz"), str(folder / "out.npz"),
                                 *models], check=False, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -154,3 +182,39 @@ def test_misaligned_embeddings_are_refused(trained, data, config, tmp_path):
 def test_retrieve_rejects_k_beyond_the_catalogue(trained, data):
     with pytest.raises(ValueError, match="catalogue size"):
         retrieve(trained, sample_requests(data), len(trained.item_ids) + 1)
+
+
+@pytest.mark.parametrize("model", [*MODELS, "tree"])
+def test_a_history_longer_than_k_still_gets_k_unseen_items(served, heavy, trained, config, model):
+    k = config.export.max_k
+    ids, scores = served[f"{model}/heavy/{contract.ITEM_IDS}"], served[f"{model}/heavy/{contract.SCORES}"]
+    assert ids.shape == scores.shape == (HEAVY_USERS, k)
+    for row, history in zip(ids, heavy[contract.WATCH_HISTORY]):
+        assert len(set(row)) == k and "" not in row and not set(row) & set(history.astype(str))
+    expected_ids, expected_scores = exact_unseen_top_k(trained, heavy, k)
+    if model == "tree":
+        overlap = np.mean([len(set(a) & set(e)) / k for a, e in zip(ids, expected_ids)])
+        assert overlap >= TREE_TARGET - 0.1
+    else:
+        assert_same_top_k(ids, scores, expected_ids, expected_scores)
+
+
+def test_sharded_index_merged_by_score_is_the_unseen_top_k(served, sharded_exported, heavy, trained, config):
+    k = config.export.max_k
+    names = sorted(sharded_exported)
+    ids = np.concatenate([served[f"{name}/heavy/{contract.ITEM_IDS}"] for name in names], axis=1)
+    scores = np.concatenate([served[f"{name}/heavy/{contract.SCORES}"] for name in names], axis=1)
+    for name in names:  # every shard returns its own full list of unseen items
+        assert (served[f"{name}/heavy/{contract.ITEM_IDS}"] != "").all()
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    expected_ids, expected_scores = exact_unseen_top_k(trained, heavy, k)
+    assert_same_top_k(np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1),
+                      expected_ids, expected_scores)
+
+
+def test_fewer_unseen_items_than_k_end_in_pads(trained):
+    everything = {**default_request(1), contract.WATCH_HISTORY: np.asarray(trained.item_ids, dtype=object)[None, 3:]}
+    ids, scores = retrieve(trained, everything, 5)  # all but 3 items seen
+    assert (ids[0, 3:] == "").all() and (np.diff(scores[0, :3]) <= 0).all()
+    assert set(ids[0, :3]) == set(np.asarray(trained.item_ids[:3]).astype(str))
+    np.testing.assert_array_equal(scores[0, 3:], [PAD_SCORE, PAD_SCORE])

@@ -48,6 +48,9 @@ def export_metadata(result: RankingResult, data: TrainingData) -> dict[str, Any]
         **layout.signature_metadata(contract.RANKING_INPUTS, contract.RANKING_OUTPUTS),
         "ranking_model": result.model_name,
         "watch_time_unit": result.watch_time_unit,
+        "sampling_rate": result.sampling_rate,
+        "expected_watch_time": "exp(logit) * watch_time_unit * sampling_rate: the watch time (in the source's "
+                               "unit) that the user's next watch spends on the candidate",
         "data": {"source": data.dataset.name, "events": len(data.dataset.events), "users": len(data.dataset.users),
                  "items": len(data.dataset.items), **result.space.to_json()},
         "config": dataclasses.asdict(result.config),

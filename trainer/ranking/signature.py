@@ -2,7 +2,9 @@
 
     inputs:  the user inputs of recsys_common/contract.py and candidate_ids [B, N] ("" pads)
     outputs: scores [B, N] = sigmoid(logit), the watch probability;
-             expected_watch_time [B, N] = exp(logit) * watch_time_unit (trainer.ranking.loss).
+             expected_watch_time [B, N] = exp(logit) * watch_time_unit * sampling_rate: the watch time, in
+             the source's unit, that the user's next watch spends on the candidate (calibrated for
+             the negative sampling rate, trainer.ranking.loss).
 Padding candidates ("") score 0 on both outputs; unknown candidates and users are scored.
 """
 
@@ -28,12 +30,13 @@ MAX_LOGIT = 80.0  # exp(80) ~ 5.5e34 still fits float32; larger logits would ove
 class RankingSignature(tf.Module):
     """Wraps a ranking model with the signature's outputs; `serve` is what the SavedModel exports."""
 
-    def __init__(self, model: RankingModel, watch_time_unit: float) -> None:
+    def __init__(self, model: RankingModel, watch_time_unit: float, sampling_rate: float) -> None:
         super().__init__(name="ranking_signature")
-        if watch_time_unit <= 0:
-            raise ValueError(f"watch_time_unit must be > 0, got {watch_time_unit}")
+        if watch_time_unit <= 0 or sampling_rate <= 0:
+            raise ValueError(f"watch_time_unit and sampling_rate must be > 0, got {watch_time_unit}, {sampling_rate}")
         self.model = model
         self.watch_time_unit = float(watch_time_unit)
+        self.sampling_rate = float(sampling_rate)
         self.serve = tf.function(self._serve, input_signature=[tf_input_signature(contract.RANKING_INPUTS)])
 
     def _serve(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -41,7 +44,7 @@ class RankingSignature(tf.Module):
         logits = self.model({key: inputs[key] for key in self.model.feature_keys}, training=False)
         padding = tf.equal(candidates, "")
         watch_probability = tf.sigmoid(logits)
-        watch_time = tf.exp(tf.minimum(logits, MAX_LOGIT)) * self.watch_time_unit
+        watch_time = tf.exp(tf.minimum(logits, MAX_LOGIT)) * (self.watch_time_unit * self.sampling_rate)
         return {
             contract.SCORES: tf.where(padding, 0.0, watch_probability),
             contract.EXPECTED_WATCH_TIME: tf.where(padding, 0.0, watch_time),

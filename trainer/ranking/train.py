@@ -42,7 +42,13 @@ from trainer.optimizers import make_optimizer
 from trainer.progress import track
 from trainer.ranking import evaluate
 from trainer.ranking.features import FeatureSpace
-from trainer.ranking.loss import candidate_weights, positive_weights, watch_time_unit, weighted_logistic_loss
+from trainer.ranking.loss import (
+    candidate_weights,
+    negative_sampling_rate,
+    positive_weights,
+    watch_time_unit,
+    weighted_logistic_loss,
+)
 from trainer.ranking.models import NeuMF, RankingModel, build_model
 from trainer.ranking.negatives import NegativeSampler
 from trainer.ranking.pretrain import load_pretrained
@@ -90,7 +96,9 @@ class RankingResult:
         model: the model that is exported (config.ranking.model, trained on the temporal split).
         model_name: its name in config.RANKING_MODELS.
         space: its feature space.
-        watch_time_unit: the watch time of weight 1 (expected_watch_time = exp(logit) * unit).
+        watch_time_unit: the watch time of weight 1.
+        sampling_rate: loss.negative_sampling_rate of its training rows (expected_watch_time =
+            exp(logit) * unit * sampling_rate, calibrated for the sampled negatives).
         metrics: validation/test metrics of the model, and two-stage metrics when retrieval was given.
         comparison: one row per model of the NCF-protocol comparison table.
         history: per-epoch training loss and validation metrics.
@@ -101,6 +109,7 @@ class RankingResult:
     model_name: str
     space: FeatureSpace
     watch_time_unit: float
+    sampling_rate: float
     metrics: dict[str, float]
     comparison: list[dict[str, Any]]
     history: dict[str, list[float]]
@@ -110,7 +119,7 @@ class RankingResult:
     def signature(self) -> RankingSignature:
         """The serving function over `model` (built once, so in-memory scoring traces once)."""
         if self._signature is None:
-            self._signature = RankingSignature(self.model, self.watch_time_unit)
+            self._signature = RankingSignature(self.model, self.watch_time_unit, self.sampling_rate)
         return self._signature
 
 
@@ -235,6 +244,7 @@ def train_ranking(config: Config, data: TrainingData, run: RunContext,
     run.record_metrics(STAGE, metrics)
     unit = watch_time_unit(temporal.train[WATCH_TIME])
     return RankingResult(model=model, model_name=ranking.model, space=temporal.space, watch_time_unit=unit,
+                         sampling_rate=_sampling_rate(ranking.num_negatives, temporal),
                          metrics=metrics, comparison=comparison, history=history, config=ranking)
 
 
@@ -455,6 +465,10 @@ def _log_epoch(name: str, epoch: int, record: dict[str, float], writer: Any) -> 
         with writer.as_default(step=epoch + 1):
             for key, value in record.items():
                 tf.summary.scalar(key, value)
+
+
+def _sampling_rate(num_negatives: int, data: RankingData) -> float:
+    return negative_sampling_rate(num_negatives, data.train[contract.USER_ID], data.seen, data.space.item_ids)
 
 
 def _as_neumf(model: RankingModel) -> NeuMF:

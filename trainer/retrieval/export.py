@@ -2,7 +2,10 @@
 
 Both take the raw user features of the serving contract (any history widths, "" pads,
 request_time accepted but unused: example age is 0 at serving) and return the top K =
-min(export.max_k, catalogue size) item ids and scores; a client that wants fewer takes a prefix.
+min(export.max_k, catalogue size) item ids and scores among the items NOT in `watch_history`
+(over-fetched and dropped in the graph, trainer.retrieval.inference.unseen_top_k, so a plain TF
+Serving caller gets the client's list; a row with fewer unseen items ends in "" pads); a client
+that wants fewer takes a prefix.
 - `retrieval`: query tower + `tfrs.layers.factorized_top_k.ScaNN` over every catalogue item,
   tuned at export to reach `export.scann_target_recall` recall@K against brute force at the
   best measured speed; saved with the `Scann` op namespace allowed.
@@ -27,6 +30,7 @@ from recsys_common import contract
 from trainer.config import ExportConfig
 from trainer.data.bundle import TrainingData
 from trainer.export import layout
+from trainer.retrieval.inference import fetch_width, unseen_top_k
 from trainer.retrieval.model import QueryTower, embed_queries
 from trainer.retrieval.scann_index import SCANN_NAMESPACE, ScannLayer
 from trainer.retrieval.scann_tuning import ScannTuning, recall_against, tune_scann
@@ -41,18 +45,23 @@ class RetrievalServingModule(tf.Module):
     """The exported object: a query tower and a top-K index, with one serving function.
 
     `serve(features)` takes the contract's inputs (user_id [B], watch_history [B, H], ...) and
-    returns {item_ids: [B, K] string, scores: [B, K] float32}, best first.
+    returns {item_ids: [B, K] string, scores: [B, K] float32}: the best K items not in watch_history,
+    best first. The index is asked for min(K + H, num_items) items so that K survive the drop.
     """
 
-    def __init__(self, query_tower: QueryTower, index: tfrs.layers.factorized_top_k.TopK, k: int) -> None:
+    def __init__(self, query_tower: QueryTower, index: tfrs.layers.factorized_top_k.TopK, k: int,
+                 num_items: int) -> None:
         super().__init__()
         self.query_tower = query_tower
         self.index = index
         self.k = k
+        self.num_items = num_items
         self.serve = tf.function(self._serve, input_signature=[layout.tf_input_signature(contract.RETRIEVAL_INPUTS)])
 
     def _serve(self, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        scores, item_ids = self.index(self.query_tower(features), k=self.k)
+        seen = features[contract.WATCH_HISTORY]
+        scores, item_ids = self.index(self.query_tower(features), k=fetch_width(self.k, seen, self.num_items))
+        item_ids, scores = unseen_top_k(item_ids, scores, seen, self.k)
         return {contract.ITEM_IDS: item_ids, contract.SCORES: scores}
 
 
@@ -61,7 +70,7 @@ def brute_force_module(query_tower: QueryTower, item_ids: np.ndarray, item_embed
     """Exact top-k with stock ops over item_embeddings [M, d] aligned with item_ids [M]."""
     index = tfrs.layers.factorized_top_k.BruteForce(k=k)
     index.index(tf.constant(item_embeddings, tf.float32), tf.constant(_strings(item_ids)))
-    return RetrievalServingModule(query_tower, index, k)
+    return RetrievalServingModule(query_tower, index, k, len(item_ids))
 
 
 def scann_module(query_tower: QueryTower, item_ids: np.ndarray, item_embeddings: np.ndarray, k: int,
@@ -69,7 +78,7 @@ def scann_module(query_tower: QueryTower, item_ids: np.ndarray, item_embeddings:
     """Approximate top-k with the tuned ScaNN searcher over item_embeddings [M, d] (the one tuning measured)."""
     index = ScannLayer(tuning.params, k, searcher=tuning.searcher)
     index.index(tf.constant(item_embeddings, tf.float32), tf.constant(_strings(item_ids)))
-    return RetrievalServingModule(query_tower, index, k)
+    return RetrievalServingModule(query_tower, index, k, len(item_ids))
 
 
 def export_retrieval(result: RetrievalResult, data: TrainingData, export: ExportConfig,
