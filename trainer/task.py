@@ -63,10 +63,14 @@ def run_task(config: config_lib.Config, run_name: str | None = None, export: boo
              role: distribute.ClusterRole | None = None, strategy: Any = None) -> TaskResult:
     """Runs every stage of a training job on a validated config.
 
+    Model selection trains and evaluates both stages on the temporal split (the metrics reported); with
+    `export` and `export.refit`, both are then trained again on the whole log (`trainer.refit`) and
+    those models are exported.
+
     In a cluster (`role`, `strategy` from `trainer.distribute`), every worker runs this. With
-    MultiWorkerMirroredStrategy both stages train under `strategy`, each worker on its share of every
-    batch; then the other workers stop (their scratch folders are deleted) and the chief exports. With
-    parameter servers the retrieval model trains on the cluster and the chief (the coordinator) trains
+    MultiWorkerMirroredStrategy both stages train (and refit) under `strategy`, each worker on its share
+    of every batch; then the other workers stop (their scratch folders are deleted) and the chief exports.
+    With parameter servers the retrieval model trains on the cluster and the chief (the coordinator) trains
     the ranking stage alone.
     """
     _quiet_tensorflow()
@@ -79,6 +83,7 @@ def run_task(config: config_lib.Config, run_name: str | None = None, export: boo
 def _run_stages(config: config_lib.Config, run_name: str, export: bool, role: distribute.ClusterRole,
                 strategy: Any) -> TaskResult:
     from recsys_common import contract
+    from trainer import refit
     from trainer.data import bundle
     from trainer.data.prepared import load_prepared
     from trainer.export.server_configs import write_server_configs
@@ -97,8 +102,14 @@ def _run_stages(config: config_lib.Config, run_name: str, export: bool, role: di
         with _stage(run, "retrieval"):
             retrieval = train_retrieval(config, data, run, strategy=strategy)
         with _stage(run, "ranking"):
-            ranking = train_ranking(config, data, run, retrieval,
-                                    strategy=None if role.uses_parameter_servers else strategy)
+        ranking_strategy = None if role.uses_parameter_servers else strategy
+            ranking = train_ranking(config, data, run, retrieval, strategy=ranking_strategy)
+        if export and config.export.refit:
+            with _stage(run, refit.STAGE):
+                refitted = refit.refit(config, data, run, retrieval, ranking, strategy, ranking_strategy)
+            data, retrieval, ranking = refitted.data, refitted.retrieval, refitted.ranking
+        if export:
+            run.record_metrics(refit.STAGE, refit.summary(data, retrieval, ranking))
         if not role.is_chief:
             run.log.info("%s %d: distributed training done; the chief exports", role.task_type, role.task_id)
             return TaskResult(run=run, metrics=run.metrics(), exports={})

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from recsys_common import contract
@@ -98,6 +99,34 @@ def test_the_export_serves_the_trained_users(shard_run: tuple[TaskResult, list[s
     assert len(top) == 50 == len(set(top)) and set(top) <= catalog
     assert top != [item.decode() for item in items[1]], "a trained user gets other items than an unknown one"
     assert (shard_run[0].exports[contract.RANKING] / "saved_model.pb").is_file()
+
+
+def test_the_refit_streams_every_shard_and_the_export_says_so(shard_run: tuple[TaskResult, list[str]],
+                                                              tiny_prepared: Manifest, tiny_data: TrainingData,
+                                                              tiny_config: Config) -> None:
+    """export.refit (on by default): both stages retrain on the train, validation and test shards."""
+    from trainer.export import layout
+
+    result, messages = shard_run
+    split = tiny_data.split
+    events = pd.concat([split.train, split.validation, split.test])
+    total = sum(tiny_prepared.examples(name) for name in ("train", "validation", "test"))
+    assert total == len(events)
+    refit = result.metrics["refit"]
+    assert refit["refit"] is True and refit["events"] == total
+    assert refit["last_event_time"] == int(events["timestamp"].max())
+    assert refit["items"] == events["item_id"].nunique() > len(tiny_prepared.vocab.item_ids)
+    assert refit["users"] == events["user_id"].nunique()
+    steps = -(-total // tiny_config.ranking.batch_size)
+    epochs = [m for m in messages if m.startswith(f"ranking refit/{tiny_config.ranking.model} epoch")]
+    assert len(epochs) == refit["ranking_epochs"][tiny_config.ranking.model] >= 1
+    assert all(f"steps {steps:.4f}" in m for m in epochs), epochs
+    assert len([m for m in messages if m.startswith("retrieval refit epoch")]) == refit["retrieval_epochs"]
+    for name in (contract.RETRIEVAL, contract.RANKING):
+        trained_on = layout.read_metadata(result.exports[name])["trained_on"]
+        assert trained_on["events"] == total and trained_on["periods"] == ["train", "validation", "test"], name
+    ranking = layout.read_metadata(result.exports[contract.RANKING])["data"]
+    assert ranking["num_items"] == refit["items"]  # items first seen after the training period are known
 
 
 def test_loaded_data_matches_the_manifest_and_caps_the_sample(tiny_config: Config, tiny_prepared: Manifest,

@@ -39,7 +39,7 @@ def test_run_folder_holds_config_metrics_and_logs(tiny_run):
     assert "recall@10" in result.stdout and str(run) in result.stdout
     assert 0.0 <= metrics["retrieval"]["recall@10"] <= 1.0
     assert metrics["retrieval"]["recall@10"] > metrics["retrieval"]["popularity_recall@10"]
-    assert set(metrics["wall_time_s"]) == {"data", "retrieval", "ranking", "export"}
+    assert set(metrics["wall_time_s"]) == {"data", "retrieval", "ranking", "refit", "export"}  # export.refit: on
     assert "synthetic" in (run / "config.yaml").read_text()
     assert "stage export: done" in (run / "train.log").read_text()
     assert list((run / "tensorboard").rglob("events.out.tfevents*"))

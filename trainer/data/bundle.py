@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +42,8 @@ class TrainingData:
         available_features: `dataset.available()`, so models drop features the data lacks.
         shards: the preprocessed folder the retrieval and ranking stages stream their training split from
             (`trainer.data.prepared`); None = train from `train_examples`.
+        trained_on: what the models trained on this data see (`trained_on`), for metrics.json and the
+            export metadata.
     """
 
     dataset: Dataset
@@ -55,6 +59,7 @@ class TrainingData:
     search_history_length: int
     available_features: set[str]
     shards: Manifest | None = None
+    trained_on: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def prepare(config: Config) -> TrainingData:
@@ -69,10 +74,11 @@ def prepare(config: Config) -> TrainingData:
         return event_examples(events, dataset.users, data.history_length, data.search_history_length,
                               history_events=dataset.events)
 
+    vocab = Vocabularies.from_training(split.train, dataset.users, dataset.items)
     prepared = TrainingData(
         dataset=dataset,
         split=split,
-        vocab=Vocabularies.from_training(split.train, dataset.users, dataset.items),
+        vocab=vocab,
         catalog=ItemCatalog.from_items(dataset.items),
         t_max=t_max,
         t_span=max(1, t_max - int(train_times.min())),
@@ -82,8 +88,62 @@ def prepare(config: Config) -> TrainingData:
         history_length=data.history_length,
         search_history_length=data.search_history_length,
         available_features=dataset.available(),
+        trained_on=trained_on(("train",), len(split.train), int(train_times.min()), t_max, vocab, refit=False),
     )
     LOGGER.info("%s: %d events (train %d, validation %d, test %d), %d users, %d items", dataset.name,
                 len(dataset.events), len(split.train), len(split.validation), len(split.test),
                 len(dataset.users), len(dataset.items))
     return prepared
+
+
+def trained_on(periods: Sequence[str], events: int, first_time: int, last_time: int, vocab: Vocabularies,
+               refit: bool) -> dict[str, Any]:
+    """What models trained on a split see: its periods, events, time range and vocabulary sizes.
+
+    Args:
+        periods: the temporal periods of the training events ("train", "validation", "test").
+        events: the number of training events.
+        first_time, last_time: unix seconds of the first and the last training event.
+        vocab: the vocabularies built from those events.
+        refit: whether this is the whole log that the models are refitted on (`export.refit`).
+    """
+    return {"refit": refit, "periods": list(periods), "events": int(events),
+            "first_event_time": int(first_time), "last_event_time": int(last_time),
+            "time_range_utc": [_utc(first_time), _utc(last_time)],
+            "users": len(vocab.user_ids), "items": len(vocab.item_ids)}
+
+
+def whole_log(data: TrainingData) -> TrainingData:
+    """`data` with every event (train, validation and test) as the training split, for the refit.
+
+    Vocabularies, t_max and t_span come from the whole log; the catalogue is unchanged (every item of
+    the item table). The validation and test splits are empty: the refit has nothing held out.
+    """
+    split = data.split
+    events = pd.concat([split.train, split.validation, split.test], ignore_index=True)
+    times = events["timestamp"].to_numpy()
+    t_max, t_min = int(times.max()), int(times.min())
+    vocab = Vocabularies.from_training(events, data.dataset.users, data.dataset.items)
+    parts = (data.train_examples, data.validation_examples, data.test_examples)
+    examples = {name: np.concatenate([part[name] for part in parts]) for name in data.train_examples}
+    periods = [name for name, part in zip(("train", "validation", "test"), (split.train, split.validation,
+                                                                            split.test)) if len(part)]
+    return dataclasses.replace(
+        data, split=empty_after(events, t_max), vocab=vocab, t_max=t_max, t_span=max(1, t_max - t_min),
+        train_examples=examples, validation_examples=no_examples(examples),
+        test_examples=no_examples(examples),
+        trained_on=trained_on(periods, len(events), t_min, t_max, vocab, refit=True))
+
+
+def empty_after(events: pd.DataFrame, t_max: int) -> TemporalSplit:
+    """A split whose training side is `events` and whose validation and test sides are empty."""
+    return TemporalSplit(events, events.iloc[:0], events.iloc[:0], t_max + 1, t_max + 1)
+
+
+def no_examples(examples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Zero rows of the same features, dtypes and widths as `examples`."""
+    return {name: values[:0] for name, values in examples.items()}
+
+
+def _utc(seconds: int) -> str:
+    return datetime.datetime.fromtimestamp(int(seconds), datetime.timezone.utc).isoformat()

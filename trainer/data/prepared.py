@@ -7,24 +7,29 @@ the validation and test examples (small), and a uniform random sample of at most
 statistics and its NCF comparison table (the ranking model itself streams the shards,
 `trainer.ranking.streaming`). The event tables are rebuilt from those examples (one event per
 example; the events' own queries are not stored, so `query` is empty).
+
+`whole_log_prepared` is the refit's view of the same folder (`export.refit`): every shard is training data.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pathlib
+from collections import Counter
 
 import numpy as np
 import pandas as pd
 
 from recsys_common import contract
 from trainer.config import Config
-from trainer.data.bundle import TrainingData
+from trainer.data.bundle import TrainingData, empty_after, no_examples, trained_on
 from trainer.data.catalog import ItemCatalog
 from trainer.data.examples import ITEM_ID, RATING, WATCH_TIME
 from trainer.data.schema import Dataset, validate_events
 from trainer.data.splits import TemporalSplit
-from trainer.data.tfrecord import Manifest
+from trainer.data.tfrecord import SPLITS, Manifest
+from trainer.data.vocab import Vocabularies
 from trainer.run import LOGGER_NAME
 
 LOGGER = logging.getLogger(LOGGER_NAME)
@@ -55,7 +60,66 @@ def load_prepared(config: Config) -> TrainingData:
         train_examples=train, validation_examples=validation, test_examples=test,
         history_length=manifest.history_length, search_history_length=manifest.search_history_length,
         available_features=set(manifest.available_features), shards=manifest,
+        trained_on=trained_on(("train",), manifest.examples("train"), manifest.t_max - manifest.t_span,
+                              manifest.t_max, manifest.vocab, refit=False),
     )
+
+
+def whole_log_prepared(data: TrainingData, seed: int) -> TrainingData:
+    """The refit's `TrainingData` of a preprocessed folder: every shard (train, validation, test) is training data.
+
+    Both stages stream the shards of a manifest whose training split lists all of them, with the item
+    counts (logQ), t_max and t_span of the whole log. The vocabularies are the training ones extended by
+    what the validation and test examples hold (users, items, the query tokens of their search
+    histories); item ids are ranked by their whole-log counts, the other values by their counts in the
+    held-out periods (the manifest keeps no training counts of users and query tokens). The in-memory
+    sample for the ranking statistics adds the validation and test examples at the training sample's rate.
+
+    Args:
+        data: `load_prepared`'s data (its `shards` set).
+        seed: seeds the sample of the validation and test examples.
+    """
+    manifest = data.shards
+    if manifest is None:
+        raise ValueError("whole_log_prepared: the data has no preprocessed shards")
+    later = _concatenate([data.validation_examples, data.test_examples], manifest)
+    item_counts = Counter(manifest.train_item_counts)
+    item_counts.update(str(item) for item in later[ITEM_ID])
+    vocab = _extended_vocabularies(manifest.vocab, later, item_counts, data.dataset.users, data.dataset.items)
+    t_min = manifest.t_max - manifest.t_span
+    t_max = int(max([manifest.t_max, *later[contract.REQUEST_TIME].tolist()]))
+    everything = [shard for split in SPLITS for shard in manifest.shards.get(split, [])]
+    whole = dataclasses.replace(
+        manifest, shards={"train": everything, "validation": [], "test": []}, vocab=vocab, t_max=t_max,
+        t_span=max(1, t_max - t_min), validation_start=t_max + 1, test_start=t_max + 1,
+        train_item_counts=dict(item_counts))
+    sample = _concatenate([data.train_examples, _at_rate(later, len(data.train_examples[ITEM_ID]) / max(
+        1, manifest.examples("train")), seed)], manifest)
+    periods = [split for split in SPLITS if manifest.examples(split)]
+    return dataclasses.replace(
+        data, split=empty_after(events_of(sample, manifest.source), t_max), vocab=vocab, t_max=t_max,
+        t_span=whole.t_span, train_examples=sample, validation_examples=no_examples(sample),
+        test_examples=no_examples(sample), shards=whole,
+        trained_on=trained_on(periods, whole.examples("train"), t_min, t_max, vocab, refit=True))
+
+
+def _extended_vocabularies(vocab: Vocabularies, later: dict[str, np.ndarray], item_counts: Counter[str],
+                           users: pd.DataFrame, items: pd.DataFrame) -> Vocabularies:
+    """The training vocabularies plus the values of the later examples (see `whole_log_prepared`)."""
+    user_counts = Counter({user: 1 for user in vocab.user_ids})
+    user_counts.update(str(user) for user in later[contract.USER_ID])
+    token_counts = Counter({token: 1 for token in vocab.query_tokens})
+    token_counts.update(str(token) for token in np.asarray(later[contract.SEARCH_HISTORY]).ravel() if token)
+    return Vocabularies.from_counts(user_counts, item_counts, token_counts, users, items)
+
+
+def _at_rate(examples: dict[str, np.ndarray], rate: float, seed: int) -> dict[str, np.ndarray]:
+    """A seeded uniform sample of about `rate` of the rows (all of them at rate >= 1), in their order."""
+    rows = len(examples[ITEM_ID])
+    if rate >= 1.0:
+        return examples
+    keep = np.sort(np.random.default_rng(seed).choice(rows, int(round(rows * rate)), replace=False))
+    return {name: values[keep] for name, values in examples.items()}
 
 
 def read_split(manifest: Manifest, split: str) -> dict[str, np.ndarray]:

@@ -56,6 +56,7 @@ def export_metadata(result: RankingResult, data: TrainingData) -> dict[str, Any]
         "config": dataclasses.asdict(result.config),
         "metrics": result.metrics,
         "comparison": result.comparison,
+        "trained_on": data.trained_on,  # what the model saw: events, time range, whether refitted (export.refit)
     }
 
 

@@ -37,7 +37,7 @@ import tf_keras as keras
 from recsys_common import contract
 from trainer.config import Config, RankingConfig
 from trainer.data.examples import ITEM_ID, WATCH_TIME
-from trainer.data.pipeline import make_dataset
+from trainer.data.pipeline import AGE_BUCKETS, make_dataset
 from trainer.optimizers import make_optimizer
 from trainer.progress import track
 from trainer.ranking import evaluate
@@ -52,7 +52,14 @@ from trainer.ranking.loss import (
 from trainer.ranking.models import NeuMF, RankingModel, build_model
 from trainer.ranking.negatives import NegativeSampler
 from trainer.ranking.pretrain import load_pretrained
-from trainer.ranking.protocol import RankingData, ncf_protocol, temporal_protocol
+from trainer.ranking.protocol import (
+    USER_INPUT_NAMES,
+    RankingData,
+    SampledSet,
+    items_by_user,
+    ncf_protocol,
+    temporal_protocol,
+)
 from trainer.ranking.signature import RankingSignature
 from trainer.ranking.streaming import LABELS, WEIGHTS, StreamedEpochs, check_global_batch_size
 from trainer.run import RunContext
@@ -103,6 +110,8 @@ class RankingResult:
         comparison: one row per model of the NCF-protocol comparison table.
         history: per-epoch training loss and validation metrics.
         config: the ranking config it was trained with.
+        selected_epochs: model name -> the epochs that model selection chose for it (the best validation
+            epoch; 0 = the initial weights), for `model` and the models it is built from; what a refit trains.
     """
 
     model: RankingModel
@@ -114,6 +123,7 @@ class RankingResult:
     comparison: list[dict[str, Any]]
     history: dict[str, list[float]]
     config: RankingConfig = dataclasses.field(default_factory=RankingConfig)
+    selected_epochs: dict[str, int] = dataclasses.field(default_factory=dict)
     _signature: RankingSignature | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def signature(self) -> RankingSignature:
@@ -131,6 +141,13 @@ def fit(model: RankingModel, data: RankingData, options: FitOptions, checkpoint_
     Models that count rather than learn (ItemPop) are fitted in one pass and not checkpointed.
     `model` must have been built under `strategy` (None: the default strategy).
     """
+    return _fit(model, data, options, checkpoint_dir, tensorboard_dir, strategy)[0]
+
+
+def _fit(model: RankingModel, data: RankingData, options: FitOptions, checkpoint_dir: pathlib.Path | None,
+         tensorboard_dir: pathlib.Path | None, strategy: tf.distribute.Strategy | None
+         ) -> tuple[dict[str, list[float]], int]:
+    """`fit`, also returning the selected epoch count (the best validation epoch, else every epoch trained)."""
     strategy = strategy or tf.distribute.get_strategy()
     epoch_inputs = EpochExamples(data, model.feature_keys, options)
     with strategy.scope():
@@ -138,7 +155,7 @@ def fit(model: RankingModel, data: RankingData, options: FitOptions, checkpoint_
     if not model.learns_by_gradient:
         inputs, labels, _ = epoch_inputs(0)
         model.fit_statistics(inputs, labels)
-        return {}
+        return {}, 0
     epochs = _epoch_source(data, model.feature_keys, options, strategy, epoch_inputs)
     with strategy.scope():
         optimizer = make_optimizer(options.optimizer, options.learning_rate)
@@ -165,12 +182,13 @@ def fit(model: RankingModel, data: RankingData, options: FitOptions, checkpoint_
             history.setdefault(key, []).append(value)
         state.finish_epoch(record.get(f"validation_{VALIDATION_METRIC}"))
     state.restore_best()
-    return history
+    return history, state.selected_epochs()
 
 
 def train_model(name: str, data: RankingData, config: Config, trained: dict[str, RankingModel] | None = None,
                 run: RunContext | None = None, retrieval_scorer: keras.layers.Layer | None = None,
-                strategy: tf.distribute.Strategy | None = None) -> tuple[RankingModel, dict[str, list[float]]]:
+                strategy: tf.distribute.Strategy | None = None, epochs: Mapping[str, int] | None = None,
+                selected: dict[str, int] | None = None) -> tuple[RankingModel, dict[str, list[float]]]:
     """Builds and trains the model called `name` on `data`.
 
     "neumf_pretrained" takes its GMF and MLP from `trained` (training them first when absent) and
@@ -184,6 +202,8 @@ def train_model(name: str, data: RankingData, config: Config, trained: dict[str,
         run: where checkpoints and TensorBoard summaries go (none without a run).
         retrieval_scorer: for "full", the candidate generator's score as a feature.
         strategy: the tf.distribute strategy to build and train under (None: the default strategy).
+        epochs: model name -> a fixed number of epochs (a refit), instead of ranking.epochs.
+        selected: receives model name -> its selected epoch count, for this model and any it trains first.
     """
     trained = {} if trained is None else trained
     strategy = strategy or tf.distribute.get_strategy()
@@ -192,16 +212,21 @@ def train_model(name: str, data: RankingData, config: Config, trained: dict[str,
         model = build_model(name, data.space, config.ranking, retrieval_scorer if name == "full" else None)
     pretrained = name == "neumf_pretrained"
     if pretrained:
-        branches = [trained.get(branch) or train_model(branch, data, config, trained, run, strategy=strategy)[0]
+        branches = [trained.get(branch) or train_model(branch, data, config, trained, run, strategy=strategy,
+                                                       epochs=epochs, selected=selected)[0]
                     for branch in ("gmf", "mlp")]
         with strategy.scope():
             load_pretrained(_as_neumf(model), _as_neumf(branches[0]), _as_neumf(branches[1]),
                             config.ranking.pretrain_alpha)
     where = f"{data.name}/{name}"
-    history = fit(model, data, FitOptions.from_config(config.ranking, config.seed, pretrained),
-                  run.checkpoint_dir(STAGE) / where if run else None,
-                  run.tensorboard_dir(STAGE) / where if run else None, strategy)
+    options = FitOptions.from_config(config.ranking, config.seed, pretrained)
+    if epochs is not None:
+        options.epochs = epochs[name]
+    history, best = _fit(model, data, options, run.checkpoint_dir(STAGE) / where if run else None,
+                         run.tensorboard_dir(STAGE) / where if run else None, strategy)
     trained[name] = model
+    if selected is not None:
+        selected[name] = best
     return model, history
 
 
@@ -228,9 +253,10 @@ def train_ranking(config: Config, data: TrainingData, run: RunContext,
     ranking = config.ranking
     temporal = temporal_protocol(data, config)
     strategy = strategy or tf.distribute.get_strategy()
-    with strategy.scope():
-        scorer = retrieval_feature.scorer_for(retrieval) if retrieval is not None else None
-    model, history = train_model(ranking.model, temporal, config, run=run, retrieval_scorer=scorer, strategy=strategy)
+    scorer = _retrieval_scorer(retrieval, strategy)
+    selected: dict[str, int] = {}
+    model, history = train_model(ranking.model, temporal, config, run=run, retrieval_scorer=scorer, strategy=strategy,
+                                 selected=selected)
     metrics = evaluate_model(model, temporal, ranking.eval_ks)
     if retrieval is not None and temporal.full_ranking is not None:
         metrics.update(two_stage.evaluate_two_stage(
@@ -245,7 +271,60 @@ def train_ranking(config: Config, data: TrainingData, run: RunContext,
     unit = watch_time_unit(temporal.train[WATCH_TIME])
     return RankingResult(model=model, model_name=ranking.model, space=temporal.space, watch_time_unit=unit,
                          sampling_rate=_sampling_rate(ranking.num_negatives, temporal),
-                         metrics=metrics, comparison=comparison, history=history, config=ranking)
+                         metrics=metrics, comparison=comparison, history=history, config=ranking,
+                         selected_epochs=selected)
+
+
+def refit_ranking(config: Config, data: TrainingData, run: RunContext, selected: RankingResult,
+                  retrieval: RetrievalResult | None = None, strategy: tf.distribute.Strategy | None = None
+                  ) -> RankingResult:
+    """Trains a fresh `selected.model_name` on `data` (the whole log) for the epochs model selection chose.
+
+    Nothing is held out: no validation, no early stopping, no evaluation; the result keeps `selected`'s
+    held-out metrics and comparison. Checkpoints go to the run folder's `ranking/refit/<model>`.
+
+    Args:
+        config: the run config.
+        data: the whole log (`trainer.refit.whole_log`).
+        run: the run folder.
+        selected: the ranking trained and evaluated on the temporal split.
+        retrieval: the refitted candidate generator (its score is a feature of the full model), or None.
+        strategy: the strategy to train under, as `train_ranking`.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    whole = whole_log_protocol(data)
+    model, history = train_model(selected.model_name, whole, config, run=run,
+                                 retrieval_scorer=_retrieval_scorer(retrieval, strategy), strategy=strategy,
+                                 epochs=selected.selected_epochs)
+    return RankingResult(model=model, model_name=selected.model_name, space=whole.space,
+                         watch_time_unit=watch_time_unit(whole.train[WATCH_TIME]),
+                         sampling_rate=_sampling_rate(selected.config.num_negatives, whole),
+                         metrics=dict(selected.metrics),
+                         comparison=selected.comparison, history=history, config=selected.config,
+                         selected_epochs=dict(selected.selected_epochs))
+
+
+def whole_log_protocol(data: TrainingData) -> RankingData:
+    """The refit's ranking data: every event of `data` trains, nothing is held out."""
+    space = FeatureSpace.from_parts(data.vocab, data.catalog, data.t_max, data.t_span, data.available_features,
+                                    AGE_BUCKETS)
+    examples = data.train_examples
+    inputs = {name: examples[name][:0] for name in USER_INPUT_NAMES}
+    inputs[contract.CANDIDATE_IDS] = np.zeros((0, 1), dtype=object)
+    return RankingData(name="refit", space=space, train=examples, seen=items_by_user(data.split.train),
+                       validation=None, test=SampledSet(inputs, np.zeros(0, np.float32)), full_ranking=None,
+                       train_stream=data.shards)
+
+
+def _retrieval_scorer(retrieval: RetrievalResult | None, strategy: tf.distribute.Strategy
+                      ) -> keras.layers.Layer | None:
+    """The candidate generator's score as the full model's feature (built under `strategy`), or None."""
+    from trainer.ranking import retrieval_feature
+
+    if retrieval is None:
+        return None
+    with strategy.scope():
+        return retrieval_feature.scorer_for(retrieval)
 
 
 def evaluate_model(model: RankingModel, data: RankingData, ks: list[int]) -> dict[str, float]:
@@ -360,8 +439,9 @@ class _TrainingState:
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.best = tf.Variable(-np.inf, dtype=tf.float64, trainable=False)
         self.stale = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch, best=self.best,
-                                              stale=self.stale)
+                                              stale=self.stale, best_epoch=self.best_epoch)
         self.best_weights = tf.train.Checkpoint(model=model)
         self.latest = self.best_manager = None
         if directory is not None:
@@ -373,6 +453,11 @@ class _TrainingState:
                             int(self.epoch.numpy()))
         self.model = model
         self.best_in_memory: list[np.ndarray] | None = None
+
+    def selected_epochs(self) -> int:
+        """The epochs of the weights kept: the best validation epoch (0 = the start), else every epoch."""
+        validated = bool(np.isfinite(self.best.numpy()))
+        return int((self.best_epoch if validated else self.epoch).numpy())
 
     def stopped(self, patience: int) -> bool:
         return patience > 0 and int(self.stale.numpy()) >= patience
@@ -388,6 +473,7 @@ class _TrainingState:
         if validation is not None and validation > float(self.best.numpy()):
             self.best.assign(validation)
             self.stale.assign(0)
+            self.best_epoch.assign(self.epoch + 1)
             self.best_in_memory = self.model.get_weights()
             if self.best_manager is not None:
                 self.best_manager.save()

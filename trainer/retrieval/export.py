@@ -176,6 +176,7 @@ def export_metadata(result: RetrievalResult, data: TrainingData, export: ExportC
         "data": {"source": data.dataset.name, "events": len(data.dataset.events), "users": len(data.dataset.users),
                  "items": len(result.item_ids), "available_features": sorted(data.available_features)},
         "config": {"retrieval": dataclasses.asdict(result.config), "export": dataclasses.asdict(export)},
+        "trained_on": data.trained_on,  # what the model saw: events, time range, whether refitted (export.refit)
         "features": result.features.enabled(),
         "metrics": result.metrics,
         "index": {"num_items": len(result.item_ids), "embedding_dim": int(result.item_embeddings.shape[1]),

@@ -54,6 +54,7 @@ from trainer.retrieval.records import (
 from trainer.run import RunContext
 
 STAGE = "retrieval"
+REFIT_STAGE = "retrieval_refit"
 EpochCallback = Callable[[int, dict[str, float]], None]
 Validator = Callable[[RetrievalModel], dict[str, float]]
 
@@ -143,6 +144,38 @@ def fit_and_evaluate(config: Config, data: TrainingData, checkpoint_dir: pathlib
     return RetrievalResult(model, metrics, history, item_embeddings, data.catalog.item_ids, feature_set, retrieval)
 
 
+def selected_epochs(result: RetrievalResult) -> int:
+    """The epoch count that model selection chose: the best validation epoch, else every epoch trained."""
+    return int(result.metrics.get("best_epoch", result.metrics["epochs_trained"]))
+
+
+def refit_retrieval(config: Config, data: TrainingData, run: RunContext, selected: RetrievalResult,
+                    strategy: tf.distribute.Strategy | None = None) -> RetrievalResult:
+    """Trains a fresh candidate generator on `data` (the whole log) for the epochs `selected` was chosen at.
+
+    Nothing is held out, so there is no validation and no test: the result keeps `selected`'s held-out
+    metrics. Checkpoints go to the run folder's `retrieval_refit` stage, so a killed refit resumes.
+
+    Args:
+        config: the run config (`config.retrieval`, as selected).
+        data: the whole log (`trainer.refit.whole_log`).
+        run: the run folder.
+        selected: the model trained and evaluated on the temporal split.
+        strategy: the tf.distribute strategy the model is built under; None = the default.
+    """
+    retrieval = dataclasses.replace(config.retrieval, epochs=selected_epochs(selected))
+    keras.utils.set_random_seed(config.seed)
+    feature_set = FeatureSet.resolve(retrieval.features, data.available_features)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = build_model(retrieval, feature_set, data.vocab, data.catalog, data.t_max)
+    train = ShardedTrainingInput(data.shards) if data.shards is not None else training_features(data)
+    history = fit(model, retrieval, train, None, config.seed, run.checkpoint_dir(REFIT_STAGE),
+                  run.tensorboard_dir(REFIT_STAGE), run.log, label="retrieval refit")
+    item_embeddings = embed_items(model.candidate_tower, data.catalog.item_ids)
+    return RetrievalResult(model, dict(selected.metrics), history, item_embeddings, data.catalog.item_ids,
+                           feature_set, retrieval)
+
+
 def build_model(retrieval: RetrievalConfig, features: FeatureSet, vocab: VocabularyLike, catalog: CatalogLike,
                 t_max: int) -> RetrievalModel:
     """The two-tower model over training vocabularies and the item catalogue (item ages measured from t_max)."""
@@ -217,7 +250,7 @@ class _Progress(tf.Module):
 def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.ndarray] | ShardedTrainingInput,
         validate: Validator | None, seed: int, checkpoint_dir: pathlib.Path | None,
         tensorboard_dir: pathlib.Path | None, log: logging.Logger,
-        epoch_callback: EpochCallback | None = None) -> dict[str, list[float]]:
+        epoch_callback: EpochCallback | None = None, label: str = STAGE) -> dict[str, list[float]]:
     """Trains `model` for up to `retrieval.epochs` epochs, resuming from `checkpoint_dir` if it holds a run.
 
     Args:
@@ -231,6 +264,7 @@ def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.n
         tensorboard_dir: where to write summaries; None writes none.
         log: the run log.
         epoch_callback: called with (epoch, record) after each finished epoch.
+        label: names the training in the log and the progress bar ("retrieval", "retrieval refit").
 
     Returns:
         The per-epoch history: loss (the mean per training example), val_recall (recall@early_stopping_k)
@@ -243,7 +277,7 @@ def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.n
     start = checkpoints.restore_latest()
     state = progress.state()
     if start:
-        log.info("retrieval: resuming after epoch %d from %s", start, checkpoint_dir)
+        log.info("%s: resuming after epoch %d from %s", label, start, checkpoint_dir)
     size = len(train) if isinstance(train, ShardedTrainingInput) else len(train[ITEM_ID])
     steps = -(-size // retrieval.batch_size)
     dataset, fit_options = _fit_input(model, train, retrieval.batch_size, seed + start, steps)
@@ -251,7 +285,7 @@ def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.n
     for epoch in range(start + 1, retrieval.epochs + 1):
         if state["stopped"]:
             break
-        bar = keras_batch_progress(f"retrieval epoch {epoch}/{retrieval.epochs}", steps, EXAMPLE_LOSS)
+        bar = keras_batch_progress(f"{label} epoch {epoch}/{retrieval.epochs}", steps, EXAMPLE_LOSS)
         history = model.fit(dataset, epochs=1, verbose=0, callbacks=[bar], **fit_options).history
         record = {"loss": float(history[EXAMPLE_LOSS][-1])}
         if validate is not None:
@@ -261,7 +295,7 @@ def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.n
         progress.save_state(epoch, state)
         checkpoints.save_latest(epoch)
         _write_summaries(writer, epoch, record)
-        log.info("retrieval epoch %d: %s", epoch, {name: round(value, 4) for name, value in record.items()})
+        log.info("%s epoch %d: %s", label, epoch, {name: round(value, 4) for name, value in record.items()})
         if epoch_callback is not None:
             epoch_callback(epoch, record)
     checkpoints.restore_best()
