@@ -22,7 +22,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
-from serving.errors import ServingError, invalid_argument
+from serving.errors import ServingError, invalid_argument, resource_exhausted
 
 B64_KEY = "b64"
 BYTES_SUFFIX = "_bytes"
@@ -243,6 +243,39 @@ def parse_predict(document: Mapping[str, Any], infos: InputInfos) -> tuple[dict[
 
 def _is_named_object(value: Any) -> bool:
     return isinstance(value, dict) and not _is_b64(value)
+
+
+def _batch_major(info: meta_graph_pb2.TensorInfo) -> bool:
+    shape = info.tensor_shape
+    return not shape.unknown_rank and len(shape.dim) > 0 and shape.dim[0].size == -1
+
+
+def check_rows(document: Mapping[str, Any], infos: InputInfos | None, max_rows: int) -> None:
+    """Refuses a body of more rows than `max_rows` from list lengths alone, before any value is converted.
+
+    Rows are the "instances", the "examples", or dimension 0 of an "inputs" list whose signature
+    input is batch-major ([-1, ...]).
+
+    Args:
+        document: the parsed body.
+        infos: the signature's inputs (None for Classify / Regress).
+        max_rows: the server's --max_request_batch_size.
+
+    Raises:
+        ServingError: RESOURCE_EXHAUSTED naming where the rows are.
+    """
+    counts = {f"'{key}'": len(document[key]) for key in ("instances", "examples")
+              if isinstance(document.get(key), list)}
+    columns: Any = document.get(RequestFormat.COLUMNAR.value)
+    if infos and not _is_named_object(columns):
+        columns = {next(iter(infos)): columns} if len(infos) == 1 else {}
+    if infos:
+        counts.update({f"input '{alias}'": len(value) for alias, value in columns.items()
+                       if isinstance(value, list) and alias in infos and _batch_major(infos[alias])})
+    for where, count in sorted(counts.items()):
+        if count > max_rows:
+            raise resource_exhausted(f"{where} has {count} rows, over this server's limit of {max_rows} "
+                                     "(--max_request_batch_size)")
 
 
 def _parse_instances(document: Mapping[str, Any], infos: InputInfos) -> dict[str, np.ndarray]:

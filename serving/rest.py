@@ -118,26 +118,28 @@ def predict(core: ServingCore, model: ModelRequest, body: bytes, deadline: float
         signatures = servable.model.meta_graph_def.signature_def
         if name not in signatures:
             raise invalid_argument(f'Serving signature name: "{name}" not found in signature def')
+        json_codec.check_rows(document, signatures[name].inputs, core.limits.max_batch_size)
         inputs, request_format = json_codec.parse_predict(document, signatures[name].inputs)
         outputs = core.run_signature(servable, name, inputs, deadline=deadline)
     return json_codec.predict_response(outputs, request_format)
 
 
-def _examples_request(request: Any, model: ModelRequest, body: bytes, method: str) -> None:
+def _examples_request(request: Any, model: ModelRequest, body: bytes, method: str, max_rows: int) -> None:
     document = json_codec.parse_document(body)
+    json_codec.check_rows(document, None, max_rows)
     request.model_spec.CopyFrom(model.to_spec(json_codec.signature_name_of(document)))
     request.input.CopyFrom(json_codec.parse_examples(document, method))
 
 
 def classify(core: ServingCore, model: ModelRequest, body: bytes, deadline: float | None = None) -> dict[str, Any]:
     request = classification_pb2.ClassificationRequest()
-    _examples_request(request, model, body, "classify")
+    _examples_request(request, model, body, "classify", core.limits.max_batch_size)
     return json_codec.classification_response(core.classify(request, deadline).result)
 
 
 def regress(core: ServingCore, model: ModelRequest, body: bytes, deadline: float | None = None) -> dict[str, Any]:
     request = regression_pb2.RegressionRequest()
-    _examples_request(request, model, body, "regress")
+    _examples_request(request, model, body, "regress", core.limits.max_batch_size)
     return json_codec.regression_response(core.regress(request, deadline).result)
 
 

@@ -28,6 +28,7 @@ from serving.testing import ServerProcess, running_server
 MAX_BYTES = 2**20
 TIMEOUT_MS = 3000
 THREADS = 2
+MAX_ROWS = 100
 METRICS_PATH = "/monitoring/prometheus/metrics"
 HOSTILE_NAME = 'evil"}\n# TYPE injected counter\ninjected 1\n'
 PREDICT = "/v1/models/affine:predict"
@@ -57,7 +58,7 @@ class Odd(tf.Module):
 
 @pytest.fixture(scope="module")
 def hardened(model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server with small REST limits: 2 threads, a 3 s timeout, a 1 MiB body cap; metrics on."""
+    """A server with small REST limits: 2 threads, a 3 s timeout, a 1 MiB body cap, 100 rows; metrics on."""
     folder = tmp_path_factory.mktemp("hardened")
     odd = Odd()
     tf.saved_model.save(odd, str(folder / "odd" / "1"), signatures={"serving_default": odd.serve,
@@ -67,7 +68,8 @@ def hardened(model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     (folder / "monitoring.config").write_text(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
     with running_server(wait_for=list(models), log_dir=folder, model_config_file=folder / "models.config",
                         monitoring_config_file=folder / "monitoring.config", rest_api_num_threads=THREADS,
-                        rest_api_timeout_in_ms=TIMEOUT_MS, rest_api_max_request_bytes=MAX_BYTES) as server:
+                        rest_api_timeout_in_ms=TIMEOUT_MS, rest_api_max_request_bytes=MAX_BYTES,
+                        max_request_batch_size=MAX_ROWS) as server:
         yield server
 
 
@@ -219,6 +221,21 @@ def test_a_run_longer_than_the_rest_timeout_is_cancelled_with_504(hardened: Serv
     assert status == 504, answer
     assert TIMEOUT_MS / 1000 <= elapsed < TIMEOUT_MS / 1000 + 20
     assert_affine_answers(hardened)
+
+
+@pytest.mark.parametrize(("path", "document", "where"), [
+    (PREDICT, {"instances": [1.0] * (MAX_ROWS + 1)}, "'instances' has 101 rows"),
+    (PREDICT, {"inputs": [1.0] * (MAX_ROWS + 1)}, "input 'x' has 101 rows"),
+    (PREDICT, {"inputs": {"x": [1.0] * 150_000}}, "input 'x' has 150000 rows"),
+    ("/v1/models/affine:regress", {"examples": [{"x": 1.0}] * (MAX_ROWS + 1)}, "'examples' has 101 rows"),
+])
+def test_more_rows_than_the_batch_cap_get_429_before_conversion(hardened: ServerProcess, path: str,
+                                                                document: dict[str, Any], where: str) -> None:
+    status, answer = post(hardened, path, json.dumps(document).encode())
+    assert (status, answer) == (429, {"error": f"{where}, over this server's limit of {MAX_ROWS} "
+                                               "(--max_request_batch_size)"})
+    at_cap = post(hardened, PREDICT, json.dumps({"instances": [1.0] * MAX_ROWS}).encode())
+    assert at_cap == (200, {"predictions": [2.0] * MAX_ROWS})
 
 
 def _nested(depth: int, leaf: str = "1.0") -> str:
