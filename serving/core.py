@@ -84,10 +84,10 @@ class RequestLimits:
     max_request_bytes: int = 64 * 2**20
 
     def validate(self) -> None:
-        """Raises ValueError naming the first limit below 1."""
-        for name in ("max_batch_size", "max_request_bytes"):
+        """Raises ValueError naming the flag of the first limit below 1."""
+        for name, flag in (("max_batch_size", "--max_request_batch_size"), ("max_request_bytes", "--max_request_bytes")):
             if getattr(self, name) < 1:
-                raise ValueError(f"the request limit {name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"{flag} must be >= 1, got {getattr(self, name)}")
 
 
 def time_left(deadline: float | None) -> float | None:
