@@ -85,7 +85,8 @@ class RequestLimits:
 
     def validate(self) -> None:
         """Raises ValueError naming the flag of the first limit below 1."""
-        for name, flag in (("max_batch_size", "--max_request_batch_size"), ("max_request_bytes", "--max_request_bytes")):
+        flags = {"max_batch_size": "--max_request_batch_size", "max_request_bytes": "--max_request_bytes"}
+        for name, flag in flags.items():
             if getattr(self, name) < 1:
                 raise ValueError(f"{flag} must be >= 1, got {getattr(self, name)}")
 
