@@ -86,6 +86,7 @@ def _run_stages(config: config_lib.Config, run_name: str, export: bool, role: di
     from trainer import refit
     from trainer.data import bundle
     from trainer.data.prepared import load_prepared
+    from trainer.export.layout import VersionSet
     from trainer.export.server_configs import write_server_configs
     from trainer.ranking.export import export_ranking
     from trainer.ranking.train import train_ranking
@@ -101,8 +102,8 @@ def _run_stages(config: config_lib.Config, run_name: str, export: bool, role: di
             data = load_prepared(config) if config.data.prepared_dir else bundle.prepare(config)
         with _stage(run, "retrieval"):
             retrieval = train_retrieval(config, data, run, strategy=strategy)
-        with _stage(run, "ranking"):
         ranking_strategy = None if role.uses_parameter_servers else strategy
+        with _stage(run, "ranking"):
             ranking = train_ranking(config, data, run, retrieval, strategy=ranking_strategy)
         if export and config.export.refit:
             with _stage(run, refit.STAGE):
@@ -116,14 +117,17 @@ def _run_stages(config: config_lib.Config, run_name: str, export: bool, role: di
         exports: dict[str, pathlib.Path] = {}
         if export:
             base_dir = pathlib.Path(config.export.output_dir)
-            with _stage(run, "export"):
-                exports.update(export_retrieval(retrieval, data, config.export, base_dir))
-                exports[contract.RANKING] = export_ranking(ranking, data, config.export, base_dir)
-                shards = shard_model_names(config.export.num_shards) if config.export.num_shards > 1 else []
+            shards = shard_model_names(config.export.num_shards) if config.export.num_shards > 1 else []
+            # One version number for every model, published together; a killed export is repaired on entry.
+            with _stage(run, "export"), VersionSet(base_dir, [*contract.MODEL_NAMES, *shards], run.log) as versions:
+                exports.update(export_retrieval(retrieval, data, config.export, base_dir, versions.stage))
+                exports[contract.RANKING] = export_ranking(ranking, data, config.export, base_dir, versions.stage)
                 if shards:  # export.num_shards: the index split into models retrieval_shard_<i> as well
-                    exports.update(export_sharded_retrieval(retrieval, data, config.export, base_dir))
+                    exports.update(export_sharded_retrieval(retrieval, data, config.export, base_dir,
+                                                            publish=versions.stage))
+                versions.publish()
                 write_server_configs(base_dir, [*contract.MODEL_NAMES, *shards],
-                                     keep_versions=config.export.keep_versions)
+                                     keep_versions=config.export.keep_versions, version_sets=True)
             run.record_metrics("exports", {name: str(path) for name, path in exports.items()})
         return TaskResult(run=run, metrics=run.metrics(), exports=exports)
     finally:

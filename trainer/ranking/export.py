@@ -23,9 +23,12 @@ from trainer.ranking.train import RankingResult
 from trainer.retrieval.servability import check_servable
 
 
-def export_ranking(result: RankingResult, data: TrainingData, export: ExportConfig, base_dir: pathlib.Path
-                   ) -> pathlib.Path:
-    """Writes a new version of the `ranking` model under `base_dir/ranking` and returns its folder."""
+def export_ranking(result: RankingResult, data: TrainingData, export: ExportConfig, base_dir: pathlib.Path,
+                   publish: layout.Publisher = layout.publish_version) -> pathlib.Path:
+    """Writes a new version of the `ranking` model under `base_dir/ranking` and returns its folder.
+
+    `publish` publishes it (`layout.VersionSet.stage` to publish it with the retrieval models).
+    """
     signature = result.signature()
     examples = data.test_examples if len(data.test_examples[contract.USER_ID]) else data.train_examples
     requests = warmup_requests(examples, data.catalog.item_ids,
@@ -38,7 +41,7 @@ def export_ranking(result: RankingResult, data: TrainingData, export: ExportConf
         write_version(version_dir)
         check_servable(version_dir)  # stock TensorFlow Serving must be able to load it
 
-    return layout.publish_version(pathlib.Path(base_dir) / contract.RANKING, write)
+    return publish(pathlib.Path(base_dir) / contract.RANKING, write)
 
 
 def export_metadata(result: RankingResult, data: TrainingData) -> dict[str, Any]:
@@ -53,10 +56,10 @@ def export_metadata(result: RankingResult, data: TrainingData) -> dict[str, Any]
                                "unit) that the user's next watch spends on the candidate",
         "data": {"source": data.dataset.name, "events": len(data.dataset.events), "users": len(data.dataset.users),
                  "items": len(data.dataset.items), **result.space.to_json()},
+        "trained_on": data.trained_on,  # what the model saw: events, time range, whether refitted (export.refit)
         "config": dataclasses.asdict(result.config),
         "metrics": result.metrics,
         "comparison": result.comparison,
-        "trained_on": data.trained_on,  # what the model saw: events, time range, whether refitted (export.refit)
     }
 
 

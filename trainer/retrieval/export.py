@@ -82,7 +82,8 @@ def scann_module(query_tower: QueryTower, item_ids: np.ndarray, item_embeddings:
 
 
 def export_retrieval(result: RetrievalResult, data: TrainingData, export: ExportConfig,
-                     base_dir: pathlib.Path) -> dict[str, pathlib.Path]:
+                     base_dir: pathlib.Path, publish: layout.Publisher = layout.publish_version
+                     ) -> dict[str, pathlib.Path]:
     """Tunes, measures and publishes both retrieval models as new versions under `base_dir`.
 
     Args:
@@ -90,6 +91,7 @@ def export_retrieval(result: RetrievalResult, data: TrainingData, export: Export
         data: the data it was trained on (sample requests, dataset facts, item titles).
         export: K, the ScaNN recall target and brute-force threshold, the number of warmup requests.
         base_dir: the saved_models folder; versions go to <base_dir>/<model name>/<version>.
+        publish: publishes one model's version (`layout.VersionSet.stage` to publish it with the other models).
 
     Returns:
         {contract.RETRIEVAL: version dir, contract.RETRIEVAL_BRUTEFORCE: version dir}.
@@ -110,9 +112,8 @@ def export_retrieval(result: RetrievalResult, data: TrainingData, export: Export
     warmups = warmup_requests(requests, export.warmup_requests)
     namespaces = {contract.RETRIEVAL: (SCANN_NAMESPACE,), contract.RETRIEVAL_BRUTEFORCE: ()}
     return {
-        name: layout.publish_version(pathlib.Path(base_dir) / name,
-                                     layout.version_writer(module, name, {**metadata, "model": name}, warmups,
-                                                           namespaces[name]))
+        name: publish(pathlib.Path(base_dir) / name,
+                      layout.version_writer(module, name, {**metadata, "model": name}, warmups, namespaces[name]))
         for name, module in modules.items()
     }
 
@@ -175,8 +176,8 @@ def export_metadata(result: RetrievalResult, data: TrainingData, export: ExportC
         "k": k,
         "data": {"source": data.dataset.name, "events": len(data.dataset.events), "users": len(data.dataset.users),
                  "items": len(result.item_ids), "available_features": sorted(data.available_features)},
-        "config": {"retrieval": dataclasses.asdict(result.config), "export": dataclasses.asdict(export)},
         "trained_on": data.trained_on,  # what the model saw: events, time range, whether refitted (export.refit)
+        "config": {"retrieval": dataclasses.asdict(result.config), "export": dataclasses.asdict(export)},
         "features": result.features.enabled(),
         "metrics": result.metrics,
         "index": {"num_items": len(result.item_ids), "embedding_dim": int(result.item_embeddings.shape[1]),

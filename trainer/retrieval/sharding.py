@@ -100,7 +100,8 @@ class ShardIndex:
 def publish_scann_shards(base_dir: pathlib.Path, names: Sequence[str], query_tower: QueryTower,
                          shards: Sequence[tuple[np.ndarray, np.ndarray]], queries: np.ndarray, max_k: int,
                          target_recall: float, brute_force_below: int, metadata: Callable[[ShardIndex], dict[str, Any]],
-                         warmups: Sequence[dict[str, np.ndarray]] = ()) -> list[tuple[ShardIndex, pathlib.Path]]:
+                         warmups: Sequence[dict[str, np.ndarray]] = (),
+                         publish: layout.Publisher = layout.publish_version) -> list[tuple[ShardIndex, pathlib.Path]]:
     """Publishes one ScaNN retrieval model per shard, each searcher tuned on its shard's items, in shard order.
 
     Args:
@@ -114,6 +115,7 @@ def publish_scann_shards(base_dir: pathlib.Path, names: Sequence[str], query_tow
         brute_force_below: shards smaller than this use exact search.
         metadata: the export metadata of a shard (called before it is published).
         warmups: warmup requests written into every shard's version (none when empty).
+        publish: publishes one shard's version (`layout.VersionSet.stage` to publish it with the other models).
 
     Returns:
         (shard, published version folder) per shard.
@@ -124,15 +126,15 @@ def publish_scann_shards(base_dir: pathlib.Path, names: Sequence[str], query_tow
         tuning = tune_scann(embeddings, queries, k, target_recall, brute_force_below)
         shard = ShardIndex(index, name, ids, embeddings, k, tuning,
                            scann_module(query_tower, ids, embeddings, k, tuning))
-        version = layout.publish_version(pathlib.Path(base_dir) / shard.name,
-                                         layout.version_writer(shard.module, shard.name, metadata(shard), warmups,
-                                                               (SCANN_NAMESPACE,)))
+        version = publish(pathlib.Path(base_dir) / shard.name,
+                          layout.version_writer(shard.module, shard.name, metadata(shard), warmups, (SCANN_NAMESPACE,)))
         published.append((shard, version))
     return published
 
 
 def export_sharded_retrieval(result: RetrievalResult, data: TrainingData, export: ExportConfig,
-                             base_dir: pathlib.Path, num_shards: int | None = None) -> dict[str, pathlib.Path]:
+                             base_dir: pathlib.Path, num_shards: int | None = None,
+                             publish: layout.Publisher = layout.publish_version) -> dict[str, pathlib.Path]:
     """Tunes and publishes one ScaNN retrieval model per shard under `base_dir`.
 
     Args:
@@ -141,6 +143,7 @@ def export_sharded_retrieval(result: RetrievalResult, data: TrainingData, export
         export: K, the ScaNN recall target and brute-force threshold, warmup count.
         base_dir: the saved_models folder.
         num_shards: S (default export.num_shards).
+        publish: publishes one shard's version (`layout.VersionSet.stage` to publish it with the other models).
 
     Returns:
         {retrieval_shard_<i>: version dir}.
@@ -161,5 +164,5 @@ def export_sharded_retrieval(result: RetrievalResult, data: TrainingData, export
     published = publish_scann_shards(base_dir, shard_model_names(num_shards), query_tower, shards,
                                      embed_queries(query_tower, requests), export.max_k,
                                      export.scann_target_recall, export.scann_brute_force_below, shard_metadata,
-                                     warmup_requests(requests, export.warmup_requests))
+                                     warmup_requests(requests, export.warmup_requests), publish)
     return {shard.name: version for shard, version in published}
