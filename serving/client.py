@@ -46,6 +46,7 @@ import grpc
 import numpy as np
 
 from recsys_common import contract
+from recsys_common.layout import version_directories
 from serving._protos import services
 from serving._protos.tensorflow.core.framework import tensor_pb2
 from serving._protos.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
@@ -491,8 +492,8 @@ def load_export_metadata(path: str | pathlib.Path) -> dict[str, Any]:
     """
     path = pathlib.Path(path)
     if path.is_dir():
-        versions = sorted((int(child.name), child) for child in path.iterdir() if child.name.isdigit())
-        version_dir = versions[-1][1] if versions and not (path / contract.ASSETS_DIR).is_dir() else path
+        versions = version_directories(path)
+        version_dir = versions[max(versions)] if versions and not (path / contract.ASSETS_DIR).is_dir() else path
         path = version_dir / contract.ASSETS_DIR / contract.METADATA_ASSET
     if not path.is_file():
         raise FileNotFoundError(f"no export metadata at {path}")
