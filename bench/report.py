@@ -263,7 +263,7 @@ def write_report(outcomes: Sequence[Outcome], context: ReportContext) -> pathlib
 
 def _summary_table(outcomes: Sequence[Outcome]) -> str:
     rows = [{"section": f"[{o.spec.name}](#{_anchor(o.spec.title)})", "status": o.status,
-             "figures": "**stale**" if o.stale else ("fresh" if o.result and not o.result.get("skipped") else None),
+             "figures": "**stale**" if o.stale else ("fresh" if (o.result or {}).get("provenance") else None),
              "commit": o.commit, "measured": (o.result or {}).get("started"), "wall time (s)": o.wall_s,
              "load at start": number(((o.result or {}).get("machine") or {}).get("load_average_1m")),
              "baseline": (o.result or {}).get("baseline"), "note": o.reason} for o in outcomes]

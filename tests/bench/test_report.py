@@ -165,7 +165,8 @@ def test_report_lists_every_status_with_reasons_and_relative_links(tmp_path: pat
     text = report.write_report(outcomes, context).read_text()
     assert "![Quality](results/quality.png)" in text
     assert "[client_latency.log](results/raw/client_latency.log)" in text
-    assert "| [ncf_table](#quality-on-ml-100k-ncf-protocol-and-full-ranking) | ok | 12.5 | – | ItemPop |" in text
+    assert ("| [ncf_table](#quality-on-ml-100k-ncf-protocol-and-full-ranking) | ok | – | – | – | 12.5 | – | ItemPop |"
+            in text)
     assert "**not available** — bench.ease does not exist yet" in text
     assert "**failed** — exit status 1: RuntimeError: boom" in text
     assert "**timeout** — still running after 600 s; killed" in text
