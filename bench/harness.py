@@ -59,12 +59,12 @@ SECTIONS = (
     SectionSpec("retrieval_quality", "Retrieval quality and ablations", 600, 240),
     SectionSpec("two_stage", "Two-stage: retrieval alone against retrieval + re-ranking", 420, 150),
     SectionSpec("quality", "Quality on ml-100k end to end: exported SavedModels against the peers", 3600, 300),
-    SectionSpec("scann_vs_bruteforce", "Retrieval: exported ScaNN against brute force", 300, 120),
+    SectionSpec("scann_vs_bruteforce", "Retrieval: exported ScaNN against brute force", 1500, 420),
     SectionSpec("ann_peers", "Retrieval: ScaNN against other ANN libraries", 1500, 180),
-    SectionSpec("client_latency", "Serving: recommend() latency against concurrency, client import cost", 300, 120),
+    SectionSpec("client_latency", "Serving: recommend() latency against concurrency, client import cost", 1500, 420),
     SectionSpec("training_speed", "Training speed and end-to-end task time", 600, 180),
     SectionSpec("large_inputs", "Large inputs: peak memory of streaming preprocessing as the log grows", 420, 150),
-    SectionSpec("sharded_index", "Sharded retrieval index: latency and recall against the number of shards", 300, 120),
+    SectionSpec("sharded_index", "Sharded retrieval index: latency and recall against the number of shards", 600, 240),
 )
 SECTION_NAMES = tuple(spec.name for spec in SECTIONS)
 
