@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from recsys_common import contract
@@ -193,8 +194,13 @@ def test_a_history_longer_than_k_still_gets_k_unseen_items(served, heavy, traine
         assert len(set(row)) == k and "" not in row and not set(row) & set(history.astype(str))
     expected_ids, expected_scores = exact_unseen_top_k(trained, heavy, k)
     if model == "tree":
-        overlap = np.mean([len(set(a) & set(e)) / k for a, e in zip(ids, expected_ids)])
-        assert overlap >= TREE_TARGET - 0.1
+        # Re-scored exactly, best first; the unseen top K of a heavy user are the catalogue's ranks 61-110, the
+        # tail that a 14-leaf tree over 200 items finds least well, so only a loose overlap is asked for.
+        exact = embed_queries(trained.model.query_tower, heavy) @ trained.item_embeddings.T
+        rows = pd.Index(np.asarray(trained.item_ids).astype(str)).get_indexer(ids.ravel()).reshape(ids.shape)
+        np.testing.assert_allclose(scores, np.take_along_axis(exact, rows, axis=1), atol=SCORE_TOLERANCE, rtol=1e-5)
+        assert (np.diff(scores, axis=1) <= SCORE_TOLERANCE).all()
+        assert np.mean([len(set(a) & set(e)) / k for a, e in zip(ids, expected_ids)]) >= 0.4
     else:
         assert_same_top_k(ids, scores, expected_ids, expected_scores)
 
