@@ -11,6 +11,7 @@ outside their vocabularies.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 
@@ -185,3 +186,40 @@ def test_the_reported_metrics_are_the_held_out_ones(refitted: TaskResult, not_re
     assert set(selected["ranking_epochs"]) == {"full"}
     assert "refit" in refitted.metrics["wall_time_s"] and "refit" not in not_refitted.metrics["wall_time_s"]
 
+
+
+def test_the_whole_log_in_memory_and_from_shards_holds_the_test_period(
+        hit_log: tuple[pathlib.Path, dict[str, list[str]]], tmp_path: pathlib.Path) -> None:
+    """The refit's data, in memory and from `python -m trainer.preprocess` shards: every event trains; the
+    vocabularies, t_max and the logQ item counts are the whole log's; nothing is held out."""
+    from trainer.data import bundle
+    from trainer.data.event_stream import FrameEventSource
+    from trainer.data.prepared import load_prepared
+    from trainer.preprocess import preprocess
+    from trainer.refit import whole_log
+
+    config = hit_config(hit_log[0], refit=True)
+    data = bundle.prepare(config)
+    manifest = preprocess(FrameEventSource(data.dataset.events, "hits", 100), data.dataset.users, data.dataset.items,
+                          config.data, tmp_path / "prepared", shard_size=100)
+    prepared = load_prepared(dataclasses.replace(config, data=dataclasses.replace(
+        config.data, prepared_dir=str(manifest.directory), prepared_sample_examples=200)))
+    expected = expected_trained_on(hit_log[0], ["train", "validation", "test"])
+    assert HIT not in data.vocab.item_ids and HIT not in prepared.vocab.item_ids
+    for label, whole in (("memory", whole_log(config, data)), ("shards", whole_log(config, prepared))):
+        assert HIT in whole.vocab.item_ids and UNWATCHED not in whole.vocab.item_ids, label
+        assert len(whole.vocab.item_ids) == expected["items"] and len(whole.vocab.user_ids) == expected["users"]
+        assert whole.t_max == expected["last_event_time"], label
+        assert whole.t_span == expected["last_event_time"] - expected["first_event_time"], label
+        assert len(whole.validation_examples["item_id"]) == len(whole.test_examples["item_id"]) == 0, label
+        assert whole.split.validation.empty and whole.split.test.empty, label
+        assert {key: whole.trained_on[key] for key in expected} == expected, label
+        assert list(whole.catalog.item_ids) == list(data.catalog.item_ids), label
+    memory = whole_log(config, data)
+    assert len(memory.train_examples["item_id"]) == expected["events"]
+    assert np.sum(memory.train_examples["item_id"] == HIT) == HIT_WATCHERS
+    shards = whole_log(config, prepared).shards
+    assert shards is not None and shards.examples("train") == expected["events"]
+    assert shards.examples("validation") == shards.examples("test") == 0
+    assert shards.train_item_counts[HIT] == HIT_WATCHERS
+    assert sum(shards.train_item_counts.values()) == expected["events"]
