@@ -126,7 +126,8 @@ def stale_sections(out_dir: pathlib.Path, quick: bool, current_hash: str) -> lis
     lines = []
     for outcome in existing_outcomes(out_dir, quick, current_hash):
         if needs_run(outcome, quick):
-            why = outcome.stale or (outcome.reason if outcome.status != REUSED else "from the other mode")
+            why = outcome.stale or ("from the other mode" if outcome.status == REUSED else
+                                    "no figures" if outcome.result is None else outcome.reason)
             lines.append(f"{outcome.spec.name}: {why}")
     return lines
 
