@@ -58,7 +58,7 @@ SECTIONS = (
     SectionSpec("ease", "EASE baseline under the NCF protocol", 120, 60),
     SectionSpec("retrieval_quality", "Retrieval quality and ablations", 600, 240),
     SectionSpec("two_stage", "Two-stage: retrieval alone against retrieval + re-ranking", 420, 150),
-    SectionSpec("quality", "Quality on ml-100k end to end: exported SavedModels against the peers", 3600, 300),
+    SectionSpec("quality", "Quality on ml-100k end to end: exported SavedModels against the peers", 7200, 600),
     SectionSpec("scann_vs_bruteforce", "Retrieval: exported ScaNN against brute force", 2400, 420),
     SectionSpec("ann_peers", "Retrieval: ScaNN against other ANN libraries", 1500, 180),
     SectionSpec("client_latency", "Serving: recommend() latency against concurrency, client import cost", 2400, 420),
