@@ -441,7 +441,8 @@ def notes(result: Mapping[str, Any]) -> list[str]:
         "depend on the seed.",
     ]
     for kind, part in result.items():
-        missed = [f"{row['target']}: {row['ours']:.4f} vs {row['bar']:.4f} (ratio {row['ratio']:.3f})"
+        missed = [f"{row['target']}: {row['ours']:.4f} vs {row['bar']:.4f}"
+                  + (f" (ratio {row['ratio']:.3f})" if row["ratio"] is not None else "")
                   for row in targets(part["summary"]) if not row["met"]]
         met = [row["target"] for row in targets(part["summary"]) if row["met"]]
         out.append(f"{kind}: targets met: {'; '.join(met) or 'none'}. Missed: {'; '.join(missed) or 'none'}.")
