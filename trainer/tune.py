@@ -125,7 +125,7 @@ def run_retrieval_trial(config: config_lib.Config, data: Any, report: Callable[[
     retrieval = config.retrieval
     keras.utils.set_random_seed(config.seed)
     features = FeatureSet.resolve(retrieval.features, data.available_features)
-    model = build_model(retrieval, features, data.vocab, data.catalog, data.t_max)
+    model = build_model(retrieval, features, data.vocab, data.catalog, data.t_max, data.history_length)
     validation = temporal_eval_set(config, data, "validation")
     if not len(validation):
         raise TuneError("the validation period holds no user with unseen items: raise data.validation_fraction")

@@ -45,6 +45,7 @@ import tf_keras as keras
 from recsys_common import contract
 from trainer.data.schema import SECONDS_PER_DAY
 from trainer.data.vocab import NUM_RESERVED, OOV_INDEX
+from trainer.layers import most_recent
 from trainer.lookup import string_lookup
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ class FeatureSpace:
         t_max: the latest training timestamp; t_span: the training time range (> 0).
         age_boundaries: bucket boundaries of the `age` input (0 = unknown is its own bucket).
         available: the optional data columns that hold values (schema.Dataset.available()).
+        history_length: watches the features read (the most recent; the training examples' H); None = all.
     """
 
     user_ids: tuple[str, ...]
@@ -85,6 +87,7 @@ class FeatureSpace:
     t_span: int
     age_boundaries: tuple[float, ...]
     available: frozenset[str]
+    history_length: int | None = None
 
     def __post_init__(self) -> None:
         if self.t_span <= 0:
@@ -100,7 +103,8 @@ class FeatureSpace:
 
     @classmethod
     def from_parts(cls, vocab: Vocabularies, catalog: ItemCatalog, t_max: int, t_span: int,
-                   available: set[str] | frozenset[str], age_boundaries: Sequence[float]) -> FeatureSpace:
+                   available: set[str] | frozenset[str], age_boundaries: Sequence[float],
+                   history_length: int | None = None) -> FeatureSpace:
         """Builds the space from the training vocabularies and the item catalogue."""
         return cls(
             user_ids=tuple(vocab.user_ids), item_ids=tuple(vocab.item_ids), genders=tuple(vocab.genders),
@@ -109,7 +113,7 @@ class FeatureSpace:
             catalog_genres=np.asarray(catalog.genres, dtype=object),
             catalog_release_time=np.asarray(catalog.release_time, dtype=np.int64),
             t_max=int(t_max), t_span=int(t_span), age_boundaries=tuple(float(b) for b in age_boundaries),
-            available=frozenset(available),
+            available=frozenset(available), history_length=history_length,
         )
 
     def has(self, column: str) -> bool:
@@ -247,7 +251,8 @@ class RankingFeatures(keras.layers.Layer):
         request_time = tf.cast(inputs[contract.REQUEST_TIME], tf.float64)
         columns: dict[str, tf.Tensor] = {}
         if self._use_genres:
-            columns.update(self._genre_features(self.catalog(history), candidate_rows))
+            columns.update(self._genre_features(most_recent(self.catalog(history), self.space.history_length),
+                                                candidate_rows))
         columns["example_age"] = tf.broadcast_to(self._example_age(request_time)[:, None], tf.shape(candidates))
         if self.space.has("release_time"):
             columns["item_age_days"] = self._item_age_days(request_time, candidate_rows)
@@ -267,7 +272,7 @@ class RankingFeatures(keras.layers.Layer):
         user_parts = [embedding(lookup(inputs[key])) for key, (lookup, embedding) in self.demographics.items()]
         if self.age_embedding is not None:
             user_parts.append(self.age_embedding(self._age_bucket(inputs[contract.AGE])))
-        watched = self.history_lookup(inputs[contract.WATCH_HISTORY])
+        watched = most_recent(self.history_lookup(inputs[contract.WATCH_HISTORY]), self.space.history_length)
         user_parts.append(_masked_mean(self.history_embedding(watched), watched > OOV_INDEX))
         user_vector = tf.concat(user_parts, axis=-1)
         parts.append(tf.tile(user_vector[:, None, :], [1, num_candidates, 1]))

@@ -109,7 +109,7 @@ def temporal_protocol(data: TrainingData, config: Config) -> RankingData:
     """The temporal split of the run's data (`trainer.data.bundle.prepare`)."""
     split = data.split
     space = FeatureSpace.from_parts(data.vocab, data.catalog, data.t_max, data.t_span, data.available_features,
-                                    AGE_BUCKETS)
+                                    AGE_BUCKETS, data.history_length)
     rng = np.random.default_rng(config.seed)
     every_item = items_by_user(data.dataset.events)
     pool = np.asarray(space.catalog_item_ids, dtype=object)

@@ -307,7 +307,7 @@ def refit_ranking(config: Config, data: TrainingData, run: RunContext, selected:
 def whole_log_protocol(data: TrainingData) -> RankingData:
     """The refit's ranking data: every event of `data` trains, nothing is held out."""
     space = FeatureSpace.from_parts(data.vocab, data.catalog, data.t_max, data.t_span, data.available_features,
-                                    AGE_BUCKETS)
+                                    AGE_BUCKETS, data.history_length)
     examples = data.train_examples
     inputs = {name: examples[name][:0] for name in USER_INPUT_NAMES}
     inputs[contract.CANDIDATE_IDS] = np.zeros((0, 1), dtype=object)

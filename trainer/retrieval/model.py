@@ -36,6 +36,7 @@ from trainer.config import RetrievalConfig
 from trainer.data.examples import ITEM_ID
 from trainer.data.schema import SECONDS_PER_DAY
 from trainer.data.vocab import NUM_RESERVED, OOV_INDEX
+from trainer.layers import most_recent
 from trainer.lookup import string_lookup
 from trainer.retrieval.features import CANDIDATE_PROBABILITY, EXAMPLE_AGE, QUERY_INPUTS, FeatureSet
 
@@ -86,6 +87,8 @@ class ModelContext:
         catalog: every item that the index will hold.
         t_max: the latest training timestamp (unix seconds): item ages are measured from it.
         age_boundaries: upper-exclusive bucket edges for the `age` input (years or source code).
+        history_length: watches the query tower averages (the most recent; the training examples' H);
+            None = all.
     """
 
     features: FeatureSet
@@ -93,6 +96,7 @@ class ModelContext:
     catalog: CatalogLike
     t_max: int
     age_boundaries: Sequence[int]
+    history_length: int | None = None
 
 
 class KnownEmbedding(keras.layers.Layer):
@@ -162,6 +166,7 @@ class QueryTower(keras.Model):
             if getattr(self.features, name) and len(values):
                 self.categorical[name] = (string_lookup(values), KnownEmbedding(len(values), dim, name=f"{name}_emb"))
         self.history_items = history_items if self.features.watch_history else None
+        self.history_length = context.history_length
         self.search_tokens: tuple[keras.layers.StringLookup, KnownEmbedding] | None = None
         if self.features.search_history and len(vocab.query_tokens):
             self.search_tokens = (string_lookup(vocab.query_tokens),
@@ -178,7 +183,7 @@ class QueryTower(keras.Model):
         parts = [embedding(lookup(inputs[name])) for name, (lookup, embedding) in self.categorical.items()]
         if self.history_items is not None:
             vectors, indices = self.history_items(inputs[contract.WATCH_HISTORY])
-            parts.append(masked_mean(vectors, indices))
+            parts.append(masked_mean(vectors, most_recent(indices, self.history_length)))
         if self.search_tokens is not None:
             lookup, embedding = self.search_tokens
             indices = lookup(inputs[contract.SEARCH_HISTORY])

@@ -119,7 +119,7 @@ def fit_and_evaluate(config: Config, data: TrainingData, checkpoint_dir: pathlib
     keras.utils.set_random_seed(config.seed)
     feature_set = FeatureSet.resolve(retrieval.features, data.available_features)
     with (strategy or tf.distribute.get_strategy()).scope():
-        model = build_model(retrieval, feature_set, data.vocab, data.catalog, data.t_max)
+        model = build_model(retrieval, feature_set, data.vocab, data.catalog, data.t_max, data.history_length)
     validation = temporal_eval_set(config, data, "validation")
     ks = sorted(set(retrieval.eval_ks) | {retrieval.early_stopping_k})
     validate: Validator | None = None
@@ -167,7 +167,7 @@ def refit_retrieval(config: Config, data: TrainingData, run: RunContext, selecte
     keras.utils.set_random_seed(config.seed)
     feature_set = FeatureSet.resolve(retrieval.features, data.available_features)
     with (strategy or tf.distribute.get_strategy()).scope():
-        model = build_model(retrieval, feature_set, data.vocab, data.catalog, data.t_max)
+        model = build_model(retrieval, feature_set, data.vocab, data.catalog, data.t_max, data.history_length)
     train = ShardedTrainingInput(data.shards) if data.shards is not None else training_features(data)
     history = fit(model, retrieval, train, None, config.seed, run.checkpoint_dir(REFIT_STAGE),
                   run.tensorboard_dir(REFIT_STAGE), run.log, label="retrieval refit")
@@ -177,9 +177,12 @@ def refit_retrieval(config: Config, data: TrainingData, run: RunContext, selecte
 
 
 def build_model(retrieval: RetrievalConfig, features: FeatureSet, vocab: VocabularyLike, catalog: CatalogLike,
-                t_max: int) -> RetrievalModel:
-    """The two-tower model over training vocabularies and the item catalogue (item ages measured from t_max)."""
-    context = ModelContext(features, vocab, catalog, t_max, tuple(int(b) for b in AGE_BUCKETS))
+                t_max: int, history_length: int | None = None) -> RetrievalModel:
+    """The two-tower model over training vocabularies and the item catalogue (item ages measured from t_max).
+
+    `history_length`: the training examples' H; the query tower reads only the H most recent watches of a request.
+    """
+    context = ModelContext(features, vocab, catalog, t_max, tuple(int(b) for b in AGE_BUCKETS), history_length)
     return RetrievalModel(retrieval, context)
 
 
