@@ -409,7 +409,7 @@ class RecommenderClient(_RecommenderCore):
             while True:
                 calls = flow.send(self._invoke_all(calls))
         except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+            return done.value
 
     def _invoke_all(self, calls: Sequence[_Call]) -> list[Any]:
         """The calls' responses; Predict calls to several models (the shards of a split index) run concurrently."""
@@ -467,7 +467,7 @@ class AsyncRecommenderClient(_RecommenderCore):
             while True:
                 calls = flow.send(list(await asyncio.gather(*(self._invoke(call) for call in calls))))
         except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+            return done.value
 
     async def _invoke(self, call: _Call) -> Any:
         method = getattr(self._prediction[self._target_of(call.model)], call.method)

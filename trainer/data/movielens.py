@@ -425,7 +425,7 @@ def _parse(path: Path, table: TableFormat) -> pd.DataFrame:
         header=None,
         names=list(table.columns),
         index_col=False,
-        dtype=dtypes,  # type: ignore[arg-type]
+        dtype=dtypes,
         na_filter=False,
         skip_blank_lines=True,
         skiprows=1 if table.header else 0,
