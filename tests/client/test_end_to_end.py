@@ -19,6 +19,7 @@ import tensorflow as tf
 import yaml
 
 from recsys_common import contract
+from serving import testing
 from serving.client import (
     AsyncRecommenderClient,
     ModelNotFoundError,
@@ -27,8 +28,6 @@ from serving.client import (
     UserContext,
 )
 from trainer.export import server_configs, synthetic_models
-
-testing = pytest.importorskip("serving.testing", reason="serving.server is not there yet")
 
 NUM_ITEMS = 300
 K = 20

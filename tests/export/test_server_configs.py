@@ -91,7 +91,8 @@ def test_default_monitoring_path_is_tf_servings():
 
 
 def test_the_local_server_reads_the_written_configs(tmp_path):
-    model_config = pytest.importorskip("serving.model_config")
+    from serving import model_config
+
     _publish(tmp_path, {contract.RANKING: [1, 2], contract.RETRIEVAL: [5]})
     paths = write_server_configs(tmp_path, [contract.RANKING, contract.RETRIEVAL])
     local = model_config.read_model_config_file(paths[server_configs.LOCAL_MODELS_CONFIG])

@@ -6,14 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bench.ncf_table import FactorModel, evaluate, fit_implicit
 from recsys_common import contract
 from trainer.ranking.models import ItemPop
 from trainer.ranking.train import fit
-
-pytest.importorskip("implicit", reason="the implicit baselines need the [bench] extra")
-ncf_table = pytest.importorskip("bench.ncf_table", reason="bench/ is not importable: reinstall the project (pip "
-                                "install -e .) so that its editable install maps the bench package")
-FactorModel, evaluate, fit_implicit = ncf_table.FactorModel, ncf_table.evaluate, ncf_table.fit_implicit
 
 
 def test_factor_model_scores_dot_products_and_zero_for_unknown_ids():
