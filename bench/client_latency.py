@@ -164,7 +164,7 @@ class InProcessRecommender:
 
 def export_models(setup: TrainedSetup, num_items: int, base: pathlib.Path) -> tuple[dict[str, Any], float]:
     """The trained retrieval models over a realistic catalogue and a synthetic ranking model over the same items."""
-    from trainer.export import synthetic_models
+    from bench import synthetic_models
 
     corpus, exported, export_s = export_realistic(setup, num_items, base)
     rng = np.random.default_rng(num_items)

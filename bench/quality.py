@@ -207,8 +207,8 @@ def tutorial_scorer(matrix: Matrix, deep: bool, epochs: int, seed: int) -> Score
     import tensorflow as tf
     import tf_keras as keras
 
+    from bench import tutorial
     from trainer.data.pipeline import make_dataset
-    from trainer.retrieval import tutorial
 
     keras.utils.set_random_seed(seed)
     model = tutorial.TutorialModel(list(matrix.users), list(matrix.items))

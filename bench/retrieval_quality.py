@@ -44,10 +44,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def measure(data_dir: pathlib.Path, quick: bool) -> dict[str, Any]:
     """Trains the ablations and both tutorial-protocol models; the section's figures."""
+    from bench.ablation import ABLATIONS, run_ablations
+    from bench.tutorial import run_tutorial_protocol
     from trainer.config import load_config
     from trainer.data.bundle import prepare
-    from trainer.retrieval.ablation import ABLATIONS, run_ablations
-    from trainer.retrieval.tutorial import run_tutorial_protocol
     from trainer.run import RunContext
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -33,12 +33,12 @@ import tensorflow as tf
 
 from bench.cli import SectionResult, section_parser
 from bench.corpus import describe, generate, generate_queries, load_params
+from bench.synthetic_models import export_synthetic_models, make_catalog
 from recsys_common import contract
 from serving.client import RecommenderClient
 from serving.testing import running_server
 from trainer.export import layout
 from trainer.export.server_configs import LOCAL_MODELS_CONFIG, write_server_configs
-from trainer.export.synthetic_models import export_synthetic_models, make_catalog
 from trainer.retrieval.scann_tuning import exact_top_k
 from trainer.retrieval.sharding import publish_scann_shards, shard_model_names, split_corpus
 

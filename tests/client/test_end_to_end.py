@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 import yaml
 
+from bench import synthetic_models
 from recsys_common import contract
 from serving import testing
 from serving.client import (
@@ -27,7 +28,7 @@ from serving.client import (
     ServerUnavailableError,
     UserContext,
 )
-from trainer.export import server_configs, synthetic_models
+from trainer.export import server_configs
 
 NUM_ITEMS = 300
 K = 20

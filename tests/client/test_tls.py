@@ -13,11 +13,11 @@ from collections.abc import Iterator
 import pytest
 from google.protobuf import text_format
 
+from bench import synthetic_models
 from recsys_common import contract
 from serving._protos.tensorflow_serving.config import ssl_config_pb2
 from serving.client import RecommenderClient, ServerUnavailableError, UserContext, tls_credentials
 from serving.testing import PROJECT_ROOT, ServerProcess, running_server
-from trainer.export import synthetic_models
 
 MODELS = (contract.RETRIEVAL_BRUTEFORCE, contract.RANKING)
 K = 10

@@ -13,10 +13,10 @@ import time
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from bench.synthetic_models import export_synthetic_models, make_catalog
 from recsys_common import contract
 from trainer.export import layout
 from trainer.export.server_configs import LOCAL_MODELS_CONFIG
-from trainer.export.synthetic_models import export_synthetic_models, make_catalog
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"

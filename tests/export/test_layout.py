@@ -312,7 +312,7 @@ def test_a_second_exporter_waits_for_the_first(tmp_path):
 def test_the_metadata_lists_every_op_the_saved_graph_needs(tmp_path):
     from tensorflow.core.protobuf import saved_model_pb2
 
-    from trainer.export.synthetic_models import export_synthetic_models, make_catalog
+    from bench.synthetic_models import export_synthetic_models, make_catalog
 
     published = export_synthetic_models(tmp_path, make_catalog(40, dim=4), models=contract.MODEL_NAMES, k=5)
     for name, version_dir in published.items():

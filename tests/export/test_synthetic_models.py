@@ -1,4 +1,4 @@
-"""trainer.export.synthetic_models: the exported models compute what their NumPy reference says."""
+"""bench.synthetic_models: the exported models compute what the formula of their docstring gives in NumPy."""
 
 from __future__ import annotations
 
@@ -6,11 +6,26 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bench import synthetic_models
 from recsys_common import contract
-from trainer.export import layout, synthetic_models
+from trainer.export import layout
 
 HISTORIES = [[], ["i3", "i7", "unknown"], ["i50"]]
 USER_IDS = ["a", "b", "c"]
+
+
+def _reference_scores(catalog: synthetic_models.SyntheticCatalog, ranking_scale: float = 1.0
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """u = U[hash(user) mod 1000] + mean(E[known watched]); (u . E over all items, scale * the same)."""
+    index = {item: row for row, item in enumerate(catalog.item_ids)}
+    buckets = tf.strings.to_hash_bucket_fast(USER_IDS, 1000).numpy()
+    vectors = catalog.user_embeddings[buckets].astype(np.float64)
+    for row, history in enumerate(HISTORIES):
+        known = [index[item] for item in history if item in index]
+        if known:
+            vectors[row] += catalog.item_embeddings[known].astype(np.float64).mean(axis=0)
+    dots = vectors @ catalog.item_embeddings.astype(np.float64).T
+    return dots, ranking_scale * dots
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +50,7 @@ def _features(**extra):
 def test_retrieval_returns_the_exact_top_k(exported, model):
     catalog, paths = exported
     outputs = tf.saved_model.load(str(paths[model])).signatures[contract.SIGNATURE_NAME](**_features())
-    dots, _ = synthetic_models.reference_scores(catalog, USER_IDS, HISTORIES)
+    dots, _ = _reference_scores(catalog)
     top = np.argsort(-dots, axis=1, kind="stable")[:, :15]
     np.testing.assert_allclose(outputs[contract.SCORES].numpy(), np.take_along_axis(dots, top, 1), rtol=1e-4,
                                atol=1e-5)
@@ -48,9 +63,9 @@ def test_ranking_scores_candidates_and_pads(exported):
     candidates = [["i1", "i2", ""], ["i9", "nope", "i3"], ["", "", "i119"]]
     outputs = tf.saved_model.load(str(paths[contract.RANKING])).signatures[contract.SIGNATURE_NAME](
         **_features(candidate_ids=tf.constant(candidates)))
-    _, logits = synthetic_models.reference_scores(catalog, USER_IDS, HISTORIES, ranking_scale=0.5)
+    _, logits = _reference_scores(catalog, ranking_scale=0.5)
     index = {item: row for row, item in enumerate(catalog.item_ids)}
-    expected = np.array([[logits[b, index[c]] if c in index else synthetic_models.PAD_LOGIT for c in row]
+    expected = np.array([[logits[b, index[c]] if c in index else -20.0 for c in row]
                          for b, row in enumerate(candidates)], dtype=np.float32)
     np.testing.assert_allclose(outputs[contract.EXPECTED_WATCH_TIME].numpy(), np.exp(expected), rtol=1e-4)
     np.testing.assert_allclose(outputs[contract.SCORES].numpy(), 1 / (1 + np.exp(-expected)), rtol=1e-4)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.tutorial import random_split
 from trainer.retrieval.evaluate import (
     build_eval_set,
     evaluate_scores,
@@ -14,7 +15,6 @@ from trainer.retrieval.evaluate import (
     ranking_metrics,
     top_k_excluding_seen,
 )
-from trainer.retrieval.tutorial import random_split
 
 ITEMS = np.array(["a", "b", "c", "d", "e"], dtype=object)
 USERS = pd.DataFrame({"user_id": ["u1", "u2", "u3"], "gender": ["F", "M", ""], "age": [30, 0, 0],

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from tensorflow.python.summary.summary_iterator import summary_iterator
 
+from bench.ablation import run_ablations
 from trainer.data.pipeline import make_dataset
-from trainer.retrieval.ablation import run_ablations
 from trainer.retrieval.evaluate import evaluate_scores
 from trainer.retrieval.features import FeatureSet
 from trainer.retrieval.train import (

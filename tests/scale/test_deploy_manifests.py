@@ -179,8 +179,8 @@ def test_config_map_holds_what_the_export_writes(tmp_path: pathlib.Path) -> None
 @pytest.fixture(scope="module")
 def served_export(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[pathlib.Path, int]]:
     """Synthetic ranking + brute-force retrieval exports served by `python -m serving.server`."""
+    from bench.synthetic_models import export_synthetic_models, make_catalog
     from serving.testing import running_server
-    from trainer.export.synthetic_models import export_synthetic_models, make_catalog
 
     base = tmp_path_factory.mktemp("saved_models")
     models = (contract.RETRIEVAL_BRUTEFORCE, contract.RANKING)

@@ -49,8 +49,8 @@ def test_impossible_splits_are_clear_errors() -> None:
 def sharded_export(tiny_config: Config, tiny_data: TrainingData, tiny_retrieval: object,
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """The unsharded retrieval export, its 3 shards and a synthetic ranking model, served by serving.server."""
+    from bench.synthetic_models import export_synthetic_models, make_catalog
     from serving.testing import running_server
-    from trainer.export.synthetic_models import export_synthetic_models, make_catalog
     from trainer.retrieval.export import export_retrieval
 
     base = tmp_path_factory.mktemp("saved_models")

@@ -10,7 +10,7 @@ contract exactly (`contract.RETRIEVAL_INPUTS` / `RANKING_INPUTS` in, the contrac
     ranking      logit = scale * u . E[candidate] (-20 for "" / unknown)
                  scores = sigmoid(logit), expected_watch_time = exp(logit)
 
-`reference_scores` computes the same in NumPy.
+The tests (tests/export/test_synthetic_models.py) compute the same in NumPy.
 """
 
 from __future__ import annotations
@@ -184,21 +184,6 @@ def _module(name: str, catalog: SyntheticCatalog, k: int, ranking_scale: float) 
     if name == contract.RETRIEVAL:
         return _ScannRetrieval(catalog, k)
     return _Retrieval(catalog, k)
-
-
-def reference_scores(
-    catalog: SyntheticCatalog, user_ids: Sequence[str], histories: Sequence[Sequence[str]], ranking_scale: float = 1.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """NumPy reference: (retrieval scores [B, M] over all items, ranking logits [B, M] over all items)."""
-    index = {item: row for row, item in enumerate(catalog.item_ids)}
-    buckets = tf.strings.to_hash_bucket_fast(list(user_ids), USER_BUCKETS).numpy()
-    vectors = catalog.user_embeddings[buckets].copy()
-    for row, history in enumerate(histories):
-        known = [index[item] for item in history if item in index]
-        if known:
-            vectors[row] += catalog.item_embeddings[known].mean(axis=0)
-    dots = vectors @ catalog.item_embeddings.T
-    return dots, ranking_scale * dots
 
 
 def _warmup_request(inputs: Sequence[contract.TensorSpec], catalog: SyntheticCatalog) -> dict[str, np.ndarray]:
