@@ -1,4 +1,4 @@
-"""The data contract of DESIGN.md: one event table, a user table and an item table.
+"""The data contract of docs/DESIGN.md: one event table, a user table and an item table.
 
 Every source (synthetic, MovieLens, your own logs) is mapped onto these three pandas
 tables. A source that lacks a column leaves it missing (NaN / None), and the models use

@@ -1,4 +1,4 @@
-"""Loads the configured source as a validated `Dataset` (DESIGN.md, "Data contract")."""
+"""Loads the configured source as a validated `Dataset` (docs/DESIGN.md, "Data contract")."""
 
 from __future__ import annotations
 

@@ -233,7 +233,7 @@ def train_model(name: str, data: RankingData, config: Config, trained: dict[str,
 def train_ranking(config: Config, data: TrainingData, run: RunContext,
                   retrieval: RetrievalResult | None = None, strategy: tf.distribute.Strategy | None = None
                   ) -> RankingResult:
-    """The ranking stage of a run (STAGES_API.md).
+    """The ranking stage of a run (docs/DESIGN.md, "Packages").
 
     Trains config.ranking.model on the temporal split, evaluates it (sampled candidates, full ranking
     and, when `retrieval` is given, retrieval top-K re-ranked by it), and writes the NCF-protocol
