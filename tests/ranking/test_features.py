@@ -133,3 +133,16 @@ def test_quantile_normaliser_is_the_empirical_cdf_per_feature():
 def test_quantile_normaliser_rejects_bad_training_values(values, message):
     with pytest.raises(ValueError, match=message):
         QuantileNormalizer(num_features=2, num_quantiles=4).adapt(values)
+
+
+def test_only_the_training_window_of_a_long_history_counts(hand_space, hand_request):
+    # With history_length 2, older watches are as if absent: user 2's "c, c, a" counts as "c, a".
+    windowed = dataclasses.replace(hand_space, history_length=2)
+    long = dict(hand_request, **{contract.WATCH_HISTORY: strings([["d", "a", "b"], ["c", "c", "a"]])})
+    short = dict(hand_request, **{contract.WATCH_HISTORY: strings([["", "a", "b"], ["", "c", "a"]])})
+    features_long, features_short = raw_features(windowed, long), raw_features(windowed, short)
+    for name in ("genre_watch_count", "genre_positions_since"):
+        np.testing.assert_array_equal(features_long[name], features_short[name], err_msg=name)
+    np.testing.assert_array_equal(features_long["genre_watch_count"], [[2, 1, 0, 0], [0, 1, 1, 1]])
+    layer = RankingFeatures(windowed, embedding_dim=4, num_quantiles=10)
+    np.testing.assert_allclose(layer(tensors(long)).numpy(), layer(tensors(short)).numpy(), rtol=1e-6)
