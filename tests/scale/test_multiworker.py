@@ -49,7 +49,7 @@ def cluster_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     outputs = []
     try:
         for process in processes:
-            stdout, stderr = process.communicate(timeout=300)
+            stdout, stderr = process.communicate(timeout=600)  # two workers train, refit and export on 2 cores
             outputs.append((process.returncode, stdout, stderr))
     finally:
         for process in processes:
