@@ -29,11 +29,14 @@ from .conftest import TINY_CONFIG
 
 SAMPLE_CAP = 1000
 
+# One epoch of the tiny data leaves the test AUC anywhere between 0.44 and 0.80 by seed; three settle it.
+RANKING_EPOCHS = 3
 
 def prepared_config(config: Config, manifest: Manifest, folder: pathlib.Path) -> Config:
     data = dataclasses.replace(config.data, prepared_dir=str(manifest.directory), prepared_sample_examples=SAMPLE_CAP)
     export = dataclasses.replace(config.export, output_dir=str(folder / "saved_models"))
-    return dataclasses.replace(config, data=data, export=export, run_dir=str(folder / "runs"))
+    ranking = dataclasses.replace(config.ranking, epochs=RANKING_EPOCHS)
+    return dataclasses.replace(config, data=data, export=export, ranking=ranking, run_dir=str(folder / "runs"))
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +75,7 @@ def test_ranking_trains_on_every_streamed_example_not_on_the_sample(shard_run: t
     streamed_steps = -(-tiny_prepared.examples("train") // batch)
     assert streamed_steps > -(-SAMPLE_CAP // batch)
     epochs = [m for m in shard_run[1] if m.startswith(f"ranking temporal/{tiny_config.ranking.model} epoch")]
-    assert len(epochs) == tiny_config.ranking.epochs
+    assert len(epochs) == RANKING_EPOCHS
     assert all(f"steps {streamed_steps:.4f}" in m for m in epochs), epochs
     assert shard_run[0].metrics["ranking"]["test_auc"] > 0.6
 
