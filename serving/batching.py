@@ -162,8 +162,11 @@ class BatchScheduler:
         while (batch := self._next_batch()) is not None:
             with self._cv:
                 now = time.monotonic()
-                expired = [task for task in batch.tasks if task.expired(now)]
-                batch.tasks = [task for task in batch.tasks if not task.expired(now)]
+                expired: list[_Task] = []
+                live: list[_Task] = []
+                for task in batch.tasks:
+                    (expired if task.expired(now) else live).append(task)
+                batch.tasks = live
             for task in expired:
                 task.error = deadline_exceeded("The request's deadline passed while it waited in the batching queue")
                 task.done.set()

@@ -23,10 +23,10 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
 from serving.errors import ServingError, invalid_argument, resource_exhausted
+from serving.tensor_proto import MAX_RANK
 
 B64_KEY = "b64"
 BYTES_SUFFIX = "_bytes"
-MAX_RANK = 254  # TensorShape::MaxDimensions()
 _MAX_ECHO_CHARS = 2000  # of a JSON value quoted in an error message
 _INT_RANGES: dict[int, tuple[int, int]] = {
     types_pb2.DT_INT8: (-(2**7), 2**7 - 1),

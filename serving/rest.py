@@ -275,9 +275,6 @@ class RestServer:
         if not self._stopped.wait(grace_seconds + 5.0):
             LOG.warning("The REST I/O loop did not stop in time")
 
-    def server_close(self) -> None:
-        """Nothing left to release after `shutdown` (kept for the socketserver-style interface)."""
-
     def _stop_accepting(self) -> None:
         for dispatcher in list(self._map.values()):
             if isinstance(dispatcher, BaseWSGIServer):

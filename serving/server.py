@@ -271,7 +271,6 @@ class ModelServer:
             self._grpc_server.stop(grace_seconds).wait()
         if self._rest_server is not None:
             self._rest_server.shutdown()
-            self._rest_server.server_close()
         if self.batcher is not None:
             self.batcher.stop()
         self.manager.stop()

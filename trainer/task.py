@@ -126,7 +126,7 @@ def _run_stages(config: config_lib.Config, run_name: str, export: bool, role: di
                     exports.update(export_sharded_retrieval(retrieval, data, config.export, base_dir,
                                                             publish=versions.stage))
                 versions.publish()
-                write_server_configs(base_dir, [*contract.MODEL_NAMES, *shards],
+                write_server_configs(base_dir, versions.models,
                                      keep_versions=config.export.keep_versions, version_sets=True)
             run.record_metrics("exports", {name: str(path) for name, path in exports.items()})
         return TaskResult(run=run, metrics=run.metrics(), exports=exports)

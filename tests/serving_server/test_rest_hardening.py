@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
-from server_test_models import grpc_stubs, model_config_text, predict_request
+from server_test_models import Slow, grpc_stubs, model_config_text, predict_request, save_module
 
 from serving.model_config import ConfigError
 from serving.rest import RestOptions
@@ -35,8 +35,7 @@ PREDICT = "/v1/models/affine:predict"
 
 
 class Odd(tf.Module):
-    """Signatures whose second input is a DT_VARIANT (serving_default) or a DT_RESOURCE ("resource"), and
-    "spin": y = x after x[0] rounds of a while loop, a run as long as the caller asks."""
+    """Signatures whose second input is a DT_VARIANT (serving_default) or a DT_RESOURCE ("resource")."""
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x"),
                                   tf.TensorSpec([], tf.variant, name="v")])
@@ -48,12 +47,6 @@ class Odd(tf.Module):
     def resource(self, x: tf.Tensor, r: tf.Tensor) -> dict[str, tf.Tensor]:
         return {"y": 3.0 * x}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
-    def spin(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
-        rounds = tf.cast(x[0], tf.int64)
-        _, spun = tf.while_loop(lambda i, acc: i < rounds, lambda i, acc: (i + 1, tf.sin(acc) * 0.0 + acc),
-                                [tf.constant(0, tf.int64), x])
-        return {"y": spun}
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +55,9 @@ def hardened(model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     folder = tmp_path_factory.mktemp("hardened")
     odd = Odd()
     tf.saved_model.save(odd, str(folder / "odd" / "1"), signatures={"serving_default": odd.serve,
-                                                                    "resource": odd.resource, "spin": odd.spin})
-    models = {"affine": model_root / "affine", "odd": folder / "odd"}
+                                                                    "resource": odd.resource})
+    save_module(Slow(), folder / "slow" / "1")
+    models = {"affine": model_root / "affine", "odd": folder / "odd", "slow": folder / "slow"}
     (folder / "models.config").write_text(model_config_text(models))
     (folder / "monitoring.config").write_text(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
     with running_server(wait_for=list(models), log_dir=folder, model_config_file=folder / "models.config",
@@ -212,10 +206,10 @@ def test_slow_senders_hold_no_thread_and_are_cut_off_by_the_timeout(hardened: Se
 
 
 def test_a_run_longer_than_the_rest_timeout_is_cancelled_with_504(hardened: ServerProcess) -> None:
-    assert post(hardened, "/v1/models/odd:predict", b'{"signature_name": "spin", "instances": [50.0]}') == \
+    assert post(hardened, "/v1/models/slow:predict", b'{"instances": [50.0]}') == \
         (200, {"predictions": [50.0]})
     started = time.monotonic()
-    status, answer = post(hardened, "/v1/models/odd:predict", b'{"signature_name": "spin", "instances": [1e12]}',
+    status, answer = post(hardened, "/v1/models/slow:predict", b'{"instances": [1e12]}',
                           timeout=60.0)
     elapsed = time.monotonic() - started
     assert status == 504, answer
@@ -295,7 +289,7 @@ def test_the_metrics_page_survives_hostile_model_names(hardened: ServerProcess) 
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
     samples = _metric_samples(hardened)
     names = {sample.labels.get("model_name") for sample in samples} - {None}
-    assert names <= {"affine", "odd", ""}, names
+    assert names <= {"affine", "odd", "slow", ""}, names  # configured models only
     assert not any(sample.name.startswith("injected") for sample in samples)
     ok = [s.value for s in samples if s.name.startswith(":tensorflow:serving:request_count")
           and s.labels == {"model_name": "affine", "status": "OK"}]

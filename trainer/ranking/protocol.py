@@ -105,11 +105,16 @@ def feature_space(vocab: Vocabularies, catalog: ItemCatalog, train_events: pd.Da
     return FeatureSpace.from_parts(vocab, catalog, t_max, max(1, t_max - int(times.min())), available, AGE_BUCKETS)
 
 
+def run_feature_space(data: TrainingData) -> FeatureSpace:
+    """The feature space of a run's data: its vocabularies, catalogue, time range and history length."""
+    return FeatureSpace.from_parts(data.vocab, data.catalog, data.t_max, data.t_span, data.available_features,
+                                   AGE_BUCKETS, data.history_length)
+
+
 def temporal_protocol(data: TrainingData, config: Config) -> RankingData:
     """The temporal split of the run's data (`trainer.data.bundle.prepare`)."""
     split = data.split
-    space = FeatureSpace.from_parts(data.vocab, data.catalog, data.t_max, data.t_span, data.available_features,
-                                    AGE_BUCKETS, data.history_length)
+    space = run_feature_space(data)
     rng = np.random.default_rng(config.seed)
     every_item = items_by_user(data.dataset.events)
     pool = np.asarray(space.catalog_item_ids, dtype=object)

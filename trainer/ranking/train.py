@@ -37,7 +37,7 @@ import tf_keras as keras
 from recsys_common import contract
 from trainer.config import Config, RankingConfig
 from trainer.data.examples import ITEM_ID, WATCH_TIME
-from trainer.data.pipeline import AGE_BUCKETS, make_dataset
+from trainer.data.pipeline import make_dataset
 from trainer.optimizers import make_optimizer
 from trainer.progress import track
 from trainer.ranking import evaluate
@@ -58,6 +58,7 @@ from trainer.ranking.protocol import (
     SampledSet,
     items_by_user,
     ncf_protocol,
+    run_feature_space,
     temporal_protocol,
 )
 from trainer.ranking.signature import RankingSignature
@@ -306,8 +307,7 @@ def refit_ranking(config: Config, data: TrainingData, run: RunContext, selected:
 
 def whole_log_protocol(data: TrainingData) -> RankingData:
     """The refit's ranking data: every event of `data` trains, nothing is held out."""
-    space = FeatureSpace.from_parts(data.vocab, data.catalog, data.t_max, data.t_span, data.available_features,
-                                    AGE_BUCKETS, data.history_length)
+    space = run_feature_space(data)
     examples = data.train_examples
     inputs = {name: examples[name][:0] for name in USER_INPUT_NAMES}
     inputs[contract.CANDIDATE_IDS] = np.zeros((0, 1), dtype=object)
