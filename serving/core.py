@@ -27,7 +27,7 @@ from serving import classify_regress
 from serving.batching import BatchScheduler
 from serving.errors import deadline_exceeded, invalid_argument, resource_exhausted
 from serving.model_manager import ModelManager, Servable
-from serving.tensor_proto import TensorConversionError, decoded_size, from_tensor_proto, to_tensor_proto
+from serving.tensor_proto import TensorConversionError, decode_checked, decoded_size, to_tensor_proto
 
 Result = TypeVar("Result")
 # classify_regress.classify / regress: (signature name, SignatureDef, tf.Examples, run) -> result proto.
@@ -138,15 +138,14 @@ def decode_inputs(protos: Mapping[str, Any], max_bytes: int) -> dict[str, np.nda
     total = 0
     for alias in sorted(protos):
         try:
-            size = decoded_size(protos[alias], alias)
+            total += decoded_size(protos[alias], alias)
         except TensorConversionError as error:
             raise invalid_argument(f"tensor parsing error: {alias} ({error})") from error
-        total += size
         if total > max_bytes:
             shape = [dim.size for dim in protos[alias].tensor_shape.dim]
             raise resource_exhausted(f"input '{alias}' (shape {shape}) takes the request to {total} bytes once "
                                      f"decoded, over this server's limit of {max_bytes} (--max_request_bytes)")
-    return {alias: from_tensor_proto(proto, alias, text=False) for alias, proto in protos.items()}
+    return {alias: decode_checked(proto, text=False) for alias, proto in protos.items()}
 
 
 class ServingCore:

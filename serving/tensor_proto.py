@@ -168,6 +168,19 @@ def from_tensor_proto(proto: Any, name: str = "", *, max_bytes: int | None = Non
         raise TensorTooLargeError(f"{_label(name)}{dtype_name(proto.dtype)} tensor of shape "
                                   f"{[dim.size for dim in proto.tensor_shape.dim]} would take {size} bytes once "
                                   f"decoded, over the limit of {max_bytes}")
+    return decode_checked(proto, text=text)
+
+
+def decode_checked(proto: Any, *, text: bool = True) -> np.ndarray:
+    """Decodes a TensorProto that `decoded_size` has already passed (for callers that cap sizes themselves).
+
+    Args:
+        proto: a TensorProto that `decoded_size` accepted.
+        text: strings as str where they are UTF-8 (bytes otherwise); False keeps every string bytes.
+
+    Returns:
+        The array: numbers as their NumPy dtype, strings as an object array.
+    """
     shape = tuple(int(dim.size) for dim in proto.tensor_shape.dim)
     if proto.dtype == types_pb2.DT_STRING:
         flat = np.empty(len(proto.string_val), dtype=object)
