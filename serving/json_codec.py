@@ -23,7 +23,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
 from serving.errors import ServingError, invalid_argument, resource_exhausted
-from serving.tensor_proto import MAX_RANK
+from serving.tensor_proto import MAX_RANK, dtype_name
 
 B64_KEY = "b64"
 BYTES_SUFFIX = "_bytes"
@@ -79,13 +79,6 @@ def _dumps(value: Any) -> str:
     except RecursionError:
         return "<a value nested too deeply to print>"
     return text if len(text) <= _MAX_ECHO_CHARS else f"{text[:_MAX_ECHO_CHARS]}...<{len(text)} characters>"
-
-
-def _dtype_name(dtype: int) -> str:
-    try:
-        return str(types_pb2.DataType.Name(dtype))
-    except ValueError:
-        return str(dtype)
 
 
 def _type_error(value: Any, dtype: int) -> Exception:
@@ -227,7 +220,7 @@ def parse_predict(document: Mapping[str, Any], infos: InputInfos) -> tuple[dict[
         raise invalid_argument("Failed to get input map for signature")
     for name in sorted(infos):
         if infos[name].dtype not in _NUMPY_BY_DTYPE:
-            raise invalid_argument(f"Input: {name} of the signature has dtype {_dtype_name(infos[name].dtype)}, "
+            raise invalid_argument(f"Input: {name} of the signature has dtype {dtype_name(infos[name].dtype)}, "
                                    "which a JSON request cannot carry (only bool, string, integer and "
                                    "floating-point tensors)")
     has_rows, has_columns = RequestFormat.ROW.value in document, RequestFormat.COLUMNAR.value in document
