@@ -201,7 +201,7 @@ class ModelServer:
         if not self.options.enable_model_warmup:
             return model
         try:
-            replayed = replay_warmup(model, version_dir)
+            replayed = replay_warmup(model, version_dir, self.options.max_request_bytes)
         except ServingError:
             model.close()
             raise
