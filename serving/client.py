@@ -237,7 +237,7 @@ class _RecommenderCore:
         return ceiling * (0.5 + 0.5 * self._random.random())
 
     def _recommend_flow(self, users: Sequence[Mapping[str, Any]], k: int) -> _Flow[list[list[Recommendation]]]:
-        check_arguments(users, k)
+        """Recommends for rows that `check_arguments` has passed (`_one_user`, `_chunks`)."""
         yield from self._signatures_flow()
         check_features(users, [self._signatures[model] for model in self.models])
         encoded: _Encoded = {}
@@ -319,6 +319,11 @@ class _RecommenderCore:
         inputs = self._metadata.get(model, {}).get(contract.METADATA_INPUTS, {})
         return {name: spec["default"] for name, spec in inputs.items() if isinstance(spec, dict) and "default" in spec}
 
+    def _one_user(self, user: UserLike | None, features: Mapping[str, Any], k: int) -> list[dict[str, Any]]:
+        rows = [_features(user, features)]
+        check_arguments(rows, k)
+        return rows
+
     def _chunks(self, users: Sequence[UserLike], k: int) -> list[list[dict[str, Any]]]:
         rows = [_features(user) for user in users]
         check_arguments(rows, k)  # every chunk, before the first chunk's RPCs
@@ -363,7 +368,7 @@ class RecommenderClient(_RecommenderCore):
             user: a UserContext or a mapping of feature name -> value; `features` are added to it.
             k: how many items to return (fewer if fewer unseen candidates were retrieved).
         """
-        return self._run(self._recommend_flow([_features(user, features)], k))[0]
+        return self._run(self._recommend_flow(self._one_user(user, features, k), k))[0]
 
     def recommend_batch(self, users: Sequence[UserLike], k: int = 10) -> list[list[Recommendation]]:
         """`recommend` for many users, `batch_size` users per Predict call; results in the users' order."""
@@ -452,7 +457,7 @@ class AsyncRecommenderClient(_RecommenderCore):
 
     async def recommend(self, user: UserLike | None = None, k: int = 10, **features: Any) -> list[Recommendation]:
         """See `RecommenderClient.recommend`."""
-        return (await self._run(self._recommend_flow([_features(user, features)], k)))[0]
+        return (await self._run(self._recommend_flow(self._one_user(user, features, k), k)))[0]
 
     async def recommend_batch(self, users: Sequence[UserLike], k: int = 10) -> list[list[Recommendation]]:
         """See `RecommenderClient.recommend_batch`; the chunks run concurrently."""
