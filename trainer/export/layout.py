@@ -93,16 +93,29 @@ def publish_version(model_base: pathlib.Path, write: Callable[[pathlib.Path], No
     model_base = pathlib.Path(model_base)
     model_base.mkdir(parents=True, exist_ok=True)
     version = next_version(model_base)
+    temp_dir = _write_temp_version(model_base, version, write)
+    try:
+        return _rename_to_free_version(temp_dir, model_base, version)
+    finally:
+        if temp_dir.exists():
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _write_temp_version(model_base: pathlib.Path, version: int, write: Callable[[pathlib.Path], None]
+                        ) -> pathlib.Path:
+    """A new `<model_base>/.tmp-<version>-<random>` folder filled by `write`; removed again if `write` raises
+    or writes nothing (ExportError)."""
+    model_base.mkdir(parents=True, exist_ok=True)
     temp_dir = model_base / f"{TEMP_PREFIX}{version}-{secrets.token_hex(4)}"
     temp_dir.mkdir()
     try:
         write(temp_dir)
         if not any(temp_dir.iterdir()):
             raise ExportError(f"export into {model_base} wrote nothing; no version was published")
-        return _rename_to_free_version(temp_dir, model_base, version)
-    finally:
-        if temp_dir.exists():
-            shutil.rmtree(temp_dir, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+    return temp_dir
 
 
 class VersionSet:
@@ -158,17 +171,7 @@ class VersionSet:
             raise ExportError(f"stage({model_base}) outside the VersionSet's with block")
         if model_base.parent.resolve() != self.base_dir.resolve() or name not in self.models or name in self._staged:
             raise ExportError(f"{model_base} is not an unstaged model of this set {self.models} under {self.base_dir}")
-        model_base.mkdir(parents=True, exist_ok=True)
-        temp_dir = model_base / f"{TEMP_PREFIX}{self.version}-{secrets.token_hex(4)}"
-        temp_dir.mkdir()
-        self._staged[name] = temp_dir
-        try:
-            write(temp_dir)
-            if not any(temp_dir.iterdir()):
-                raise ExportError(f"export into {model_base} wrote nothing; no version was published")
-        except BaseException:
-            shutil.rmtree(self._staged.pop(name), ignore_errors=True)
-            raise
+        self._staged[name] = _write_temp_version(model_base, self.version, write)
         return model_base / str(self.version)
 
     def publish(self) -> dict[str, pathlib.Path]:
