@@ -83,7 +83,7 @@ def retrieve(result: RetrievalResult, features: dict[str, np.ndarray], k: int, s
         seen = features.get(contract.WATCH_HISTORY, np.zeros((batch, 0), dtype=object))
     seen = np.asarray(seen, dtype=object).reshape(batch, -1).astype(str)
     scores = queries @ result.item_embeddings.T
-    rows = top_k_indices(scores, min(k + seen.shape[1], len(result.item_ids)))
+    rows = top_k_indices(scores, int(fetch_width(k, seen, len(result.item_ids))))
     ids, kept_scores = unseen_top_k(np.asarray(result.item_ids, dtype=object)[rows].astype(str),
                                     np.take_along_axis(scores, rows, axis=1).astype(np.float32), seen, k)
     return np.char.decode(ids.numpy().astype(bytes), "utf-8").astype(object), kept_scores.numpy()
