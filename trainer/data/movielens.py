@@ -53,7 +53,7 @@ import pandas as pd
 
 from trainer.config import MOVIELENS_SOURCES
 from trainer.data.schema import DataError, Dataset, validate_events, validate_items, validate_users
-from trainer.data.table_csv import check_blank_lines, with_missing_rows
+from trainer.data.table_csv import LineCountingReader, check_blank_lines, with_missing_rows
 from trainer.progress import progress_bar
 from trainer.run import LOGGER_NAME
 
@@ -370,7 +370,7 @@ def read_table(folder: Path, table: TableFormat) -> pd.DataFrame:
         with warnings.catch_warnings():
             # Rows longer than the header would be cut with only a warning: make that an error.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = _parse(path, table)
+            frame, lines = _parse(path, table)
     except (ValueError, pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError) as error:
         raise _diagnose(path, table, str(error)) from None  # EmptyDataError is a ValueError too
     if frame.empty:
@@ -380,7 +380,7 @@ def read_table(folder: Path, table: TableFormat) -> pd.DataFrame:
     empty_text = any((frame[c].str.strip() == "").any() for c in required_text)
     if empty_text or any(not np.isfinite(frame[c].to_numpy()).all() for c in table.floats):
         raise _diagnose(path, table, "an empty or invalid field")
-    check_blank_lines(path, len(frame), header_lines=1 if table.header else 0, log=LOGGER)
+    check_blank_lines(path, len(frame), header_lines=1 if table.header else 0, log=LOGGER, lines=lines)
     _check_values(path, table, frame)
     return frame
 
@@ -412,13 +412,21 @@ def _check_values(path: Path, table: TableFormat, frame: pd.DataFrame) -> None:
                             f"({int(bad.sum())} such rows)")
 
 
-def _parse(path: Path, table: TableFormat) -> pd.DataFrame:
+def _parse(path: Path, table: TableFormat) -> tuple[pd.DataFrame, int]:
+    """The table as pandas' C parser reads it, and the file's lines (a last one without a newline included),
+    counted in the same pass."""
+    if len(table.separator) > 1:
+        text = _read_text(path, table.encoding)
+        frame = _read_csv(io.StringIO(text.replace(table.separator, _UNIT_SEPARATOR)), table, _UNIT_SEPARATOR)
+        return frame, text.count("\n") + (text[-1:] not in ("", "\n"))
+    with path.open("rb") as raw:
+        counter = LineCountingReader(raw)
+        frame = _read_csv(io.BufferedReader(counter), table, table.separator)
+    return frame, counter.lines
+
+
+def _read_csv(source: io.StringIO | io.BufferedReader, table: TableFormat, separator: str) -> pd.DataFrame:
     dtypes = {c: np.int64 if c in table.integers else np.float64 if c in table.floats else str for c in table.columns}
-    source: io.StringIO | Path = path
-    separator = table.separator
-    if len(separator) > 1:
-        source = io.StringIO(_read_text(path, table.encoding).replace(separator, _UNIT_SEPARATOR))
-        separator = _UNIT_SEPARATOR
     return pd.read_csv(
         source,
         sep=separator,

@@ -11,17 +11,17 @@ row: one between rows is an error naming its line; blank lines at the end are co
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import pathlib
 import warnings
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import pandas as pd
 
 from trainer.data.schema import DataError, validate_items, validate_users
 from trainer.run import LOGGER_NAME
-
-_CHUNK = 1 << 20
 
 
 def read_users(path: pathlib.Path) -> pd.DataFrame:
@@ -34,14 +34,47 @@ def read_items(path: pathlib.Path) -> pd.DataFrame:
     return validate_items(_read(path, numeric=("release_time",)), str(path))
 
 
-def check_blank_lines(path: pathlib.Path, rows: int, header_lines: int, log: logging.Logger) -> None:
+class LineCountingReader(io.RawIOBase):
+    """A binary file that counts the lines read through it, so that a parser reading it counts them in its pass."""
+
+    def __init__(self, raw: io.BufferedIOBase) -> None:
+        super().__init__()
+        self._raw = raw
+        self._newlines = 0
+        self._last = b"\n"
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._raw.readinto(buffer) or 0
+        if count:
+            chunk = memoryview(buffer).cast("B")[:count]
+            self._newlines += bytes(chunk).count(b"\n")
+            self._last = bytes(chunk[-1:])
+        return count
+
+    @property
+    def lines(self) -> int:
+        """The lines read so far, a last line without a newline included."""
+        return self._newlines + (self._last != b"\n")
+
+
+def check_blank_lines(path: pathlib.Path, rows: int, header_lines: int, log: logging.Logger, lines: int) -> None:
     """After a parser that skips blank lines read `rows` rows from `path`: no blank line was skipped silently.
+
+    Args:
+        path: the file, named in messages (and re-read only when it has blank lines).
+        rows: the rows the parser read.
+        header_lines: the lines before the first row.
+        log: where trailing blank lines are reported.
+        lines: the file's line count (`LineCountingReader.lines` of the parser's pass), header included.
 
     Raises:
         DataError: a blank line comes before the last row (naming its 1-based line number).
     Blank lines after the last row are logged with their count.
     """
-    lines = _count_lines(path) - header_lines
+    lines -= header_lines
     if lines == rows:
         return
     last_row_line = first_blank = 0
@@ -55,16 +88,6 @@ def check_blank_lines(path: pathlib.Path, rows: int, header_lines: int, log: log
                 raise DataError(f"{path} line {first_blank}: a blank line (every line must be a row; remove it)")
     if lines > rows:
         log.warning("%s: ignored %d blank line(s) at the end of the file", path, lines - rows)
-
-
-def _count_lines(path: pathlib.Path) -> int:
-    """The number of lines, a last line without a newline included."""
-    count, last = 0, b"\n"
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            count += chunk.count(b"\n")
-            last = chunk[-1:]
-    return count + (last != b"\n")
 
 
 def write_users(users: pd.DataFrame, path: pathlib.Path) -> None:
@@ -95,11 +118,12 @@ def _read(path: pathlib.Path, numeric: tuple[str, ...]) -> pd.DataFrame:
     path = pathlib.Path(path)
     if not path.is_file():
         raise DataError(f"table {path} does not exist")
-    with csv_errors(str(path), "a header line is required"), warnings.catch_warnings():
+    with csv_errors(str(path), "a header line is required"), warnings.catch_warnings(), path.open("rb") as raw:
         warnings.simplefilter("error", pd.errors.ParserWarning)  # pandas would drop a row's extra fields
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values={name: [""] for name in numeric},
-                            encoding="utf-8", index_col=False)
-    check_blank_lines(path, len(table), header_lines=1, log=logging.getLogger(LOGGER_NAME))
+        counter = LineCountingReader(raw)
+        table = pd.read_csv(io.BufferedReader(counter), dtype=str, keep_default_na=False,
+                            na_values={name: [""] for name in numeric}, encoding="utf-8", index_col=False)
+    check_blank_lines(path, len(table), header_lines=1, log=logging.getLogger(LOGGER_NAME), lines=counter.lines)
     return table
 
 
