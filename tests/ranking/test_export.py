@@ -107,6 +107,23 @@ def test_train_ranking_records_metrics_and_the_comparison_table(ranking_result, 
     assert (run_folder.root / "checkpoints" / "ranking" / "temporal" / "full" / "latest").is_dir()
 
 
+def test_recorded_sampled_test_metrics_are_those_of_the_models_logits(ranking_result, temporal):
+    """HR@10, NDCG@10 and AUC of the held-out item (candidate 0) among its sampled negatives, in NumPy."""
+    inputs = temporal.test.inputs
+    logits = ranking_result.model({key: tf.constant(inputs[key]) for key in ranking_result.model.feature_keys},
+                                  training=False).numpy().astype(np.float64)
+    positive, negatives = logits[:, :1], logits[:, 1:]
+    ranks = (negatives >= positive).sum(axis=1)
+    wins = (negatives < positive).sum(axis=1) + 0.5 * (negatives == positive).sum(axis=1)
+    auc = np.mean(wins / negatives.shape[1])
+    recorded, one_user = ranking_result.metrics, 1.5 / len(ranks)  # a near-tie may flip between batchings
+    assert recorded["test_hr@10"] == pytest.approx(np.mean(ranks < 10), abs=one_user)
+    ndcg = np.mean(np.where(ranks < 10, 1 / np.log2(ranks + 2), 0.0))
+    assert recorded["test_ndcg@10"] == pytest.approx(ndcg, abs=one_user)
+    assert recorded["test_auc"] == pytest.approx(auc, abs=one_user / negatives.shape[1])
+    assert auc > 0.6  # the planted structure is learnt
+
+
 def test_reloaded_savedmodel_scores_are_sigmoid_and_calibrated_odds_of_the_logits(
         reloaded_outputs, ranking_result, request_batch, calibration):
     scores, watch_time = reloaded_outputs
