@@ -22,12 +22,16 @@ def best_constant_logit(labels: np.ndarray, weights: np.ndarray, steps: int = 40
     """Gradient descent on one logit shared by every pair, minimising the project's loss."""
     logit = tf.Variable(0.0)
 
-    @tf.function
+    def step(count: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            value = loss.weighted_logistic_loss(labels, tf.fill(labels.shape, logit), weights)
+        with tf.control_dependencies([logit.assign_sub(learning_rate * tape.gradient(value, logit))]):
+            return count + 1
+
+    # one graph rather than hundreds of eager steps; autograph off so it never re-reads the loss's source
+    @tf.function(autograph=False)
     def descend() -> None:
-        for _ in tf.range(steps):
-            with tf.GradientTape() as tape:
-                value = loss.weighted_logistic_loss(labels, tf.fill(labels.shape, logit), weights)
-            logit.assign_sub(learning_rate * tape.gradient(value, logit))
+        tf.while_loop(lambda count: count < steps, step, [tf.constant(0)])
 
     descend()
     return float(logit.numpy())
