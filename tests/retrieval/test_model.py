@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from trainer.config import ConfigError, RetrievalConfig, load_config
+from trainer.layers import masked_mean
 from trainer.retrieval.features import FeatureSet, dropped_features
-from trainer.retrieval.model import ModelContext, RetrievalModel, embed_items, embed_queries, masked_mean
+from trainer.retrieval.model import ModelContext, RetrievalModel, embed_items, embed_queries
 
 VOCAB = types.SimpleNamespace(
     user_ids=("u1", "u2"), item_ids=("i1", "i2", "i3"), genders=("F", "M"), occupations=("writer",),
@@ -98,7 +99,7 @@ def test_example_age_defaults_to_zero_the_serving_value(model):
 
 def test_age_buckets_group_ages_and_zero_is_unknown(model):
     tower = model.query_tower
-    buckets = tower._age_bucket(np.array([0, -3, 1, 17, 18, 24, 60], dtype=np.int64)).numpy()
+    buckets = tower.age_bucket(np.array([0, -3, 1, 17, 18, 24, 60], dtype=np.int64)).numpy()
     np.testing.assert_array_equal(buckets, [0, 0, 3, 3, 4, 4, 6])
 
 

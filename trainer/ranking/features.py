@@ -45,8 +45,7 @@ import tf_keras as keras
 from recsys_common import contract
 from trainer.data.schema import SECONDS_PER_DAY
 from trainer.data.vocab import NUM_RESERVED, OOV_INDEX
-from trainer.layers import most_recent
-from trainer.lookup import string_lookup
+from trainer.layers import AgeBucket, IdEmbedding, LookupEmbedding, most_recent, string_lookup
 
 if TYPE_CHECKING:
     from trainer.data.catalog import ItemCatalog
@@ -218,19 +217,17 @@ class RankingFeatures(keras.layers.Layer):
             retrieval_scorer.trainable = False
         self.continuous_names = tuple(continuous_feature_names(space, retrieval_scorer is not None))
         self.normalizer = QuantileNormalizer(len(self.continuous_names), num_quantiles, name="quantiles")
+        # An unknown demographic value or age is a category of its own here (learnt rows), unlike unknown ids.
         self.demographics = {
-            key: (string_lookup(getattr(space, vocab)),
-                  keras.layers.Embedding(len(getattr(space, vocab)) + NUM_RESERVED, embedding_dim,
-                                         name=f"{key}_embedding"))
+            key: LookupEmbedding(getattr(space, vocab), embedding_dim, zero_unknown=False, name=f"{key}_embedding")
             for key, column, vocab in DEMOGRAPHICS if space.has(column)
         }
-        self.age_embedding = (keras.layers.Embedding(len(space.age_boundaries) + 2, embedding_dim,
-                                                     name="age_embedding") if space.has("age") else None)
-        self.genre_embedding = (keras.layers.Embedding(len(space.genres) + NUM_RESERVED, embedding_dim,
-                                                       name="genre_embedding") if self._use_genres else None)
-        self.history_lookup = string_lookup(space.item_ids)
-        self.history_embedding = keras.layers.Embedding(len(space.item_ids) + NUM_RESERVED, embedding_dim,
-                                                        name="watched_item_embedding")
+        self.age_bucket = AgeBucket(space.age_boundaries, name="age_bucket")
+        self.age_embedding = (IdEmbedding(self.age_bucket.num_buckets, embedding_dim, zero_unknown=False,
+                                          name="age_embedding") if space.has("age") else None)
+        self.genre_embedding = (IdEmbedding(len(space.genres), embedding_dim, name="genre_embedding")
+                                if self._use_genres else None)
+        self.history_embedding = LookupEmbedding(space.item_ids, embedding_dim, name="watched_item_embedding")
 
     @property
     def _use_genres(self) -> bool:
@@ -269,16 +266,15 @@ class RankingFeatures(keras.layers.Layer):
         parts = [normalised, tf.square(normalised), tf.sqrt(normalised)]
         if self.space.has("release_time"):
             parts.append(tf.gather(self.catalog.release_known, rows)[..., None])
-        user_parts = [embedding(lookup(inputs[key])) for key, (lookup, embedding) in self.demographics.items()]
+        user_parts = [embedding(inputs[key]) for key, embedding in self.demographics.items()]
         if self.age_embedding is not None:
-            user_parts.append(self.age_embedding(self._age_bucket(inputs[contract.AGE])))
-        watched = most_recent(self.history_lookup(inputs[contract.WATCH_HISTORY]), self.space.history_length)
-        user_parts.append(_masked_mean(self.history_embedding(watched), watched > OOV_INDEX))
+            user_parts.append(self.age_embedding(self.age_bucket(inputs[contract.AGE])))
+        watched = inputs[contract.WATCH_HISTORY]
+        user_parts.append(self.history_embedding.history_mean(watched, self.space.history_length))
         user_vector = tf.concat(user_parts, axis=-1)
         parts.append(tf.tile(user_vector[:, None, :], [1, num_candidates, 1]))
         if self.genre_embedding is not None:
-            codes = tf.gather(self.catalog.genre_codes, rows)
-            parts.append(_masked_mean(self.genre_embedding(codes), codes > OOV_INDEX))
+            parts.append(self.genre_embedding.mean(tf.gather(self.catalog.genre_codes, rows)))
         return tf.concat(parts, axis=-1)
 
     def adapt(self, inputs: dict[str, np.ndarray], batch_size: int = 1024) -> None:
@@ -316,10 +312,6 @@ class RankingFeatures(keras.layers.Layer):
         known = tf.gather(self.catalog.release_known, candidate_rows) > 0
         return tf.where(known, tf.maximum(reference[:, None] - release, 0.0), 0.0)
 
-    def _age_bucket(self, age: tf.Tensor) -> tf.Tensor:
-        bucket = tf.raw_ops.Bucketize(input=tf.cast(age, tf.float32), boundaries=list(self.space.age_boundaries))
-        return tf.where(age > 0, tf.cast(bucket, tf.int64) + 1, tf.zeros_like(age, tf.int64))
-
 
 def continuous_feature_names(space: FeatureSpace, with_retrieval_score: bool) -> list[str]:
     """The continuous features a model over `space` computes, in order."""
@@ -330,13 +322,6 @@ def continuous_feature_names(space: FeatureSpace, with_retrieval_score: bool) ->
     if with_retrieval_score:
         names.append("retrieval_score")
     return names
-
-
-def _masked_mean(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    """Mean over the second-to-last axis of embeddings [..., L, E] where mask [..., L]; zeros if none."""
-    weights = tf.cast(mask, embeddings.dtype)[..., None]
-    total = tf.reduce_sum(embeddings * weights, axis=-2)
-    return total / tf.maximum(tf.reduce_sum(weights, axis=-2), 1.0)
 
 
 def _with_reserved_rows(values: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ import tf_keras as keras
 from recsys_common import contract
 from trainer.config import RANKING_MODELS, RankingConfig
 from trainer.data.vocab import NUM_RESERVED
-from trainer.lookup import string_lookup
+from trainer.layers import IdEmbedding, string_lookup
 from trainer.ranking.features import FeatureSpace, RankingFeatures
 
 ID_INPUTS = (contract.USER_ID, contract.CANDIDATE_IDS)
@@ -89,20 +89,9 @@ class ItemPop(RankingModel):
         return tf.gather(self.log_counts, self.items(inputs[contract.CANDIDATE_IDS]))
 
 
-class IdEmbedding(keras.layers.Layer):
-    """An id embedding whose padding and out-of-vocabulary rows are zero (unknown ids carry no signal)."""
-
-    def __init__(self, vocabulary_size: int, dim: int, l2: float, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.embedding = keras.layers.Embedding(
-            vocabulary_size + NUM_RESERVED, dim,
-            embeddings_initializer=keras.initializers.RandomNormal(stddev=0.01),
-            embeddings_regularizer=keras.regularizers.l2(l2) if l2 > 0 else None, name="embedding")
-
-    def call(self, codes: tf.Tensor) -> tf.Tensor:
-        """Args: codes [...] int64 StringLookup codes. Returns: [..., dim]."""
-        known = tf.cast(codes >= NUM_RESERVED, tf.float32)[..., None]
-        return self.embedding(codes) * known
+def id_embedding(vocabulary_size: int, dim: int, l2: float, name: str) -> IdEmbedding:
+    """NCF's id embedding (N(0, 0.01) initial values); padding and out-of-vocabulary ids embed to zeros."""
+    return IdEmbedding(vocabulary_size, dim, l2, keras.initializers.RandomNormal(stddev=0.01), name=name)
 
 
 class MatrixFactorization(RankingModel):
@@ -111,10 +100,10 @@ class MatrixFactorization(RankingModel):
     def __init__(self, space: FeatureSpace, embedding_dim: int, l2: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.users, self.items = string_lookup(space.user_ids), string_lookup(space.item_ids)
-        self.user_factors = IdEmbedding(len(space.user_ids), embedding_dim, l2, name="user_factors")
-        self.item_factors = IdEmbedding(len(space.item_ids), embedding_dim, l2, name="item_factors")
-        self.user_bias = IdEmbedding(len(space.user_ids), 1, l2, name="user_bias")
-        self.item_bias = IdEmbedding(len(space.item_ids), 1, l2, name="item_bias")
+        self.user_factors = id_embedding(len(space.user_ids), embedding_dim, l2, name="user_factors")
+        self.item_factors = id_embedding(len(space.item_ids), embedding_dim, l2, name="item_factors")
+        self.user_bias = id_embedding(len(space.user_ids), 1, l2, name="user_bias")
+        self.item_bias = id_embedding(len(space.item_ids), 1, l2, name="item_bias")
         self.global_bias = self.add_weight(name="global_bias", shape=(), initializer="zeros")
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -128,8 +117,8 @@ class GmfBranch(keras.layers.Layer):
 
     def __init__(self, space: FeatureSpace, embedding_dim: int, l2: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.user_embedding = IdEmbedding(len(space.user_ids), embedding_dim, l2, name="user_embedding")
-        self.item_embedding = IdEmbedding(len(space.item_ids), embedding_dim, l2, name="item_embedding")
+        self.user_embedding = id_embedding(len(space.user_ids), embedding_dim, l2, name="user_embedding")
+        self.item_embedding = id_embedding(len(space.item_ids), embedding_dim, l2, name="item_embedding")
 
     def call(self, users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
         """Args: users [B], items [B, N] int64 codes. Returns: [B, N, E]."""
@@ -147,8 +136,8 @@ class MlpBranch(keras.layers.Layer):
                  features: RankingFeatures | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         dim = max(layers[0] // 2, 1)
-        self.user_embedding = IdEmbedding(len(space.user_ids), dim, l2, name="user_embedding")
-        self.item_embedding = IdEmbedding(len(space.item_ids), dim, l2, name="item_embedding")
+        self.user_embedding = id_embedding(len(space.user_ids), dim, l2, name="user_embedding")
+        self.item_embedding = id_embedding(len(space.item_ids), dim, l2, name="item_embedding")
         self.features = features
         self.hidden = [keras.layers.Dense(width, activation="relu", name=f"hidden_{i}")
                        for i, width in enumerate(layers[1:])]

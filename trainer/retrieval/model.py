@@ -35,9 +35,8 @@ from recsys_common import contract
 from trainer.config import RetrievalConfig
 from trainer.data.examples import ITEM_ID
 from trainer.data.schema import SECONDS_PER_DAY
-from trainer.data.vocab import NUM_RESERVED, OOV_INDEX
-from trainer.layers import most_recent
-from trainer.lookup import string_lookup
+from trainer.data.vocab import NUM_RESERVED
+from trainer.layers import AgeBucket, IdEmbedding, LookupEmbedding, string_lookup
 from trainer.retrieval.features import CANDIDATE_PROBABILITY, EXAMPLE_AGE, QUERY_INPUTS, FeatureSet
 
 EXAMPLE_LOSS = "example_loss"  # the metric of the epoch's mean loss per training example
@@ -99,53 +98,11 @@ class ModelContext:
     history_length: int | None = None
 
 
-class KnownEmbedding(keras.layers.Layer):
-    """An embedding of lookup indices in which padding and out-of-vocabulary rows are zero."""
-
-    def __init__(self, vocabulary_size: int, dim: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.embedding = keras.layers.Embedding(vocabulary_size + NUM_RESERVED, dim)
-
-    def call(self, indices: tf.Tensor) -> tf.Tensor:
-        """Args: indices [...] int64. Returns [..., dim], zero where indices < 2."""
-        vectors = self.embedding(indices)
-        return vectors * tf.cast(indices > OOV_INDEX, vectors.dtype)[..., tf.newaxis]
-
-
-def masked_mean(vectors: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
-    """Mean over axis 1 of the known entries (index > 1); zero for a row without any.
-
-    Args:
-        vectors: [B, N, D].
-        indices: [B, N] lookup indices of the entries.
-
-    Returns:
-        [B, D].
-    """
-    known = tf.cast(indices > OOV_INDEX, vectors.dtype)
-    count = tf.reduce_sum(known, axis=1, keepdims=True)
-    return tf.reduce_sum(vectors * known[..., tf.newaxis], axis=1) / tf.maximum(count, 1.0)
-
-
 def tower(layer_sizes: Sequence[int], name: str) -> keras.Sequential:
     """ReLU layers for all sizes but the last, then a linear layer of the last size."""
     layers: list[keras.layers.Layer] = [keras.layers.Dense(size, activation="relu") for size in layer_sizes[:-1]]
     layers.append(keras.layers.Dense(layer_sizes[-1]))
     return keras.Sequential(layers, name=name)
-
-
-class ItemIdEmbedding(keras.layers.Layer):
-    """Item id -> embedding (zero for unknown ids); shared by both towers when configured."""
-
-    def __init__(self, item_ids: Sequence[str], dim: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.lookup = string_lookup(item_ids)
-        self.embedding = KnownEmbedding(len(item_ids), dim)
-
-    def call(self, ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Args: ids [...] string. Returns (vectors [..., dim], lookup indices [...])."""
-        indices = self.lookup(ids)
-        return self.embedding(indices), indices
 
 
 class QueryTower(keras.Model):
@@ -156,23 +113,22 @@ class QueryTower(keras.Model):
     string, age [B] int64, example_age [B] float32 (absent = 0, the serving value).
     """
 
-    def __init__(self, config: RetrievalConfig, context: ModelContext, history_items: ItemIdEmbedding) -> None:
+    def __init__(self, config: RetrievalConfig, context: ModelContext, history_items: LookupEmbedding) -> None:
         super().__init__(name="query_tower")
         self.features = context.features
         vocab, dim = context.vocab, config.embedding_dim
-        self.categorical: dict[str, tuple[keras.layers.StringLookup, KnownEmbedding]] = {}
+        self.categorical: dict[str, LookupEmbedding] = {}
         for name, values in ((contract.USER_ID, vocab.user_ids), (contract.GENDER, vocab.genders),
                              (contract.OCCUPATION, vocab.occupations), (contract.REGION, vocab.regions)):
             if getattr(self.features, name) and len(values):
-                self.categorical[name] = (string_lookup(values), KnownEmbedding(len(values), dim, name=f"{name}_emb"))
+                self.categorical[name] = LookupEmbedding(values, dim, name=f"{name}_emb")
         self.history_items = history_items if self.features.watch_history else None
         self.history_length = context.history_length
-        self.search_tokens: tuple[keras.layers.StringLookup, KnownEmbedding] | None = None
+        self.search_tokens: LookupEmbedding | None = None
         if self.features.search_history and len(vocab.query_tokens):
-            self.search_tokens = (string_lookup(vocab.query_tokens),
-                                  KnownEmbedding(len(vocab.query_tokens), dim, name="search_emb"))
-        self.age_boundaries = tf.constant(list(context.age_boundaries), tf.int64)
-        self.age_embedding = KnownEmbedding(len(context.age_boundaries) + 1, dim, name="age_emb")
+            self.search_tokens = LookupEmbedding(vocab.query_tokens, dim, name="search_emb")
+        self.age_bucket = AgeBucket(context.age_boundaries, name="age_bucket")
+        self.age_embedding = IdEmbedding(self.age_bucket.num_buckets, dim, name="age_emb")
         self.tower = tower(config.tower_layers, "query_mlp")
         self.l2_normalize = config.l2_normalize
 
@@ -180,26 +136,17 @@ class QueryTower(keras.Model):
         return {"features": self.features.enabled()}
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        parts = [embedding(lookup(inputs[name])) for name, (lookup, embedding) in self.categorical.items()]
+        parts = [embedding(inputs[name]) for name, embedding in self.categorical.items()]
         if self.history_items is not None:
-            vectors, indices = self.history_items(inputs[contract.WATCH_HISTORY])
-            parts.append(masked_mean(vectors, most_recent(indices, self.history_length)))
+            parts.append(self.history_items.history_mean(inputs[contract.WATCH_HISTORY], self.history_length))
         if self.search_tokens is not None:
-            lookup, embedding = self.search_tokens
-            indices = lookup(inputs[contract.SEARCH_HISTORY])
-            parts.append(masked_mean(embedding(indices), indices))
+            parts.append(self.search_tokens.history_mean(inputs[contract.SEARCH_HISTORY]))
         if self.features.age:
-            parts.append(self.age_embedding(self._age_bucket(inputs[contract.AGE])))
+            parts.append(self.age_embedding(self.age_bucket(inputs[contract.AGE])))
         if self.features.example_age:
             parts.append(_example_age_features(inputs, batch_like=inputs[contract.USER_ID]))
         output = self.tower(tf.concat(parts, axis=1), training=training)
         return tf.math.l2_normalize(output, axis=1) if self.l2_normalize else output
-
-    def _age_bucket(self, age: tf.Tensor) -> tf.Tensor:
-        """0 for an unknown age (<= 0), else 2 + the bucket."""
-        age = tf.cast(age, tf.int64)
-        bucket = tf.cast(tf.searchsorted(self.age_boundaries, age, side="right"), tf.int64) + NUM_RESERVED
-        return tf.where(age > 0, bucket, tf.zeros_like(bucket))
 
 
 def _example_age_features(inputs: dict[str, tf.Tensor], batch_like: tf.Tensor) -> tf.Tensor:
@@ -214,17 +161,17 @@ def _example_age_features(inputs: dict[str, tf.Tensor], batch_like: tf.Tensor) -
 class CandidateTower(keras.Model):
     """Item ids [B] string -> candidate embeddings [B, d], with item features from static catalogue tables."""
 
-    def __init__(self, config: RetrievalConfig, context: ModelContext, items: ItemIdEmbedding) -> None:
+    def __init__(self, config: RetrievalConfig, context: ModelContext, items: LookupEmbedding) -> None:
         super().__init__(name="candidate_tower")
         self.features = context.features
         vocab, catalog, dim = context.vocab, context.catalog, config.embedding_dim
         self.items = items
         self.catalog_rows = string_lookup([str(i) for i in catalog.item_ids])
-        self.token_tables: list[tuple[tf.Tensor, KnownEmbedding]] = []
+        self.token_tables: list[tuple[tf.Tensor, IdEmbedding]] = []
         for active, values, table in ((self.features.item_genres, vocab.genres, catalog.genres),
                                       (self.features.item_title, vocab.title_tokens, catalog.title_tokens)):
             if active and len(values) and np.shape(table)[1]:
-                self.token_tables.append((_token_table(values, table), KnownEmbedding(len(values), dim)))
+                self.token_tables.append((_token_table(values, table), IdEmbedding(len(values), dim)))
         self.item_age_table = _item_age_table(catalog.release_time, context.t_max) if self.features.item_age else None
         self.tower = tower(config.tower_layers, "candidate_mlp")
         self.l2_normalize = config.l2_normalize
@@ -233,12 +180,10 @@ class CandidateTower(keras.Model):
         return {"features": self.features.enabled()}
 
     def call(self, item_ids: tf.Tensor, training: bool = False) -> tf.Tensor:
-        vectors, _ = self.items(item_ids)
-        parts = [vectors]
+        parts = [self.items(item_ids)]
         rows = self.catalog_rows(item_ids)
         for table, embedding in self.token_tables:
-            tokens = tf.gather(table, rows)
-            parts.append(masked_mean(embedding(tokens), tokens))
+            parts.append(embedding.mean(tf.gather(table, rows)))
         if self.item_age_table is not None:
             parts.append(tf.gather(self.item_age_table, rows))
         output = self.tower(tf.concat(parts, axis=1), training=training)
@@ -275,8 +220,8 @@ class RetrievalModel(tfrs.models.Model):
 
     def __init__(self, config: RetrievalConfig, context: ModelContext) -> None:
         super().__init__()
-        items = ItemIdEmbedding(context.vocab.item_ids, config.embedding_dim, name="item_id_emb")
-        history_items = items if config.share_item_embeddings else ItemIdEmbedding(
+        items = LookupEmbedding(context.vocab.item_ids, config.embedding_dim, name="item_id_emb")
+        history_items = items if config.share_item_embeddings else LookupEmbedding(
             context.vocab.item_ids, config.embedding_dim, name="history_item_emb")
         self.query_tower = QueryTower(config, context, history_items)
         self.candidate_tower = CandidateTower(config, context, items)
