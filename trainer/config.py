@@ -155,6 +155,12 @@ class RankingConfig:
     embedding_dim: int = 16
     mlp_layers: list[int] = dataclasses.field(default_factory=lambda: [64, 32, 16])
     num_negatives: int = 4
+    # Of each row's negatives, how many come from the candidate generator's top `rerank_candidates` unseen
+    # items for the user (trainer.ranking.negatives); the rest are uniform. Needs the in-memory path.
+    candidate_negatives: int = 0
+    # F >= 2: the "full" model's retrieval_score feature of training rows comes from F generators, each
+    # scoring the rows it did not train on (trainer.ranking.retrieval_feature); 0: in-sample. Needs in-memory data.
+    retrieval_score_folds: int = 0
     pretrain_alpha: float = 0.5
     optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
     # bench.ncf_table (ml-100k) tries 0.002 and 0.005: 0.005 stops early after fewer epochs, a little below
@@ -187,6 +193,12 @@ class RankingConfig:
                   "eval_max_examples")
         _all_positive(self, "ranking", "mlp_layers", "eval_ks")
         _probability(self, "ranking", "pretrain_alpha")
+        if self.retrieval_score_folds < 0 or self.retrieval_score_folds == 1:
+            raise ConfigError(f"ranking.retrieval_score_folds must be 0 (in-sample scores) or >= 2, "
+                              f"got {self.retrieval_score_folds}")
+        if not 0 <= self.candidate_negatives <= self.num_negatives:
+            raise ConfigError(f"ranking.candidate_negatives must be in [0, ranking.num_negatives = "
+                              f"{self.num_negatives}], got {self.candidate_negatives}")
         if self.l2_regularization < 0 or self.early_stopping_patience < 0:
             raise ConfigError("ranking.l2_regularization and ranking.early_stopping_patience must be >= 0, got "
                               f"{self.l2_regularization} and {self.early_stopping_patience}")
@@ -223,6 +235,11 @@ class Config:
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
     def validate(self) -> None:
+        for key in ("candidate_negatives", "retrieval_score_folds"):
+            if getattr(self.ranking, key) and self.data.prepared_dir is not None:
+                raise ConfigError(f"ranking.{key} ({getattr(self.ranking, key)}) needs the in-memory training rows, "
+                                  f"which the streamed path (data.prepared_dir) does not hold; set ranking.{key} "
+                                  "to 0 or drop data.prepared_dir")
         for section in (self.data, self.synthetic, self.retrieval, self.ranking, self.export):
             section.validate()
         if self.data.source == "synthetic" and self.data.prepared_dir is None:

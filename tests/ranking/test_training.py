@@ -129,3 +129,4 @@ def test_negative_sampler_refuses_a_user_who_has_seen_everything():
         NegativeSampler(["u1"], {"u1": frozenset({"a", "b"})}, ["a", "b"])
     with pytest.raises(ValueError, match="pool is empty"):
         NegativeSampler(["u1"], {}, [])
+

@@ -21,6 +21,11 @@ so exp(logit) * unit * rate, with rate = the mean of n / P_u over the training r
 time, in the source's unit, that the user's next watch spends on i. Summed over every item the
 user has not watched it is the mean watch time of a watch. This is what the export's
 `expected_watch_time` reports.
+
+With c of the n negatives drawn from the user's K candidate-generator items
+(`ranking.candidate_negatives`), an item of that list is drawn at rate (n - c) / P_u + c / K and
+any other at (n - c) / P_u. The export calibrates with the first: the ranking signature's job is
+to re-rank the candidate generator's list, so that is the rate of the items it is asked about.
 """
 
 from __future__ import annotations
@@ -49,26 +54,34 @@ def watch_time_unit(watch_time: np.ndarray) -> float:
 
 
 def negative_sampling_rate(num_negatives: int, users: np.ndarray, seen: Mapping[str, frozenset[str]],
-                           item_ids: Sequence[str]) -> float:
-    """The mean over training rows of n / P_u: how often a row draws a given unwatched item as a negative.
+                           item_ids: Sequence[str], candidate_negatives: int = 0, candidates_per_user: int = 1
+                           ) -> float:
+    """The mean over training rows of (n - c) / P_u + c / K: how often a row draws a given unwatched item
+    (with c > 0: a given item of the user's candidate list) as a negative.
 
     Args:
         num_negatives: n, negatives per training row.
         users: [R] the user of each training row.
         seen: user -> items of their training events (never drawn as their negatives).
-        item_ids: the items negatives are drawn from.
+        item_ids: the items uniform negatives are drawn from.
+        candidate_negatives: c, of the n drawn from the user's candidate list.
+        candidates_per_user: K, the length of that list.
 
     Raises:
-        ValueError: no training rows, or n not positive.
+        ValueError: no training rows, n not positive, c outside [0, n] or K not positive.
     """
     if num_negatives <= 0 or not len(users):
         raise ValueError(f"negative_sampling_rate: needs training rows and num_negatives > 0, got {len(users)} "
                          f"rows and {num_negatives}")
+    if not 0 <= candidate_negatives <= num_negatives or candidates_per_user <= 0:
+        raise ValueError(f"negative_sampling_rate: candidate_negatives must be in [0, {num_negatives}] and "
+                         f"candidates_per_user > 0, got {candidate_negatives} and {candidates_per_user}")
     pool = frozenset(item_ids)
     sizes = {user: max(len(pool) - len(items & pool), 1) for user, items in seen.items()}
     counts = pd.Series(np.asarray(users, dtype=object)).astype(str).value_counts()
-    rates = np.array([num_negatives / sizes.get(user, max(len(pool), 1)) for user in counts.index])
-    return float(np.average(rates, weights=counts.to_numpy()))
+    uniform = num_negatives - candidate_negatives
+    rates = np.array([uniform / sizes.get(user, max(len(pool), 1)) for user in counts.index])
+    return float(np.average(rates, weights=counts.to_numpy())) + candidate_negatives / candidates_per_user
 
 
 def positive_weights(watch_time: np.ndarray, unit: float) -> np.ndarray:

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,7 @@ from trainer.data.splits import LeaveLastOut, leave_last_out, sample_negatives
 from trainer.data.tfrecord import Manifest
 from trainer.data.vocab import Vocabularies
 from trainer.ranking.features import FeatureSpace
+from trainer.ranking.negatives import CandidatePools
 
 USER_INPUT_NAMES = tuple(spec.name for spec in contract.USER_INPUTS)
 
@@ -85,6 +86,10 @@ class RankingData:
         full_ranking: the test users for full-corpus ranking.
         train_stream: the preprocessed shards to train from (`data.prepared_dir`); `train` is then a
             sample of them, used for the feature statistics and the watch-time unit.
+        candidate_pools: per user, the candidate generator's top unseen items, for the negatives drawn
+            from them (`ranking.candidate_negatives`); None: uniform negatives only.
+        out_of_fold: cross-fitted retrieval scores of the `train` rows (`ranking.retrieval_score_folds`);
+            None: the model's own scorer scores them.
     """
 
     name: str
@@ -95,6 +100,8 @@ class RankingData:
     test: SampledSet
     full_ranking: FullRankingSet | None
     train_stream: Manifest | None = None
+    candidate_pools: CandidatePools | None = None
+    out_of_fold: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def feature_space(vocab: Vocabularies, catalog: ItemCatalog, train_events: pd.DataFrame,

@@ -50,7 +50,7 @@ from trainer.ranking.loss import (
     weighted_logistic_loss,
 )
 from trainer.ranking.models import NeuMF, RankingModel, build_model
-from trainer.ranking.negatives import NegativeSampler
+from trainer.ranking.negatives import CandidatePools, NegativeSampler
 from trainer.ranking.pretrain import load_pretrained
 from trainer.ranking.protocol import (
     USER_INPUT_NAMES,
@@ -61,6 +61,7 @@ from trainer.ranking.protocol import (
     run_feature_space,
     temporal_protocol,
 )
+from trainer.ranking.retrieval_feature import OUT_OF_FOLD_SCORE
 from trainer.ranking.signature import RankingSignature
 from trainer.ranking.streaming import LABELS, WEIGHTS, StreamedEpochs, check_global_batch_size
 from trainer.run import RunContext
@@ -87,10 +88,12 @@ class FitOptions:
     patience: int
     seed: int
     resume: bool = True
+    candidate_negatives: int = 0
 
     @classmethod
     def from_config(cls, config: RankingConfig, seed: int, pretrained: bool = False) -> FitOptions:
         return cls(epochs=config.epochs, batch_size=config.batch_size, num_negatives=config.num_negatives,
+                   candidate_negatives=config.candidate_negatives,
                    optimizer=config.pretrained_optimizer if pretrained else config.optimizer,
                    learning_rate=config.pretrained_learning_rate if pretrained else config.learning_rate,
                    patience=config.early_stopping_patience, seed=seed, resume=config.resume)
@@ -253,6 +256,8 @@ def train_ranking(config: Config, data: TrainingData, run: RunContext,
 
     ranking = config.ranking
     temporal = temporal_protocol(data, config)
+    temporal.candidate_pools = _candidate_pools(config, data, retrieval)
+    temporal.out_of_fold = _out_of_fold(config, data, retrieval, run)
     strategy = strategy or tf.distribute.get_strategy()
     scorer = _retrieval_scorer(retrieval, strategy)
     selected: dict[str, int] = {}
@@ -271,7 +276,7 @@ def train_ranking(config: Config, data: TrainingData, run: RunContext,
     run.record_metrics(STAGE, metrics)
     unit = watch_time_unit(temporal.train[WATCH_TIME])
     return RankingResult(model=model, model_name=ranking.model, space=temporal.space, watch_time_unit=unit,
-                         sampling_rate=_sampling_rate(ranking.num_negatives, temporal),
+                         sampling_rate=_sampling_rate(ranking, temporal),
                          metrics=metrics, comparison=comparison, history=history, config=ranking,
                          selected_epochs=selected)
 
@@ -294,12 +299,14 @@ def refit_ranking(config: Config, data: TrainingData, run: RunContext, selected:
     """
     strategy = strategy or tf.distribute.get_strategy()
     whole = whole_log_protocol(data)
+    whole.candidate_pools = _candidate_pools(config, data, retrieval)
+    whole.out_of_fold = _out_of_fold(config, data, retrieval, run)
     model, history = train_model(selected.model_name, whole, config, run=run,
                                  retrieval_scorer=_retrieval_scorer(retrieval, strategy), strategy=strategy,
                                  epochs=selected.selected_epochs)
     return RankingResult(model=model, model_name=selected.model_name, space=whole.space,
                          watch_time_unit=watch_time_unit(whole.train[WATCH_TIME]),
-                         sampling_rate=_sampling_rate(selected.config.num_negatives, whole),
+                         sampling_rate=_sampling_rate(selected.config, whole),
                          metrics=dict(selected.metrics),
                          comparison=selected.comparison, history=history, config=selected.config,
                          selected_epochs=dict(selected.selected_epochs))
@@ -314,6 +321,31 @@ def whole_log_protocol(data: TrainingData) -> RankingData:
     return RankingData(name="refit", space=space, train=examples, seen=items_by_user(data.split.train),
                        validation=None, test=SampledSet(inputs, np.zeros(0, np.float32)), full_ranking=None,
                        train_stream=data.shards)
+
+
+def _candidate_pools(config: Config, data: TrainingData, retrieval: RetrievalResult | None
+                     ) -> CandidatePools | None:
+    """The candidate generator's top `rerank_candidates` unseen items of each training user, when negatives
+    are drawn from them (ranking.candidate_negatives > 0 and a candidate generator was trained)."""
+    from trainer.ranking import retrieval_feature
+
+    if retrieval is None or not config.ranking.candidate_negatives:
+        return None
+    return retrieval_feature.candidate_pools(retrieval, data.split.train, data.dataset.users, data.t_max,
+                                             data.history_length, data.search_history_length,
+                                             config.ranking.rerank_candidates)
+
+
+def _out_of_fold(config: Config, data: TrainingData, retrieval: RetrievalResult | None, run: RunContext
+                 ) -> Callable[[np.ndarray], np.ndarray] | None:
+    """Cross-fitted retrieval scores of the training rows, when the full model takes the score as a feature
+    and ranking.retrieval_score_folds >= 2."""
+    from trainer.ranking import retrieval_feature
+
+    folds = config.ranking.retrieval_score_folds
+    if retrieval is None or folds < 2 or config.ranking.model != "full":
+        return None
+    return retrieval_feature.cross_fit(retrieval, data, data.train_examples, folds, config.seed, run.log)
 
 
 def _retrieval_scorer(retrieval: RetrievalResult | None, strategy: tf.distribute.Strategy
@@ -372,23 +404,29 @@ class EpochExamples:
 
     inputs holds the model's feature_keys and candidate_ids [R, C]: the watched item in column 0
     (label 1, weight watch_time / unit), then `num_negatives` items the user did not watch in
-    training (label 0, weight 1), drawn afresh for every epoch (seeded by the seed and the epoch).
+    training (label 0, weight 1), drawn afresh for every epoch (seeded by the seed and the epoch);
+    with the data's candidate pools, the first `candidate_negatives` of them from the user's pool;
+    with the data's out-of-fold scorer, OUT_OF_FOLD_SCORE [R, C] as well.
     """
 
     def __init__(self, data: RankingData, feature_keys: tuple[str, ...], options: FitOptions) -> None:
         train = data.train
         self.contexts = {key: train[key] for key in feature_keys if key != contract.CANDIDATE_IDS}
         self.positives = np.asarray(train[ITEM_ID], dtype=object)
-        self.sampler = NegativeSampler(train[contract.USER_ID], data.seen, data.space.item_ids)
+        self.sampler = NegativeSampler(train[contract.USER_ID], data.seen, data.space.item_ids, data.candidate_pools)
+        self.from_candidates = options.candidate_negatives if data.candidate_pools is not None else 0
+        self.out_of_fold = data.out_of_fold
         self.unit = watch_time_unit(train[WATCH_TIME])
         self.weights = positive_weights(train[WATCH_TIME], self.unit)
         self.options = options
 
     def __call__(self, epoch: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.options.seed, epoch])
-        negatives = self.sampler.sample(self.options.num_negatives, rng)
+        negatives = self.sampler.sample(self.options.num_negatives, rng, self.from_candidates)
         inputs = dict(self.contexts)
         inputs[contract.CANDIDATE_IDS] = np.concatenate([self.positives[:, None], negatives], axis=1)
+        if self.out_of_fold is not None:
+            inputs[OUT_OF_FOLD_SCORE] = self.out_of_fold(inputs[contract.CANDIDATE_IDS])
         width = 1 + self.options.num_negatives
         labels = np.zeros((len(self.positives), width), dtype=np.float32)
         labels[:, 0] = 1.0
@@ -553,8 +591,11 @@ def _log_epoch(name: str, epoch: int, record: dict[str, float], writer: Any) -> 
                 tf.summary.scalar(key, value)
 
 
-def _sampling_rate(num_negatives: int, data: RankingData) -> float:
-    return negative_sampling_rate(num_negatives, data.train[contract.USER_ID], data.seen, data.space.item_ids)
+def _sampling_rate(config: RankingConfig, data: RankingData) -> float:
+    pools = data.candidate_pools
+    from_candidates = config.candidate_negatives if pools is not None else 0
+    return negative_sampling_rate(config.num_negatives, data.train[contract.USER_ID], data.seen, data.space.item_ids,
+                                  from_candidates, pools.items.shape[1] if pools is not None else 1)
 
 
 def _as_neumf(model: RankingModel) -> NeuMF:
