@@ -48,7 +48,7 @@ from bench.corpus import describe, generate, generate_queries, load_params
 from bench.machine import usable_cores
 from trainer.config import ExportConfig
 from trainer.metrics import top_k_indices
-from trainer.retrieval.scann_index import TREE_TRAINING_SAMPLE
+from trainer.retrieval.scann_index import TREE_TRAINING_SAMPLE, centred
 from trainer.retrieval.scann_tuning import exact_top_k, recall_against, tree_candidates, tune_scann
 
 K = 100
@@ -202,7 +202,8 @@ def export_tuned(items: np.ndarray, queries: np.ndarray, exact: np.ndarray, scal
     tune_s = time.perf_counter() - start
     chosen = tuning.params
     num_leaves = 0 if chosen.brute_force else chosen.num_leaves
-    searcher = scann_searcher(items, num_leaves, chosen.num_leaves_to_search, chosen.reorder,
+    # the tuner's searcher indexes the centred items (q·centre added back keeps the ranking), as the export does
+    searcher = scann_searcher(centred(items, tuning.centre), num_leaves, chosen.num_leaves_to_search, chosen.reorder,
                               min(len(items), TREE_TRAINING_SAMPLE))
     params = {"num_leaves": num_leaves, "leaves_to_search": chosen.num_leaves_to_search, "reorder": chosen.reorder}
     setting = scann_setting(searcher, EXPORT_TUNED, params, chosen.num_leaves_to_search or -1, chosen.reorder or -1)
@@ -215,6 +216,7 @@ def export_tuned(items: np.ndarray, queries: np.ndarray, exact: np.ndarray, scal
         "params": params,
         "tune_s": round(tune_s, 2),
         "tuning_recall": tuning.recall,
+        "centred": tuning.centre is not None,
         **{key: point[key] for key in ("recall", "batch_qps", "latency_ms_p50", "latency_ms_p99")},
         "sweep_same_params": None if same is None else {
             key: same[key] for key in ("recall", "batch_qps", "latency_ms_p50", "latency_ms_p99")},

@@ -12,8 +12,9 @@ with real requests: recall@100 of `retrieval` against `retrieval_bruteforce` (th
 run), and QPS for single requests (sequential, batch 1) and batched requests (batch 64). The third
 variant is raw ScaNN: the pybind searcher built with the exported setting over the same items, fed
 the query tower's embeddings of the same requests (no session, no query tower), i.e. the floor the
-SavedModel's overhead is measured against. Passes alternate between the variants (median of 3), so
-a load spike on the shared machine hits all three alike.
+SavedModel's overhead is measured against; like the export it indexes the mean-centred items when the
+export's index is centred (adding q·mu back, a constant per query, is left out: it does not change the
+ids). Passes alternate between the variants (median of 3), so a load spike on the shared machine hits all three alike.
 --quick: 100k items only, fewer requests.
 """
 
@@ -87,7 +88,7 @@ def measure_size(setup: TrainedSetup, size: int, single_requests: int, base_dir:
     params = metadata["index"]["scann"]["params"]
     requests = setup.requests
     queries = embed_queries(corpus.model.query_tower, requests)
-    raw = raw_searcher(corpus.item_embeddings, params)
+    raw = raw_searcher(corpus.item_embeddings, params, centre=metadata["index"]["scann"].get("centred", False))
     models = {name: SessionModel.load(path) for name, path in paths.items()}
     try:
         answers = {name: _run(model, requests)[contract.ITEM_IDS] for name, model in models.items()}
@@ -107,17 +108,20 @@ def measure_size(setup: TrainedSetup, size: int, single_requests: int, base_dir:
             "recall": recall_against(answers[contract.RETRIEVAL], answers[contract.RETRIEVAL_BRUTEFORCE]),
             "raw_recall": recall_against(raw_found, exact),
             "requests": total, "speed": speed, "scann_params": params,
+            "centred": bool(metadata["index"]["scann"].get("centred", False)),
             "tuning_recall": metadata["index"]["scann"]["recall"],
             "export_metadata_latency_ms": metadata["latency_ms"]}
 
 
-def raw_searcher(embeddings: np.ndarray, params: dict[str, Any]) -> Any:
-    """The pybind ScaNN searcher with the exported setting (one search thread, like a session's op)."""
+def raw_searcher(embeddings: np.ndarray, params: dict[str, Any], centre: bool = False) -> Any:
+    """The pybind ScaNN searcher with the exported setting over embeddings [M, d] (centred on their mean when
+    `centre`, as the export indexes them), one search thread like a session's op."""
     from scann.scann_ops.py import scann_ops_pybind
 
-    from trainer.retrieval.scann_index import AH_THRESHOLD, DISTANCE, TREE_TRAINING_SAMPLE
+    from trainer.retrieval.scann_index import AH_THRESHOLD, DISTANCE, TREE_TRAINING_SAMPLE, centred, item_centre
 
-    builder = scann_ops_pybind.builder(np.ascontiguousarray(embeddings), K, DISTANCE)
+    indexed = centred(embeddings, item_centre(embeddings) if centre else None)
+    builder = scann_ops_pybind.builder(indexed, K, DISTANCE)
     if params["brute_force"]:
         builder = builder.score_brute_force()
     else:

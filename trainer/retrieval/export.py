@@ -75,8 +75,9 @@ def brute_force_module(query_tower: QueryTower, item_ids: np.ndarray, item_embed
 
 def scann_module(query_tower: QueryTower, item_ids: np.ndarray, item_embeddings: np.ndarray, k: int,
                  tuning: ScannTuning) -> RetrievalServingModule:
-    """Approximate top-k with the tuned ScaNN searcher over item_embeddings [M, d] (the one tuning measured)."""
-    index = ScannLayer(tuning.params, k, searcher=tuning.searcher)
+    """Approximate top-k with the tuned ScaNN searcher over item_embeddings [M, d] (the one tuning measured,
+    over the items centred on tuning.centre when it is set; the layer adds query·centre back to the scores)."""
+    index = ScannLayer(tuning.params, k, searcher=tuning.searcher, centre=tuning.centre)
     index.index(tf.constant(item_embeddings, tf.float32), tf.constant(_strings(item_ids)))
     return RetrievalServingModule(query_tower, index, k, len(item_ids))
 

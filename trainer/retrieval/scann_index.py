@@ -6,6 +6,12 @@ partitioning tree with anisotropic hashing (AH) scoring and exact re-scoring of 
 params. ScaNN's tree training is randomised (two builds from the same data and params can
 partition differently), so the layer can take the searcher that was tuned and measured, and
 then the exported index is exactly that searcher.
+
+Trained item embeddings share a large common mean direction, which both the tree and AH spend their
+resolution on. A tree index therefore holds the centred items x_i - mu (mu, the item mean [d], is
+kept with the layer) and adds q·mu back to every returned score: for one query that is a constant,
+so the exact ranking is unchanged and the returned scores are still the exact q·x_i, while the
+partitions and quantisation of the centred data are far sharper.
 """
 
 from __future__ import annotations
@@ -67,6 +73,19 @@ def build_searcher(embeddings: Any, params: ScannParams, k: int, shared_name: st
     return builder.build(shared_name=shared_name)
 
 
+def item_centre(embeddings: Any) -> np.ndarray:
+    """The mean item embedding [d] float32 of `embeddings` [M, d] (what a tree index subtracts)."""
+    return np.asarray(embeddings, dtype=np.float64).mean(axis=0).astype(np.float32)
+
+
+def centred(embeddings: Any, centre: np.ndarray | None) -> np.ndarray:
+    """`embeddings` [M, d] minus `centre` [d] (unchanged when it is None), float32 and contiguous."""
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    if centre is not None:
+        embeddings = embeddings - np.asarray(centre, dtype=np.float32)
+    return np.ascontiguousarray(embeddings)
+
+
 class ScannLayer(tfrs.layers.factorized_top_k.ScaNN):
     """The TFRS ScaNN top-K layer with its searcher built from `ScannParams`.
 
@@ -78,12 +97,15 @@ class ScannLayer(tfrs.layers.factorized_top_k.ScaNN):
         k: the number of neighbours returned by default.
         query_model: optional model from raw features to query embeddings [B, d].
         searcher: a searcher already built with `params` over the candidates that `index` will
-            receive; `index` then serialises it instead of training a new tree.
+            receive, minus `centre`; `index` then serialises it instead of training a new tree.
+        centre: optional item mean [d]: the searcher indexes candidates - centre and every returned score
+            gets query·centre added back (a non-trainable variable of the layer), so scores stay exact q·x.
         name: the layer name.
     """
 
     def __init__(self, params: ScannParams, k: int, query_model: keras.Model | None = None,
-                 searcher: scann_ops.ScannSearcher | None = None, name: str | None = None) -> None:
+                 searcher: scann_ops.ScannSearcher | None = None, centre: np.ndarray | None = None,
+                 name: str | None = None) -> None:
         super().__init__(
             query_model=query_model,
             k=k,
@@ -96,6 +118,9 @@ class ScannLayer(tfrs.layers.factorized_top_k.ScaNN):
         self.params = params
         self._searcher = searcher
         self._build_searcher = self._searcher_for
+        self._centre_values = None if centre is None else np.asarray(centre, dtype=np.float32).reshape(-1)
+        self.centre = None if centre is None else tf.Variable(self._centre_values, trainable=False,
+                                                               name="item_centre")
 
     def call(self, queries: Any, k: Any = None) -> tuple[Any, Any]:
         """(scores [B, k], identifiers [B, k]) of query embeddings [B, d]; `k` may be a tensor above the built k.
@@ -119,14 +144,18 @@ class ScannLayer(tfrs.layers.factorized_top_k.ScaNN):
             reorder = (self.params.reorder * k + self._k - 1) // self._k if self.params.reorder > 0 else None
             result = searcher.search_batched(queries, final_num_neighbors=k, pre_reorder_num_neighbors=reorder,
                                              leaves_to_search=leaves)
+        scores = result.distances
+        if self.centre is not None:
+            scores = scores + tf.linalg.matvec(tf.cast(queries, tf.float32), self.centre)[:, None]
         if self._identifiers is None:
-            return result.distances, result.indices
-        return result.distances, tf.gather(self._identifiers, result.indices)
+            return scores, result.indices
+        return scores, tf.gather(self._identifiers, result.indices)
 
     def _searcher_for(self, candidates: Any) -> scann_ops.ScannSearcher:
         if self._searcher is not None:
             return self._searcher
-        return build_searcher(candidates, self.params, self._k, shared_name=f"{self.name}/{uuid.uuid4()}")
+        return build_searcher(centred(candidates, self._centre_values), self.params, self._k,
+                              shared_name=f"{self.name}/{uuid.uuid4()}")
 
     def get_config(self) -> dict[str, Any]:
         return {"params": self.params.to_json(), "k": self._k}

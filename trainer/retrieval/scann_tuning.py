@@ -8,7 +8,10 @@ split in two: the sweep picks on the first half, and the chosen searcher is rebu
 training is randomised) and its recall measured on the second half. If it falls short, the
 next cheapest configuration that met the target is tried; if none does, the index is exact.
 The searcher that passed is returned, so that the export serves that very tree rather than
-a new draw.
+a new draw. Trees are swept twice: over the items as given and over the mean-centred items
+(trainer.retrieval.scann_index: same exact ranking, different partitions and AH codes; which is
+better depends on the data), recall always measured against exact search over the items as given;
+a centred searcher comes with its centre, which the export adds back to the scores (q·centre).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +27,7 @@ from scann.scann_ops.py import scann_ops
 
 from trainer.metrics import top_k_indices
 from trainer.progress import track
-from trainer.retrieval.scann_index import ScannParams, build_searcher
+from trainer.retrieval.scann_index import ScannParams, build_searcher, centred, item_centre
 
 SEARCH_FRACTIONS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5)
 REORDER_MULTIPLES = (2, 4, 8)
@@ -42,6 +46,7 @@ class ScannTuning:
         sweep: every configuration tried: params, recall and query_ms on the tuning queries.
         reason: why this configuration was chosen.
         searcher: the searcher whose recall and speed were measured (not part of the JSON).
+        centre: the item mean [d] the searcher's items were centred on (None: not centred).
     """
 
     params: ScannParams
@@ -50,10 +55,11 @@ class ScannTuning:
     sweep: list[dict[str, Any]]
     reason: str
     searcher: scann_ops.ScannSearcher | None = dataclasses.field(default=None, repr=False, compare=False)
+    centre: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"params": self.params.to_json(), "recall": self.recall, "query_ms": self.query_ms,
-                "reason": self.reason, "sweep": self.sweep}
+                "centred": self.centre is not None, "reason": self.reason, "sweep": self.sweep}
 
 
 def exact_top_k(queries: np.ndarray, embeddings: np.ndarray, k: int, batch_size: int = 256) -> np.ndarray:
@@ -85,7 +91,7 @@ def tree_candidates(num_items: int, k: int) -> list[ScannParams]:
 
 
 def tune_scann(embeddings: np.ndarray, queries: np.ndarray, k: int, target_recall: float,
-               brute_force_below: int) -> ScannTuning:
+               brute_force_below: int, centring: Sequence[bool] = (False, True)) -> ScannTuning:
     """The fastest ScaNN configuration whose recall@k against exact search reaches `target_recall`.
 
     Args:
@@ -94,6 +100,7 @@ def tune_scann(embeddings: np.ndarray, queries: np.ndarray, k: int, target_recal
         k: the number of neighbours served.
         target_recall: e.g. 0.95.
         brute_force_below: corpora smaller than this get exact scoring.
+        centring: the tree variants swept: False indexes the items as given, True the items minus their mean.
     """
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -104,25 +111,29 @@ def tune_scann(embeddings: np.ndarray, queries: np.ndarray, k: int, target_recal
         return _exact(embeddings, queries, k, f"{embeddings.shape[0]} items < brute-force threshold "
                                                 f"{brute_force_below}")
     tune_queries, check_queries = queries[::2], queries[1::2]
-    sweep = _sweep(embeddings, tune_queries, k)
+    means = {flag: item_centre(embeddings) if flag else None for flag in centring}
+    tune_exact = exact_top_k(tune_queries, embeddings, k)
+    sweep = [{**row, "centred": flag} for flag, mean in means.items()
+             for row in _sweep(centred(embeddings, mean), tune_queries, tune_exact, k)]
     passing = sorted((row for row in sweep if row["recall"] >= target_recall), key=lambda row: row["query_ms"])
     check_exact = exact_top_k(check_queries, embeddings, k)
     for row in passing[:MAX_REBUILDS]:
-        params = ScannParams(**row["params"])
-        searcher = build_searcher(embeddings, params, k)
+        params, mean = ScannParams(**row["params"]), means[row["centred"]]
+        searcher = build_searcher(centred(embeddings, mean), params, k)
         recall = recall_against(_search(searcher, check_queries, k), check_exact)
         if recall >= target_recall:
             query_ms = _time_search(searcher, check_queries, k)
-            return ScannTuning(params, recall, query_ms, sweep, f"fastest tree-AH configuration with recall@{k} "
-                                                                 f">= {target_recall} on held-out queries", searcher)
+            reason = (f"fastest tree-AH configuration with recall@{k} >= {target_recall} on held-out queries"
+                      + (" (items centred on their mean)" if mean is not None else ""))
+            return ScannTuning(params, recall, query_ms, sweep, reason, searcher, mean)
     return _exact(embeddings, queries, k, f"no tree-AH configuration reached recall@{k} >= {target_recall}", sweep)
 
 
-def _sweep(embeddings: np.ndarray, queries: np.ndarray, k: int) -> list[dict[str, Any]]:
+def _sweep(embeddings: np.ndarray, queries: np.ndarray, exact: np.ndarray, k: int) -> list[dict[str, Any]]:
+    """Recall against `exact` [Q, k] and time of every tree candidate over the indexed `embeddings` [M, d]."""
     candidates = tree_candidates(embeddings.shape[0], k)
     widest = max(candidates, key=lambda p: (p.num_leaves_to_search, p.reorder))
     searcher = build_searcher(embeddings, widest, k)
-    exact = exact_top_k(queries, embeddings, k)
     rows = []
     for params in track(candidates, len(candidates), "ScaNN tuning", unit="config"):
         found = _search(searcher, queries, k, params)
