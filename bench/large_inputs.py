@@ -178,6 +178,7 @@ def _stream(log_dir: pathlib.Path, config: Any, sizes: Sizes) -> dict[str, Any]:
 
 
 def _train_epoch(log_dir: pathlib.Path, config: Any, sizes: Sizes) -> dict[str, Any]:
+    from trainer.context import ModelContext
     from trainer.data.catalog import ItemCatalog
     from trainer.data.tfrecord import Manifest
     from trainer.optimizers import make_optimizer
@@ -189,7 +190,9 @@ def _train_epoch(log_dir: pathlib.Path, config: Any, sizes: Sizes) -> dict[str, 
     manifest = Manifest.load(log_dir / "prepared")
     retrieval = config.retrieval
     features = FeatureSet.resolve(retrieval.features, manifest.available_features)
-    model = build_model(retrieval, features, manifest.vocab, ItemCatalog.from_items(manifest.items()), manifest.t_max)
+    context = ModelContext.build(manifest.vocab, ItemCatalog.from_items(manifest.items()), manifest.t_max,
+                                 manifest.t_span)
+    model = build_model(retrieval, features, context)
     model.compile(optimizer=make_optimizer(retrieval.optimizer, retrieval.learning_rate))
     batches = ShardedTrainingInput(manifest).batches(retrieval.batch_size, seed=1, shuffle_buffer=sizes.shuffle_buffer)
     history = model.fit(batches.prefetch(1), epochs=1, verbose=0).history
@@ -200,18 +203,18 @@ def _train_epoch(log_dir: pathlib.Path, config: Any, sizes: Sizes) -> dict[str, 
 def _rank_epoch(log_dir: pathlib.Path, config: Any, sizes: Sizes) -> dict[str, Any]:
     import numpy as np
 
+    from trainer.context import ModelContext
     from trainer.data.catalog import ItemCatalog
     from trainer.data.pipeline import AGE_BUCKETS
     from trainer.data.prepared import sample_examples
     from trainer.data.tfrecord import Manifest
-    from trainer.ranking.features import FeatureSpace
     from trainer.ranking.models import build_model
     from trainer.ranking.protocol import RankingData, SampledSet
     from trainer.ranking.train import FitOptions, fit
 
     manifest = Manifest.load(log_dir / "prepared")
-    space = FeatureSpace.from_parts(manifest.vocab, ItemCatalog.from_items(manifest.items()), manifest.t_max,
-                                    manifest.t_span, manifest.available_features, AGE_BUCKETS)
+    space = ModelContext.build(manifest.vocab, ItemCatalog.from_items(manifest.items()), manifest.t_max,
+                               manifest.t_span, manifest.available_features, AGE_BUCKETS)
     sample = sample_examples(manifest, "train", sizes.rank_sample, config.data.seed)
     no_held_out = SampledSet(inputs={}, watch_time=np.zeros(0, np.float32))
     data = RankingData(name="temporal", space=space, train=sample, seen={}, validation=None, test=no_held_out,

@@ -39,7 +39,7 @@ from bench.cli import SectionResult, add_data_dir, missing_ml_100k, section_pars
 from recsys_common import contract
 from trainer.config import Config, load_config
 from trainer.data.sources import load_dataset
-from trainer.lookup import string_lookup
+from trainer.layers import string_lookup
 from trainer.ranking.evaluate import evaluate_full, evaluate_sampled
 from trainer.ranking.models import RankingModel
 from trainer.ranking.protocol import RankingData, ncf_protocol
@@ -131,7 +131,7 @@ def fit_implicit(kind: str, data: RankingData, params: dict[str, Any], seed: int
     from implicit.cpu.als import AlternatingLeastSquares
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-    users, items = list(data.space.user_ids), list(data.space.item_ids)
+    users, items = list(data.space.vocab.user_ids), list(data.space.vocab.item_ids)
     rows = pd.Index(users).get_indexer(data.train[contract.USER_ID])
     columns = pd.Index(items).get_indexer(data.train["item_id"])
     matrix = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, columns)), shape=(len(users), len(items)))
@@ -192,7 +192,7 @@ def tables(result: dict[str, Any], data: RankingData) -> list[dict[str, Any]]:
                                key=lambda key: (key != "model", key.startswith("validation"), key))
     return [
         {"title": f"ml-100k, NCF protocol: {len(data.test)} test users, 99 sampled negatives each, "
-                  f"{len(data.space.catalog_item_ids)} items in the full ranking", "columns": columns,
+                  f"{len(data.space.catalog.item_ids)} items in the full ranking", "columns": columns,
          "rows": result["table"]},
         {"title": "Hyper-parameter selection on the validation hold-out", "columns": selection_columns,
          "rows": result["selection"]},

@@ -22,6 +22,7 @@ import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
 from trainer.config import Config
+from trainer.context import ModelContext
 from trainer.data.catalog import ItemCatalog
 from trainer.data.examples import event_examples
 from trainer.data.pipeline import make_dataset
@@ -111,7 +112,8 @@ def train_generator_on_split(config: Config, split: TutorialSplit, available: se
     """Trains the configured candidate generator on the split (all epochs, no validation); its top-K accuracy."""
     keras.utils.set_random_seed(config.seed)
     features = FeatureSet.resolve(config.retrieval.features, available)
-    model = build_model(config.retrieval, features, split.vocab, split.catalog, split.t_max)
+    context = ModelContext.build(split.vocab, split.catalog, split.t_max, split.t_span)
+    model = build_model(config.retrieval, features, context)
     fit(model, config.retrieval, training_features_of(split.train_examples, split.t_max, split.t_span), None,
         config.seed, None, None, log)
     items = split.catalog.item_ids

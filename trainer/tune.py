@@ -116,6 +116,7 @@ def run_retrieval_trial(config: config_lib.Config, data: Any, report: Callable[[
     import numpy as np
     import tf_keras as keras
 
+    from trainer.context import ModelContext
     from trainer.retrieval.evaluate import evaluate_model
     from trainer.retrieval.features import FeatureSet
     from trainer.retrieval.model import embed_items
@@ -125,7 +126,7 @@ def run_retrieval_trial(config: config_lib.Config, data: Any, report: Callable[[
     retrieval = config.retrieval
     keras.utils.set_random_seed(config.seed)
     features = FeatureSet.resolve(retrieval.features, data.available_features)
-    model = build_model(retrieval, features, data.vocab, data.catalog, data.t_max, data.history_length)
+    model = build_model(retrieval, features, ModelContext.of_run(data))
     validation = temporal_eval_set(config, data, "validation")
     if not len(validation):
         raise TuneError("the validation period holds no user with unseen items: raise data.validation_fraction")

@@ -9,9 +9,11 @@ import pytest
 
 from recsys_common import contract
 from trainer.config import Config, load_config
+from trainer.context import ModelContext
 from trainer.data.bundle import TrainingData, prepare
+from trainer.data.catalog import ItemCatalog
+from trainer.data.vocab import Vocabularies
 from trainer.ranking.export import export_ranking
-from trainer.ranking.features import FeatureSpace
 from trainer.ranking.models import RankingModel
 from trainer.ranking.protocol import RankingData, ncf_protocol, temporal_protocol
 from trainer.ranking.train import RankingResult, train_model, train_ranking
@@ -55,14 +57,16 @@ def strings(rows: list) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def hand_space() -> FeatureSpace:
+def hand_space() -> ModelContext:
     """Three training items a, b, c; the catalogue adds d (genre g3, unknown to the vocabulary)."""
-    return FeatureSpace(
-        user_ids=("u1", "u2"), item_ids=("a", "b", "c"), genders=("M", "F"), occupations=("x",), regions=("1",),
-        genres=("g1", "g2"), catalog_item_ids=strings(["a", "b", "c", "d"]),
-        catalog_genres=strings([["g1", ""], ["g2", "g1"], ["g2", ""], ["g3", ""]]),
-        catalog_release_time=np.array([100 * DAY, 200 * DAY, 0, 300 * DAY]),
-        t_max=400 * DAY, t_span=300 * DAY, age_boundaries=(18.0, 25.0, 35.0),
+    vocab = Vocabularies(user_ids=("u1", "u2"), item_ids=("a", "b", "c"), genders=("M", "F"), occupations=("x",),
+                         regions=("1",), genres=("g1", "g2"), title_tokens=(), query_tokens=())
+    catalog = ItemCatalog(item_ids=strings(["a", "b", "c", "d"]),
+                          genres=strings([["g1", ""], ["g2", "g1"], ["g2", ""], ["g3", ""]]),
+                          title_tokens=strings([[""]] * 4), release_time=np.array([100 * DAY, 200 * DAY, 0, 300 * DAY]),
+                          titles=strings(["", "", "", ""]))
+    return ModelContext(
+        vocab=vocab, catalog=catalog, t_max=400 * DAY, t_span=300 * DAY, age_boundaries=(18.0, 25.0, 35.0),
         available=frozenset({"gender", "occupation", "region", "age", "genres", "release_time", "watch_time"}),
     )
 

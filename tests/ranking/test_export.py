@@ -264,7 +264,7 @@ def test_expected_watch_time_is_calibrated_for_the_sampled_negatives(ranking_res
     per watch is the ground truth; without the calibration the sum is P_u / num_negatives (~40) times larger.
     """
     full = temporal.full_ranking
-    vocabulary = np.asarray(ranking_result.space.item_ids, dtype=object)
+    vocabulary = np.asarray(ranking_result.space.vocab.item_ids, dtype=object)
     users = range(min(len(full), 60))
     candidates = np.array([[item if item not in full.exclude[u] else "" for item in vocabulary] for u in users],
                           dtype=object)

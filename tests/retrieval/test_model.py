@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import pytest
 
 from trainer.config import ConfigError, RetrievalConfig, load_config
+from trainer.context import ModelContext
+from trainer.data.catalog import ItemCatalog
+from trainer.data.vocab import Vocabularies
 from trainer.layers import masked_mean
 from trainer.retrieval.features import FeatureSet, dropped_features
-from trainer.retrieval.model import ModelContext, RetrievalModel, embed_items, embed_queries
+from trainer.retrieval.model import RetrievalModel, embed_items, embed_queries
 
-VOCAB = types.SimpleNamespace(
+VOCAB = Vocabularies(
     user_ids=("u1", "u2"), item_ids=("i1", "i2", "i3"), genders=("F", "M"), occupations=("writer",),
     regions=("r1", "r2"), genres=("drama", "music"), title_tokens=("red", "blue"), query_tokens=("jazz", "news"),
 )
-CATALOG = types.SimpleNamespace(
+CATALOG = ItemCatalog(
     item_ids=np.array(["i1", "i2", "i3", "cold_a", "cold_b", "cold_c"], dtype=object),
     genres=np.array([["drama", ""], ["music", "drama"], ["", ""], ["music", ""], ["music", ""], ["drama", ""]],
                     dtype=object),
     title_tokens=np.array([["red"], ["blue"], ["red"], ["blue"], ["blue"], ["red"]], dtype=object),
     release_time=np.array([86_400, 0, 5 * 86_400, 9 * 86_400, 9 * 86_400, 9 * 86_400], dtype=np.int64),
+    titles=np.array(["Red", "Blue", "Red", "Blue", "Blue", "Red"], dtype=object),
 )
 T_MAX = 10 * 86_400
 AGE_BOUNDARIES = (1, 18, 25, 35)
+CONTEXT = ModelContext.build(VOCAB, CATALOG, T_MAX, T_MAX, age_boundaries=AGE_BOUNDARIES)
 
 
 ALL_FEATURES = FeatureSet()
@@ -32,7 +35,7 @@ ALL_FEATURES = FeatureSet()
 
 def make_model(features: FeatureSet = ALL_FEATURES, **config: object) -> RetrievalModel:
     return RetrievalModel(RetrievalConfig(embedding_dim=8, tower_layers=[16, 8], **config),  # type: ignore[arg-type]
-                          ModelContext(features, VOCAB, CATALOG, T_MAX, AGE_BOUNDARIES))
+                          CONTEXT, features)
 
 
 def requests(**changes: object) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ import pytest
 from tensorflow.python.summary.summary_iterator import summary_iterator
 
 from bench.ablation import run_ablations
+from trainer.context import ModelContext
 from trainer.data.pipeline import make_dataset
 from trainer.retrieval.evaluate import evaluate_scores
 from trainer.retrieval.features import FeatureSet
@@ -63,7 +64,7 @@ def test_the_epoch_loss_is_the_mean_loss_per_example(small_config, data):
     config = small_config(**{"retrieval.optimizer": "sgd", "retrieval.learning_rate": 1e-12,
                              "retrieval.batch_size": 400, "retrieval.epochs": 1})
     model = build_model(config.retrieval, FeatureSet.resolve(config.retrieval.features, data.available_features),
-                        data.vocab, data.catalog, data.t_max)
+                        ModelContext.build(data.vocab, data.catalog, data.t_max, data.t_span))
     examples = {name: values[:400] for name, values in training_features(data).items()}
     (batch,) = list(make_dataset(examples, 400, shuffle=False, seed=0))
     expected = float(model.compute_loss(batch)) / 400

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.retrieval.test_model import AGE_BOUNDARIES, ALL_FEATURES, CATALOG, T_MAX, VOCAB, requests
-from trainer import lookup
+from tests.retrieval.test_model import ALL_FEATURES, CONTEXT, requests
 from trainer.config import RankingConfig, RetrievalConfig
 from trainer.layers import AgeBucket, IdEmbedding, LookupEmbedding, masked_mean, most_recent, string_lookup
-from trainer.ranking.features import FeatureSpace
 from trainer.ranking.models import build_model
-from trainer.retrieval.model import ModelContext, RetrievalModel
+from trainer.retrieval.model import RetrievalModel
 
 
 def _expected(indices: np.ndarray, length: int) -> np.ndarray:
@@ -37,7 +37,7 @@ def test_most_recent_without_a_length_keeps_everything() -> None:
 
 def test_the_query_tower_reads_only_the_training_window_of_a_long_history() -> None:
     model = RetrievalModel(RetrievalConfig(embedding_dim=8, tower_layers=[16, 8]),
-                           ModelContext(ALL_FEATURES, VOCAB, CATALOG, T_MAX, AGE_BOUNDARIES, history_length=2))
+                           dataclasses.replace(CONTEXT, history_length=2), ALL_FEATURES)
     long = requests(watch_history=np.array([["i1", "i3", "i2", "i1"], ["i3", "i3", "i2", ""]], dtype=object))
     window = requests(watch_history=np.array([["i2", "i1"], ["i3", "i2"]], dtype=object))
     older_differ = requests(watch_history=np.array([["i3", "i3", "i2", "i1"], ["i1", "i3", "i2", ""]], dtype=object))
@@ -110,7 +110,6 @@ def test_id_embedding_l2_regularises_the_table() -> None:
 
 
 def test_string_lookup_reserves_padding_and_oov() -> None:
-    assert lookup.string_lookup is string_lookup
     got = string_lookup(["b", "a"])(tf.constant(["", "a", "b", "zz"])).numpy()
     np.testing.assert_array_equal(got, [0, 3, 2, 1])
 
@@ -152,11 +151,9 @@ def test_age_boundaries_out_of_order_are_an_error() -> None:
 
 
 def test_both_stages_encode_age_alike() -> None:
-    retrieval = RetrievalModel(RetrievalConfig(embedding_dim=4, tower_layers=[4]),
-                               ModelContext(ALL_FEATURES, VOCAB, CATALOG, T_MAX, AGE_BOUNDARIES))
-    space = FeatureSpace.from_parts(VOCAB, CATALOG, T_MAX, T_MAX, {"age"}, AGE_BOUNDARIES)  # type: ignore[arg-type]
-    ranking = build_model("full", space, RankingConfig(embedding_dim=4, mlp_layers=[8, 4], feature_embedding_dim=3,
-                                                        num_quantiles=5))
+    retrieval = RetrievalModel(RetrievalConfig(embedding_dim=4, tower_layers=[4]), CONTEXT, ALL_FEATURES)
+    ranking = build_model("full", dataclasses.replace(CONTEXT, available=frozenset({"age"})),
+                          RankingConfig(embedding_dim=4, mlp_layers=[8, 4], feature_embedding_dim=3, num_quantiles=5))
     features = ranking.features
     assert features is not None
     ages = tf.constant([-2, 0, 1, 18, 30, 90], tf.int64)

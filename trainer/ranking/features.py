@@ -24,14 +24,13 @@ quantiles, ties at their mid-rank), and x, x^2 and sqrt(x) all enter the network
 Categorical features: gender, occupation, region and the age bucket of the user, the mean
 embedding of the candidate's genres and the mean embedding of the watched items (both means
 leave out padding and ids outside the training vocabulary: an unknown id carries no signal). A feature
-the data lacks (`FeatureSpace.available`) is left out of the model altogether.
+the data lacks (`ModelContext.available`) is left out of the model altogether.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,13 +42,10 @@ import tensorflow as tf
 import tf_keras as keras
 
 from recsys_common import contract
+from trainer.context import ModelContext
 from trainer.data.schema import SECONDS_PER_DAY
 from trainer.data.vocab import NUM_RESERVED, OOV_INDEX
 from trainer.layers import AgeBucket, IdEmbedding, LookupEmbedding, most_recent, string_lookup
-
-if TYPE_CHECKING:
-    from trainer.data.catalog import ItemCatalog
-    from trainer.data.vocab import Vocabularies
 
 NEVER_WATCHED = 10_000.0
 _BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
@@ -58,88 +54,23 @@ DEMOGRAPHICS = ((contract.GENDER, "gender", "genders"), (contract.OCCUPATION, "o
                 (contract.REGION, "region", "regions"))
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class FeatureSpace:
-    """Everything a ranking model needs to know about the data, fixed at construction.
-
-    Attributes:
-        user_ids, item_ids, genders, occupations, regions, genres: training vocabularies (no "").
-        catalog_item_ids: [M] str, every item that can be a candidate with known content.
-        catalog_genres: [M, G] str, "" pads.
-        catalog_release_time: [M] int64 unix seconds, 0 = unknown.
-        t_max: the latest training timestamp; t_span: the training time range (> 0).
-        age_boundaries: bucket boundaries of the `age` input (0 = unknown is its own bucket).
-        available: the optional data columns that hold values (schema.Dataset.available()).
-        history_length: watches the features read (the most recent; the training examples' H); None = all.
-    """
-
-    user_ids: tuple[str, ...]
-    item_ids: tuple[str, ...]
-    genders: tuple[str, ...]
-    occupations: tuple[str, ...]
-    regions: tuple[str, ...]
-    genres: tuple[str, ...]
-    catalog_item_ids: np.ndarray
-    catalog_genres: np.ndarray
-    catalog_release_time: np.ndarray
-    t_max: int
-    t_span: int
-    age_boundaries: tuple[float, ...]
-    available: frozenset[str]
-    history_length: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.t_span <= 0:
-            raise ValueError(f"FeatureSpace: t_span must be > 0, got {self.t_span}")
-        if not self.item_ids:
-            raise ValueError("FeatureSpace: the item vocabulary is empty")
-        rows = len(self.catalog_item_ids)
-        if self.catalog_genres.shape[0] != rows or self.catalog_release_time.shape != (rows,):
-            raise ValueError(
-                f"FeatureSpace: catalogue arrays disagree: {rows} ids, genres {self.catalog_genres.shape}, "
-                f"release_time {self.catalog_release_time.shape}"
-            )
-
-    @classmethod
-    def from_parts(cls, vocab: Vocabularies, catalog: ItemCatalog, t_max: int, t_span: int,
-                   available: set[str] | frozenset[str], age_boundaries: Sequence[float],
-                   history_length: int | None = None) -> FeatureSpace:
-        """Builds the space from the training vocabularies and the item catalogue."""
-        return cls(
-            user_ids=tuple(vocab.user_ids), item_ids=tuple(vocab.item_ids), genders=tuple(vocab.genders),
-            occupations=tuple(vocab.occupations), regions=tuple(vocab.regions), genres=tuple(vocab.genres),
-            catalog_item_ids=np.asarray(catalog.item_ids, dtype=object),
-            catalog_genres=np.asarray(catalog.genres, dtype=object),
-            catalog_release_time=np.asarray(catalog.release_time, dtype=np.int64),
-            t_max=int(t_max), t_span=int(t_span), age_boundaries=tuple(float(b) for b in age_boundaries),
-            available=frozenset(available), history_length=history_length,
-        )
-
-    def has(self, column: str) -> bool:
-        return column in self.available
-
-    def to_json(self) -> dict[str, Any]:
-        """The sizes and constants worth recording in the export metadata."""
-        return {"num_users": len(self.user_ids), "num_items": len(self.item_ids),
-                "num_catalog_items": len(self.catalog_item_ids), "num_genres": len(self.genres),
-                "t_max": self.t_max, "t_span": self.t_span, "available": sorted(self.available)}
-
-
 class CatalogTables(keras.layers.Layer):
     """The item catalogue as lookup tables: candidate id -> genres, release time.
 
     Row 0 is the padding id "", row 1 an id outside the catalogue (no genres, unknown release).
     """
 
-    def __init__(self, space: FeatureSpace, **kwargs: Any) -> None:
+    def __init__(self, space: ModelContext, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.rows = string_lookup([str(i) for i in space.catalog_item_ids])
-        codes, multi_hot = _genre_tables(space.catalog_genres, space.genres)
-        known = space.catalog_release_time > 0
+        catalog = space.catalog
+        self.rows = string_lookup([str(i) for i in catalog.item_ids])
+        codes, multi_hot = _genre_tables(catalog.genres, space.vocab.genres)
+        release_time = np.asarray(catalog.release_time, dtype=np.int64)
+        known = release_time > 0
         self.genre_codes = self._constant("genre_codes", codes)
         self.genre_multi_hot = self._constant("genre_multi_hot", multi_hot)
         self.release_days = self._constant(
-            "release_days", _with_reserved_rows(np.where(known, space.catalog_release_time / SECONDS_PER_DAY, 0.0)))
+            "release_days", _with_reserved_rows(np.where(known, release_time / SECONDS_PER_DAY, 0.0)))
         self.release_known = self._constant("release_known", _with_reserved_rows(known.astype(np.float32)))
 
     def _constant(self, name: str, value: np.ndarray) -> tf.Variable:
@@ -207,7 +138,7 @@ class RankingFeatures(keras.layers.Layer):
     candidate-generator scores (see trainer.ranking.retrieval_feature); it is not trained here.
     """
 
-    def __init__(self, space: FeatureSpace, embedding_dim: int, num_quantiles: int,
+    def __init__(self, space: ModelContext, embedding_dim: int, num_quantiles: int,
                  retrieval_scorer: keras.layers.Layer | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.space = space
@@ -219,19 +150,19 @@ class RankingFeatures(keras.layers.Layer):
         self.normalizer = QuantileNormalizer(len(self.continuous_names), num_quantiles, name="quantiles")
         # An unknown demographic value or age is a category of its own here (learnt rows), unlike unknown ids.
         self.demographics = {
-            key: LookupEmbedding(getattr(space, vocab), embedding_dim, zero_unknown=False, name=f"{key}_embedding")
+            key: LookupEmbedding(space.vocab.field(vocab), embedding_dim, zero_unknown=False, name=f"{key}_embedding")
             for key, column, vocab in DEMOGRAPHICS if space.has(column)
         }
         self.age_bucket = AgeBucket(space.age_boundaries, name="age_bucket")
         self.age_embedding = (IdEmbedding(self.age_bucket.num_buckets, embedding_dim, zero_unknown=False,
                                           name="age_embedding") if space.has("age") else None)
-        self.genre_embedding = (IdEmbedding(len(space.genres), embedding_dim, name="genre_embedding")
+        self.genre_embedding = (IdEmbedding(len(space.vocab.genres), embedding_dim, name="genre_embedding")
                                 if self._use_genres else None)
-        self.history_embedding = LookupEmbedding(space.item_ids, embedding_dim, name="watched_item_embedding")
+        self.history_embedding = LookupEmbedding(space.vocab.item_ids, embedding_dim, name="watched_item_embedding")
 
     @property
     def _use_genres(self) -> bool:
-        return self.space.has("genres") and len(self.space.genres) > 0
+        return self.space.has("genres") and len(self.space.vocab.genres) > 0
 
     def continuous(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
         """The raw continuous features [B, N, F] (F = len(continuous_names)), before normalisation.
@@ -313,9 +244,9 @@ class RankingFeatures(keras.layers.Layer):
         return tf.where(known, tf.maximum(reference[:, None] - release, 0.0), 0.0)
 
 
-def continuous_feature_names(space: FeatureSpace, with_retrieval_score: bool) -> list[str]:
+def continuous_feature_names(space: ModelContext, with_retrieval_score: bool) -> list[str]:
     """The continuous features a model over `space` computes, in order."""
-    names = list(GENRE_FEATURES) if space.has("genres") and space.genres else []
+    names = list(GENRE_FEATURES) if space.has("genres") and space.vocab.genres else []
     names.append("example_age")
     if space.has("release_time"):
         names.append("item_age_days")

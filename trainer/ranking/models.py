@@ -28,9 +28,10 @@ import tf_keras as keras
 
 from recsys_common import contract
 from trainer.config import RANKING_MODELS, RankingConfig
+from trainer.context import ModelContext
 from trainer.data.vocab import NUM_RESERVED
 from trainer.layers import IdEmbedding, string_lookup
-from trainer.ranking.features import FeatureSpace, RankingFeatures
+from trainer.ranking.features import RankingFeatures
 
 ID_INPUTS = (contract.USER_ID, contract.CANDIDATE_IDS)
 ALL_INPUTS = tuple(spec.name for spec in contract.RANKING_INPUTS)
@@ -73,10 +74,10 @@ class ItemPop(RankingModel):
 
     learns_by_gradient = False
 
-    def __init__(self, space: FeatureSpace, **kwargs: Any) -> None:
+    def __init__(self, space: ModelContext, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.items = string_lookup(space.item_ids)
-        self.log_counts = self.add_weight(name="log_counts", shape=(len(space.item_ids) + NUM_RESERVED,),
+        self.items = string_lookup(space.vocab.item_ids)
+        self.log_counts = self.add_weight(name="log_counts", shape=(len(space.vocab.item_ids) + NUM_RESERVED,),
                                           trainable=False, initializer="zeros")
 
     def fit_statistics(self, inputs: dict[str, np.ndarray], labels: np.ndarray) -> None:
@@ -97,13 +98,13 @@ def id_embedding(vocabulary_size: int, dim: int, l2: float, name: str) -> IdEmbe
 class MatrixFactorization(RankingModel):
     """Dot-product MF with user, item and global biases."""
 
-    def __init__(self, space: FeatureSpace, embedding_dim: int, l2: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, space: ModelContext, embedding_dim: int, l2: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.users, self.items = string_lookup(space.user_ids), string_lookup(space.item_ids)
-        self.user_factors = id_embedding(len(space.user_ids), embedding_dim, l2, name="user_factors")
-        self.item_factors = id_embedding(len(space.item_ids), embedding_dim, l2, name="item_factors")
-        self.user_bias = id_embedding(len(space.user_ids), 1, l2, name="user_bias")
-        self.item_bias = id_embedding(len(space.item_ids), 1, l2, name="item_bias")
+        self.users, self.items = string_lookup(space.vocab.user_ids), string_lookup(space.vocab.item_ids)
+        self.user_factors = id_embedding(len(space.vocab.user_ids), embedding_dim, l2, name="user_factors")
+        self.item_factors = id_embedding(len(space.vocab.item_ids), embedding_dim, l2, name="item_factors")
+        self.user_bias = id_embedding(len(space.vocab.user_ids), 1, l2, name="user_bias")
+        self.item_bias = id_embedding(len(space.vocab.item_ids), 1, l2, name="item_bias")
         self.global_bias = self.add_weight(name="global_bias", shape=(), initializer="zeros")
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -115,10 +116,10 @@ class MatrixFactorization(RankingModel):
 class GmfBranch(keras.layers.Layer):
     """Generalised matrix factorisation: the element-wise product p_u * q_i, [B, N, E]."""
 
-    def __init__(self, space: FeatureSpace, embedding_dim: int, l2: float, **kwargs: Any) -> None:
+    def __init__(self, space: ModelContext, embedding_dim: int, l2: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.user_embedding = id_embedding(len(space.user_ids), embedding_dim, l2, name="user_embedding")
-        self.item_embedding = id_embedding(len(space.item_ids), embedding_dim, l2, name="item_embedding")
+        self.user_embedding = id_embedding(len(space.vocab.user_ids), embedding_dim, l2, name="user_embedding")
+        self.item_embedding = id_embedding(len(space.vocab.item_ids), embedding_dim, l2, name="item_embedding")
 
     def call(self, users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
         """Args: users [B], items [B, N] int64 codes. Returns: [B, N, E]."""
@@ -132,12 +133,12 @@ class MlpBranch(keras.layers.Layer):
     layers[0] // 2 wide) and `layers[1:]` are the ReLU hidden layers.
     """
 
-    def __init__(self, space: FeatureSpace, layers: Sequence[int], l2: float,
+    def __init__(self, space: ModelContext, layers: Sequence[int], l2: float,
                  features: RankingFeatures | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         dim = max(layers[0] // 2, 1)
-        self.user_embedding = id_embedding(len(space.user_ids), dim, l2, name="user_embedding")
-        self.item_embedding = id_embedding(len(space.item_ids), dim, l2, name="item_embedding")
+        self.user_embedding = id_embedding(len(space.vocab.user_ids), dim, l2, name="user_embedding")
+        self.item_embedding = id_embedding(len(space.vocab.item_ids), dim, l2, name="item_embedding")
         self.features = features
         self.hidden = [keras.layers.Dense(width, activation="relu", name=f"hidden_{i}")
                        for i, width in enumerate(layers[1:])]
@@ -158,14 +159,14 @@ class MlpBranch(keras.layers.Layer):
 class NeuMF(RankingModel):
     """NeuMF, or one of its branches (GMF: mlp_layers=None; MLP: gmf_dim=None), optionally with features."""
 
-    def __init__(self, space: FeatureSpace, gmf_dim: int | None, mlp_layers: Sequence[int] | None, l2: float = 0.0,
+    def __init__(self, space: ModelContext, gmf_dim: int | None, mlp_layers: Sequence[int] | None, l2: float = 0.0,
                  features: RankingFeatures | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if gmf_dim is None and mlp_layers is None:
             raise ValueError("NeuMF needs a GMF branch, an MLP branch or both")
         if features is not None and mlp_layers is None:
             raise ValueError("the ranking features enter the MLP branch: give mlp_layers")
-        self.users, self.items = string_lookup(space.user_ids), string_lookup(space.item_ids)
+        self.users, self.items = string_lookup(space.vocab.user_ids), string_lookup(space.vocab.item_ids)
         self.gmf = GmfBranch(space, gmf_dim, l2, name="gmf") if gmf_dim is not None else None
         self.mlp = MlpBranch(space, mlp_layers, l2, features, name="mlp") if mlp_layers is not None else None
         self.output_layer = keras.layers.Dense(1, kernel_initializer="lecun_uniform", name="prediction")
@@ -196,7 +197,7 @@ def dummy_request(batch: int = 1, candidates: int = 1) -> dict[str, tf.Tensor]:
             for spec in contract.RANKING_INPUTS}
 
 
-def build_model(name: str, space: FeatureSpace, config: RankingConfig,
+def build_model(name: str, space: ModelContext, config: RankingConfig,
                 retrieval_scorer: keras.layers.Layer | None = None) -> RankingModel:
     """The ranking model called `name` (one of config.RANKING_MODELS).
 

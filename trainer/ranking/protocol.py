@@ -1,4 +1,4 @@
-"""The inputs of one evaluation protocol: training examples, held-out sets and the feature space.
+"""The inputs of one evaluation protocol: training examples, held-out sets and the model context.
 
 - `temporal_protocol`: what serving faces. Train on the temporal training split; validate and
   test on later events, each held-out event ranked against sampled negatives, plus a full
@@ -20,6 +20,7 @@ import pandas as pd
 
 from recsys_common import contract
 from trainer.config import Config
+from trainer.context import ModelContext
 from trainer.data.bundle import TrainingData
 from trainer.data.catalog import ItemCatalog
 from trainer.data.examples import ITEM_ID, WATCH_TIME, event_examples, query_examples
@@ -28,7 +29,6 @@ from trainer.data.schema import Dataset
 from trainer.data.splits import LeaveLastOut, leave_last_out, sample_negatives
 from trainer.data.tfrecord import Manifest
 from trainer.data.vocab import Vocabularies
-from trainer.ranking.features import FeatureSpace
 from trainer.ranking.negatives import CandidatePools
 
 USER_INPUT_NAMES = tuple(spec.name for spec in contract.USER_INPUTS)
@@ -93,7 +93,7 @@ class RankingData:
     """
 
     name: str
-    space: FeatureSpace
+    space: ModelContext
     train: dict[str, np.ndarray]
     seen: Mapping[str, frozenset[str]]
     validation: SampledSet | None
@@ -105,26 +105,20 @@ class RankingData:
 
 
 def feature_space(vocab: Vocabularies, catalog: ItemCatalog, train_events: pd.DataFrame,
-                  available: set[str]) -> FeatureSpace:
-    """The feature space of a training split (example age spans its time range)."""
+                  available: set[str]) -> ModelContext:
+    """The model context of a training split (example age spans its time range)."""
     times = train_events["timestamp"].to_numpy()
     t_max = int(times.max())
-    return FeatureSpace.from_parts(vocab, catalog, t_max, max(1, t_max - int(times.min())), available, AGE_BUCKETS)
-
-
-def run_feature_space(data: TrainingData) -> FeatureSpace:
-    """The feature space of a run's data: its vocabularies, catalogue, time range and history length."""
-    return FeatureSpace.from_parts(data.vocab, data.catalog, data.t_max, data.t_span, data.available_features,
-                                   AGE_BUCKETS, data.history_length)
+    return ModelContext.build(vocab, catalog, t_max, max(1, t_max - int(times.min())), available, AGE_BUCKETS)
 
 
 def temporal_protocol(data: TrainingData, config: Config) -> RankingData:
     """The temporal split of the run's data (`trainer.data.bundle.prepare`)."""
     split = data.split
-    space = run_feature_space(data)
+    space = ModelContext.of_run(data)
     rng = np.random.default_rng(config.seed)
     every_item = items_by_user(data.dataset.events)
-    pool = np.asarray(space.catalog_item_ids, dtype=object)
+    pool = np.asarray(space.catalog.item_ids, dtype=object)
     limit, negatives = config.ranking.eval_max_examples, config.data.eval_negatives
     validation = None
     if len(split.validation):
@@ -171,7 +165,7 @@ def ncf_protocol(dataset: Dataset, config: Config, split: LeaveLastOut | None = 
             contexts=_user_inputs(test_examples),
             relevant=[frozenset([item]) for item in test_examples[ITEM_ID]],
             exclude=[seen.get(user, frozenset()) for user in test_examples[contract.USER_ID]],
-            pool=np.asarray(space.catalog_item_ids, dtype=object)),
+            pool=np.asarray(space.catalog.item_ids, dtype=object)),
     )
 
 

@@ -32,9 +32,10 @@ import tensorflow as tf
 import tf_keras as keras
 
 from recsys_common import contract
+from trainer.context import ModelContext
 from trainer.data.examples import query_examples
 from trainer.data.vocab import NUM_RESERVED
-from trainer.lookup import string_lookup
+from trainer.layers import string_lookup
 from trainer.ranking.negatives import CandidatePools
 from trainer.ranking.protocol import items_by_user
 
@@ -176,7 +177,7 @@ def cross_fit(retrieval: Any, data: Any, examples: dict[str, np.ndarray], folds:
     items = []
     for fold in range(folds):
         keras.utils.set_random_seed(seed + fold)
-        model = build_model(config, retrieval.features, data.vocab, data.catalog, data.t_max, data.history_length)
+        model = build_model(config, retrieval.features, ModelContext.of_run(data))
         train = {name: values[fold_of != fold] for name, values in examples.items()}
         fit(model, config, training_features_of(train, data.t_max, data.t_span), None, seed, None, None, log,
             label=f"retrieval fold {fold + 1}/{folds}")

@@ -36,12 +36,12 @@ import tf_keras as keras
 
 from recsys_common import contract
 from trainer.config import Config, RankingConfig
+from trainer.context import ModelContext
 from trainer.data.examples import ITEM_ID, WATCH_TIME
 from trainer.data.pipeline import make_dataset
 from trainer.optimizers import make_optimizer
 from trainer.progress import track
 from trainer.ranking import evaluate
-from trainer.ranking.features import FeatureSpace
 from trainer.ranking.loss import (
     candidate_weights,
     negative_sampling_rate,
@@ -58,7 +58,6 @@ from trainer.ranking.protocol import (
     SampledSet,
     items_by_user,
     ncf_protocol,
-    run_feature_space,
     temporal_protocol,
 )
 from trainer.ranking.retrieval_feature import OUT_OF_FOLD_SCORE
@@ -106,7 +105,7 @@ class RankingResult:
     Attributes:
         model: the model that is exported (config.ranking.model, trained on the temporal split).
         model_name: its name in config.RANKING_MODELS.
-        space: its feature space.
+        space: the model context it was built from (vocabularies, catalogue, time range).
         watch_time_unit: the watch time of weight 1.
         sampling_rate: loss.negative_sampling_rate of its training rows (expected_watch_time =
             exp(logit) * unit * sampling_rate, calibrated for the sampled negatives).
@@ -120,7 +119,7 @@ class RankingResult:
 
     model: RankingModel
     model_name: str
-    space: FeatureSpace
+    space: ModelContext
     watch_time_unit: float
     sampling_rate: float
     metrics: dict[str, float]
@@ -314,7 +313,7 @@ def refit_ranking(config: Config, data: TrainingData, run: RunContext, selected:
 
 def whole_log_protocol(data: TrainingData) -> RankingData:
     """The refit's ranking data: every event of `data` trains, nothing is held out."""
-    space = run_feature_space(data)
+    space = ModelContext.of_run(data)
     examples = data.train_examples
     inputs = {name: examples[name][:0] for name in USER_INPUT_NAMES}
     inputs[contract.CANDIDATE_IDS] = np.zeros((0, 1), dtype=object)
@@ -413,7 +412,8 @@ class EpochExamples:
         train = data.train
         self.contexts = {key: train[key] for key in feature_keys if key != contract.CANDIDATE_IDS}
         self.positives = np.asarray(train[ITEM_ID], dtype=object)
-        self.sampler = NegativeSampler(train[contract.USER_ID], data.seen, data.space.item_ids, data.candidate_pools)
+        self.sampler = NegativeSampler(train[contract.USER_ID], data.seen, data.space.vocab.item_ids,
+                                       data.candidate_pools)
         self.from_candidates = options.candidate_negatives if data.candidate_pools is not None else 0
         self.out_of_fold = data.out_of_fold
         self.unit = watch_time_unit(train[WATCH_TIME])
@@ -557,8 +557,8 @@ def _epoch_source(data: RankingData, feature_keys: tuple[str, ...], options: Fit
                   strategy: tf.distribute.Strategy, in_memory: EpochExamples) -> Callable[[int], tuple[Any, int]]:
     """`epoch -> (batches, steps)`: streamed from the shards when the data has them, else from memory."""
     if data.train_stream is not None:
-        return StreamedEpochs(data.train_stream, strategy, feature_keys, data.space.item_ids, options.num_negatives,
-                              options.batch_size, in_memory.unit, options.seed)
+        return StreamedEpochs(data.train_stream, strategy, feature_keys, data.space.vocab.item_ids,
+                              options.num_negatives, options.batch_size, in_memory.unit, options.seed)
     batches = EpochBatches(strategy, options.batch_size)
     return lambda epoch: batches(*in_memory(epoch), options.seed + epoch)
 
@@ -594,8 +594,9 @@ def _log_epoch(name: str, epoch: int, record: dict[str, float], writer: Any) -> 
 def _sampling_rate(config: RankingConfig, data: RankingData) -> float:
     pools = data.candidate_pools
     from_candidates = config.candidate_negatives if pools is not None else 0
-    return negative_sampling_rate(config.num_negatives, data.train[contract.USER_ID], data.seen, data.space.item_ids,
-                                  from_candidates, pools.items.shape[1] if pools is not None else 1)
+    return negative_sampling_rate(config.num_negatives, data.train[contract.USER_ID], data.seen,
+                                  data.space.vocab.item_ids, from_candidates,
+                                  pools.items.shape[1] if pools is not None else 1)
 
 
 def _as_neumf(model: RankingModel) -> NeuMF:

@@ -22,9 +22,8 @@ No file IO here: the model is built from arrays the data layer provides.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -33,6 +32,7 @@ import tf_keras as keras
 
 from recsys_common import contract
 from trainer.config import RetrievalConfig
+from trainer.context import ModelContext
 from trainer.data.examples import ITEM_ID
 from trainer.data.schema import SECONDS_PER_DAY
 from trainer.data.vocab import NUM_RESERVED
@@ -40,62 +40,6 @@ from trainer.layers import AgeBucket, IdEmbedding, LookupEmbedding, string_looku
 from trainer.retrieval.features import CANDIDATE_PROBABILITY, EXAMPLE_AGE, QUERY_INPUTS, FeatureSet
 
 EXAMPLE_LOSS = "example_loss"  # the metric of the epoch's mean loss per training example
-
-
-class VocabularyLike(Protocol):
-    """The training-split vocabularies (trainer.data.vocab.Vocabularies)."""
-
-    @property
-    def user_ids(self) -> Sequence[str]: ...
-    @property
-    def item_ids(self) -> Sequence[str]: ...
-    @property
-    def genders(self) -> Sequence[str]: ...
-    @property
-    def occupations(self) -> Sequence[str]: ...
-    @property
-    def regions(self) -> Sequence[str]: ...
-    @property
-    def genres(self) -> Sequence[str]: ...
-    @property
-    def title_tokens(self) -> Sequence[str]: ...
-    @property
-    def query_tokens(self) -> Sequence[str]: ...
-
-
-class CatalogLike(Protocol):
-    """The item catalogue (trainer.data.catalog.ItemCatalog): arrays aligned by row."""
-
-    @property
-    def item_ids(self) -> np.ndarray: ...
-    @property
-    def genres(self) -> np.ndarray: ...
-    @property
-    def title_tokens(self) -> np.ndarray: ...
-    @property
-    def release_time(self) -> np.ndarray: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelContext:
-    """What the model is built from, besides the config.
-
-    Attributes:
-        features: the active inputs.
-        vocab: the training vocabularies.
-        catalog: every item that the index will hold.
-        t_max: the latest training timestamp (unix seconds): item ages are measured from it.
-        age_boundaries: upper-exclusive bucket edges for the `age` input (years or source code).
-        history_length: watches the query tower averages (the most recent; the training examples' H);
-            None = all.
-    """
-
-    features: FeatureSet
-    vocab: VocabularyLike
-    catalog: CatalogLike
-    t_max: int
-    age_boundaries: Sequence[int]
-    history_length: int | None = None
 
 
 def tower(layer_sizes: Sequence[int], name: str) -> keras.Sequential:
@@ -113,9 +57,10 @@ class QueryTower(keras.Model):
     string, age [B] int64, example_age [B] float32 (absent = 0, the serving value).
     """
 
-    def __init__(self, config: RetrievalConfig, context: ModelContext, history_items: LookupEmbedding) -> None:
+    def __init__(self, config: RetrievalConfig, context: ModelContext, features: FeatureSet,
+                 history_items: LookupEmbedding) -> None:
         super().__init__(name="query_tower")
-        self.features = context.features
+        self.features = features
         vocab, dim = context.vocab, config.embedding_dim
         self.categorical: dict[str, LookupEmbedding] = {}
         for name, values in ((contract.USER_ID, vocab.user_ids), (contract.GENDER, vocab.genders),
@@ -161,9 +106,10 @@ def _example_age_features(inputs: dict[str, tf.Tensor], batch_like: tf.Tensor) -
 class CandidateTower(keras.Model):
     """Item ids [B] string -> candidate embeddings [B, d], with item features from static catalogue tables."""
 
-    def __init__(self, config: RetrievalConfig, context: ModelContext, items: LookupEmbedding) -> None:
+    def __init__(self, config: RetrievalConfig, context: ModelContext, features: FeatureSet,
+                 items: LookupEmbedding) -> None:
         super().__init__(name="candidate_tower")
-        self.features = context.features
+        self.features = features
         vocab, catalog, dim = context.vocab, context.catalog, config.embedding_dim
         self.items = items
         self.catalog_rows = string_lookup([str(i) for i in catalog.item_ids])
@@ -211,6 +157,9 @@ def _item_age_table(release_time: np.ndarray, t_max: int) -> tf.Tensor:
 class RetrievalModel(tfrs.models.Model):
     """The two towers and the in-batch softmax retrieval task.
 
+    Built from the config, the run's `trainer.context.ModelContext` (vocabularies, catalogue, t_max,
+    age boundaries, history length) and the active inputs (`FeatureSet`).
+
     Training batches hold the query inputs, `item_id` [B] string (the watched item) and,
     with logQ correction, `candidate_probability` [B] float32 (the item's sampling probability).
 
@@ -218,13 +167,13 @@ class RetrievalModel(tfrs.models.Model):
     `example_loss` (in the `fit` history) is the mean loss per example over the epoch.
     """
 
-    def __init__(self, config: RetrievalConfig, context: ModelContext) -> None:
+    def __init__(self, config: RetrievalConfig, context: ModelContext, features: FeatureSet) -> None:
         super().__init__()
         items = LookupEmbedding(context.vocab.item_ids, config.embedding_dim, name="item_id_emb")
         history_items = items if config.share_item_embeddings else LookupEmbedding(
             context.vocab.item_ids, config.embedding_dim, name="history_item_emb")
-        self.query_tower = QueryTower(config, context, history_items)
-        self.candidate_tower = CandidateTower(config, context, items)
+        self.query_tower = QueryTower(config, context, features, history_items)
+        self.candidate_tower = CandidateTower(config, context, features, items)
         self.logq_correction = config.logq_correction
         self.remove_accidental_hits = config.remove_accidental_hits
         self.task = tfrs.tasks.Retrieval(

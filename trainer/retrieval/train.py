@@ -25,9 +25,10 @@ import tf_keras as keras
 from recsys_common import contract
 from trainer import optimizers
 from trainer.config import Config, RetrievalConfig
+from trainer.context import ModelContext
 from trainer.data.bundle import TrainingData
 from trainer.data.examples import ITEM_ID, RATING, WATCH_TIME, example_age
-from trainer.data.pipeline import AGE_BUCKETS, make_dataset
+from trainer.data.pipeline import make_dataset
 from trainer.progress import keras_batch_progress
 from trainer.retrieval.evaluate import (
     EvalSet,
@@ -38,14 +39,7 @@ from trainer.retrieval.evaluate import (
     popularity_scorer,
 )
 from trainer.retrieval.features import CANDIDATE_PROBABILITY, EXAMPLE_AGE, FeatureSet, dropped_features
-from trainer.retrieval.model import (
-    EXAMPLE_LOSS,
-    CatalogLike,
-    ModelContext,
-    RetrievalModel,
-    VocabularyLike,
-    embed_items,
-)
+from trainer.retrieval.model import EXAMPLE_LOSS, RetrievalModel, embed_items
 from trainer.retrieval.records import (
     ShardedTrainingInput,
     eval_set_from_examples,
@@ -119,7 +113,7 @@ def fit_and_evaluate(config: Config, data: TrainingData, checkpoint_dir: pathlib
     keras.utils.set_random_seed(config.seed)
     feature_set = FeatureSet.resolve(retrieval.features, data.available_features)
     with (strategy or tf.distribute.get_strategy()).scope():
-        model = build_model(retrieval, feature_set, data.vocab, data.catalog, data.t_max, data.history_length)
+        model = build_model(retrieval, feature_set, ModelContext.of_run(data))
     validation = temporal_eval_set(config, data, "validation")
     ks = sorted(set(retrieval.eval_ks) | {retrieval.early_stopping_k})
     validate: Validator | None = None
@@ -167,7 +161,7 @@ def refit_retrieval(config: Config, data: TrainingData, run: RunContext, selecte
     keras.utils.set_random_seed(config.seed)
     feature_set = FeatureSet.resolve(retrieval.features, data.available_features)
     with (strategy or tf.distribute.get_strategy()).scope():
-        model = build_model(retrieval, feature_set, data.vocab, data.catalog, data.t_max, data.history_length)
+        model = build_model(retrieval, feature_set, ModelContext.of_run(data))
     train = ShardedTrainingInput(data.shards) if data.shards is not None else training_features(data)
     history = fit(model, retrieval, train, None, config.seed, run.checkpoint_dir(REFIT_STAGE),
                   run.tensorboard_dir(REFIT_STAGE), run.log, label="retrieval refit")
@@ -176,14 +170,12 @@ def refit_retrieval(config: Config, data: TrainingData, run: RunContext, selecte
                            feature_set, retrieval)
 
 
-def build_model(retrieval: RetrievalConfig, features: FeatureSet, vocab: VocabularyLike, catalog: CatalogLike,
-                t_max: int, history_length: int | None = None) -> RetrievalModel:
-    """The two-tower model over training vocabularies and the item catalogue (item ages measured from t_max).
+def build_model(retrieval: RetrievalConfig, features: FeatureSet, context: ModelContext) -> RetrievalModel:
+    """The two-tower model over the context's vocabularies and item catalogue (item ages measured from t_max).
 
-    `history_length`: the training examples' H; the query tower reads only the H most recent watches of a request.
+    The query tower reads only the `context.history_length` most recent watches of a request.
     """
-    context = ModelContext(features, vocab, catalog, t_max, tuple(int(b) for b in AGE_BUCKETS), history_length)
-    return RetrievalModel(retrieval, context)
+    return RetrievalModel(retrieval, context, features)
 
 
 def training_features(data: TrainingData) -> dict[str, np.ndarray]:
