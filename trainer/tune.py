@@ -148,11 +148,12 @@ def run_ranking_trial(config: config_lib.Config, data: Any, retrieval: Any) -> T
 
     from trainer.ranking import retrieval_feature
     from trainer.ranking.protocol import temporal_protocol
-    from trainer.ranking.train import VALIDATION_METRIC, train_model
+    from trainer.ranking.train import VALIDATION_METRIC, train_model, with_candidate_generator
 
     temporal = temporal_protocol(data, config)
     if temporal.validation is None:
         raise TuneError("the validation period is empty: raise data.validation_fraction")
+    temporal = with_candidate_generator(temporal, config, data, retrieval, logging.getLogger("trainer"))
     scorer = retrieval_feature.scorer_for(retrieval)
     _, history = train_model(config.ranking.model, temporal, config, retrieval_scorer=scorer)
     scores = history.get(f"validation_{VALIDATION_METRIC}", [])

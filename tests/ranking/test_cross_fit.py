@@ -65,3 +65,23 @@ def test_cross_fitted_positives_score_like_unseen_events(retrieval_result, data,
 
 def _tensor_ready(values: np.ndarray) -> np.ndarray:
     return values.astype(str) if values.dtype == object else values
+
+
+@pytest.mark.parametrize(("model", "folds", "cross_fitted"), [("full", 2, True), ("full", 0, False),
+                                                              ("neumf", 2, False)])
+def test_training_rows_carry_cross_fitted_scores_only_for_the_full_model(temporal, retrieval_result, data, config,
+                                                                          model, folds, cross_fitted):
+    from trainer.ranking.train import EpochExamples, FitOptions, with_candidate_generator
+
+    config = dataclasses.replace(config, ranking=dataclasses.replace(config.ranking, model=model,
+                                                                     retrieval_score_folds=folds))
+    ranking_data = with_candidate_generator(temporal, config, data, retrieval_result, logging.getLogger("test"))
+    assert (ranking_data.out_of_fold is not None) == cross_fitted
+    options = FitOptions(epochs=1, batch_size=256, num_negatives=2, optimizer="adam", learning_rate=0.01, patience=0,
+                         seed=0)
+    inputs, _, _ = EpochExamples(ranking_data, ("user_id", "candidate_ids"), options)(0)
+    assert (OUT_OF_FOLD_SCORE in inputs) == cross_fitted
+    if cross_fitted:
+        assert ranking_data.out_of_fold is not None
+        np.testing.assert_array_equal(inputs[OUT_OF_FOLD_SCORE], ranking_data.out_of_fold(inputs["candidate_ids"]))
+        assert inputs[OUT_OF_FOLD_SCORE].shape == inputs["candidate_ids"].shape

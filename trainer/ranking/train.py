@@ -255,8 +255,7 @@ def train_ranking(config: Config, data: TrainingData, run: RunContext,
 
     ranking = config.ranking
     temporal = temporal_protocol(data, config)
-    temporal.candidate_pools = _candidate_pools(config, data, retrieval)
-    temporal.out_of_fold = _out_of_fold(config, data, retrieval, run)
+    temporal = with_candidate_generator(temporal, config, data, retrieval, run.log)
     strategy = strategy or tf.distribute.get_strategy()
     scorer = _retrieval_scorer(retrieval, strategy)
     selected: dict[str, int] = {}
@@ -298,8 +297,7 @@ def refit_ranking(config: Config, data: TrainingData, run: RunContext, selected:
     """
     strategy = strategy or tf.distribute.get_strategy()
     whole = whole_log_protocol(data)
-    whole.candidate_pools = _candidate_pools(config, data, retrieval)
-    whole.out_of_fold = _out_of_fold(config, data, retrieval, run)
+    whole = with_candidate_generator(whole, config, data, retrieval, run.log)
     model, history = train_model(selected.model_name, whole, config, run=run,
                                  retrieval_scorer=_retrieval_scorer(retrieval, strategy), strategy=strategy,
                                  epochs=selected.selected_epochs)
@@ -322,6 +320,15 @@ def whole_log_protocol(data: TrainingData) -> RankingData:
                        train_stream=data.shards)
 
 
+def with_candidate_generator(ranking_data: RankingData, config: Config, data: TrainingData,
+                             retrieval: RetrievalResult | None, log: logging.Logger) -> RankingData:
+    """`ranking_data` (whose training rows are `data.train_examples`) with what the candidate generator
+    gives its training rows: the candidate pools of ranking.candidate_negatives and the cross-fitted
+    scores of ranking.retrieval_score_folds (each None when off or without a generator)."""
+    return dataclasses.replace(ranking_data, candidate_pools=_candidate_pools(config, data, retrieval),
+                               out_of_fold=_out_of_fold(config, data, retrieval, log))
+
+
 def _candidate_pools(config: Config, data: TrainingData, retrieval: RetrievalResult | None
                      ) -> CandidatePools | None:
     """The candidate generator's top `rerank_candidates` unseen items of each training user, when negatives
@@ -335,7 +342,7 @@ def _candidate_pools(config: Config, data: TrainingData, retrieval: RetrievalRes
                                              config.ranking.rerank_candidates)
 
 
-def _out_of_fold(config: Config, data: TrainingData, retrieval: RetrievalResult | None, run: RunContext
+def _out_of_fold(config: Config, data: TrainingData, retrieval: RetrievalResult | None, log: logging.Logger
                  ) -> Callable[[np.ndarray], np.ndarray] | None:
     """Cross-fitted retrieval scores of the training rows, when the full model takes the score as a feature
     and ranking.retrieval_score_folds >= 2."""
@@ -344,7 +351,7 @@ def _out_of_fold(config: Config, data: TrainingData, retrieval: RetrievalResult 
     folds = config.ranking.retrieval_score_folds
     if retrieval is None or folds < 2 or config.ranking.model != "full":
         return None
-    return retrieval_feature.cross_fit(retrieval, data, data.train_examples, folds, config.seed, run.log)
+    return retrieval_feature.cross_fit(retrieval, data, data.train_examples, folds, config.seed, log)
 
 
 def _retrieval_scorer(retrieval: RetrievalResult | None, strategy: tf.distribute.Strategy
