@@ -31,4 +31,4 @@ def test_retrieval_trains_with_embedding_tables_sharded_over_the_parameter_serve
     assert result["lookup_error"] == 0.0  # a lookup through the shards reads exactly the stored rows
     metrics = result["metrics"]
     assert metrics["epochs_trained"] == 3
-    assert metrics["recall@50"] > metrics["popularity_recall@50"] + 0.1  # it learned across the cluster
+    assert metrics["recall@50"] > metrics["popularity_recall@50"] + 0.1, metrics  # it learned across the cluster
