@@ -17,7 +17,7 @@ processes measure their peak RSS (ru_maxrss):
   streaming worker wrote (`trainer.retrieval.records.ShardedTrainingInput`, what
   `python -m trainer.task --data.prepared_dir` trains on), the model built from the manifest.
 - rank (every size): one epoch of the configured ranking model streamed from the same shards
-  (`trainer.ranking.streaming.StreamedEpochs`), its feature statistics from the in-memory sample that
+  (`trainer.ranking.streaming.StreamedRows`), its feature statistics from the in-memory sample that
   `data.prepared_dir` runs hold, capped here at `Sizes.rank_sample` examples (the 1x log's training split
   is larger) so that every size holds the same sample; with the default cap (200k) the sample grows
   with the log up to 200k examples and then stays put.
@@ -181,9 +181,9 @@ def _train_epoch(log_dir: pathlib.Path, config: Any, sizes: Sizes) -> dict[str, 
     from trainer.context import ModelContext
     from trainer.data.catalog import ItemCatalog
     from trainer.data.tfrecord import Manifest
+    from trainer.fitting import EXAMPLE_LOSS
     from trainer.optimizers import make_optimizer
     from trainer.retrieval.features import FeatureSet
-    from trainer.retrieval.model import EXAMPLE_LOSS
     from trainer.retrieval.records import ShardedTrainingInput
     from trainer.retrieval.train import build_model
 
@@ -221,7 +221,7 @@ def _rank_epoch(log_dir: pathlib.Path, config: Any, sizes: Sizes) -> dict[str, A
                        full_ranking=None, train_stream=manifest)
     options = dataclasses.replace(FitOptions.from_config(config.ranking, config.seed), epochs=1, resume=False)
     history = fit(build_model(config.ranking.model, space, config.ranking), data, options)
-    return {"steps": int(history["steps"][0]), "loss": round(float(history["loss"][0]), 4),
+    return {"steps": -(-manifest.examples("train") // options.batch_size), "loss": round(float(history["loss"][0]), 4),
             "sample_examples": len(sample["item_id"])}
 
 

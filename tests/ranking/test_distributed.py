@@ -1,4 +1,4 @@
-"""The ranking loop on two replicas: each takes its own slice of every global batch, and a step equals one step
+"""Ranking `fit` on two replicas: each takes its own slice of every global batch, and a step equals one step
 on the whole batch (the all-reduced gradients are the global mean's)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from trainer.ranking.train import EpochBatches
+from trainer.ranking.train import EpochExamples, InMemoryRows
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RUNNER = pathlib.Path(__file__).with_name("two_replica_runner.py")
@@ -28,7 +28,7 @@ def two_replicas(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_each_replica_reads_its_slice_of_every_global_batch(two_replicas: dict) -> None:
     rows, batch, seed = 20, 8, 3  # two_replica_runner.py
-    order = np.random.default_rng(seed).permutation(rows)
+    order = np.random.default_rng([seed, 0]).permutation(rows)  # epoch 0
     steps = rows // batch  # the remainder (4 rows) sits out this epoch
     assert two_replicas["replicas"] == 2 and len(two_replicas["rows"]) == steps
     for step, (first, second) in enumerate(two_replicas["rows"]):
@@ -52,4 +52,4 @@ def test_a_batch_that_does_not_split_evenly_over_the_replicas_is_refused() -> No
         num_replicas_in_sync = 3
 
     with pytest.raises(ValueError, match=r"ranking.batch_size \(256\) must be a multiple of the 3 replicas"):
-        EpochBatches(ThreeReplicas(), 256)  # type: ignore[arg-type]
+        InMemoryRows(EpochExamples.__new__(EpochExamples), ThreeReplicas(), 256)  # type: ignore[arg-type]

@@ -104,7 +104,7 @@ def test_train_ranking_records_metrics_and_the_comparison_table(ranking_result, 
         assert 0.0 <= recorded[key] <= 1.0, key
     assert recorded["two_stage_recall@10"] <= recorded["two_stage_candidate_recall"] + 1e-9
     assert "retrieval_score" in ranking_result.model.features.continuous_names
-    assert (run_folder.root / "checkpoints" / "ranking" / "temporal" / "full" / "latest").is_dir()
+    assert (run_folder.root / "checkpoints" / "ranking" / "temporal" / "full" / "backup").is_dir()
 
 
 def test_recorded_sampled_test_metrics_are_those_of_the_models_logits(ranking_result, temporal):

@@ -9,7 +9,6 @@ import pytest
 import tensorflow as tf
 
 from recsys_common import contract
-from trainer.data.pipeline import make_dataset
 from trainer.optimizers import OPTIMIZERS, make_optimizer
 from trainer.ranking.evaluate import evaluate_sampled
 from trainer.ranking.loss import weighted_logistic_loss
@@ -64,14 +63,15 @@ def test_neumf_beats_item_popularity_clearly(ncf, config):
 def test_checkpoints_resume_where_training_stopped(temporal, config, tmp_path):
     data = dataclasses.replace(temporal, validation=None)  # no early stopping: the weights are the last epoch's
     first = build_model("gmf", data.space, config.ranking)
-    fit(first, data, options(epochs=2), checkpoint_dir=tmp_path)
+    history = fit(first, data, options(epochs=2), checkpoint_dir=tmp_path)
     again = build_model("gmf", data.space, config.ranking)
-    assert fit(again, data, options(epochs=2), checkpoint_dir=tmp_path) == {}
+    assert fit(again, data, options(epochs=2), checkpoint_dir=tmp_path) == history  # nothing left to train
     for expected, actual in zip(first.get_weights(), again.get_weights(), strict=True):
         np.testing.assert_array_equal(actual, expected)
     resumed = build_model("gmf", data.space, config.ranking)
-    history = fit(resumed, data, options(epochs=3), checkpoint_dir=tmp_path)
-    assert len(history["loss"]) == 1
+    longer = fit(resumed, data, options(epochs=3), checkpoint_dir=tmp_path)
+    assert longer["loss"][:2] == history["loss"] and len(longer["loss"]) == 3
+    assert int(resumed.optimizer.iterations.numpy()) == 3 * -(-len(data.train["user_id"]) // 256)
     assert not np.allclose(resumed.get_weights()[0], first.get_weights()[0])
     # the third epoch continued from the second: one more epoch from scratch lands elsewhere
     scratch = build_model("gmf", data.space, config.ranking)
@@ -79,14 +79,22 @@ def test_checkpoints_resume_where_training_stopped(temporal, config, tmp_path):
     assert not np.allclose(resumed.get_weights()[0], scratch.get_weights()[0])
 
 
+def test_without_resume_an_earlier_run_is_trained_again(temporal, config, tmp_path):
+    data = dataclasses.replace(temporal, validation=None)
+    fit(build_model("gmf", data.space, config.ranking), data, options(epochs=1), checkpoint_dir=tmp_path)
+    fresh = build_model("gmf", data.space, config.ranking)
+    assert len(fit(fresh, data, options(epochs=2, resume=False), checkpoint_dir=tmp_path)["loss"]) == 2
+    assert int(fresh.optimizer.iterations.numpy()) == 2 * -(-len(data.train["user_id"]) // 256)
+
+
 def test_one_replica_in_memory_trains_as_a_plain_loop_over_the_seeded_shuffle(temporal, config):
-    """The published figures' path: each epoch's rows shuffled by make_dataset(seed + epoch), one tape step a batch."""
+    """Each epoch's rows in the order of permutation(rng(seed, epoch)), one step of the weighted mean loss a batch."""
     data, fit_options = dataclasses.replace(temporal, validation=None), options(epochs=2)
     trained, reference = (build_model("mf", data.space, config.ranking) for _ in range(2))
     trained.create_weights()
     reference.create_weights()
-    initial = trained.get_weights()
-    reference.set_weights(initial)
+    reference.set_weights(trained.get_weights())
+    initial = [weight.numpy() for weight in trained.trainable_weights]
     fit(trained, data, fit_options)
     optimizer = make_optimizer(fit_options.optimizer, fit_options.learning_rate)
 
@@ -100,13 +108,16 @@ def test_one_replica_in_memory_trains_as_a_plain_loop_over_the_seeded_shuffle(te
     examples = EpochExamples(data, reference.feature_keys, fit_options)
     for epoch in range(fit_options.epochs):
         inputs, labels, weights = examples(epoch)
-        for batch in make_dataset({**inputs, "labels": labels, "weights": weights}, fit_options.batch_size,
-                                  shuffle=True, seed=fit_options.seed + epoch, cache=False):
-            labels, weights = batch.pop("labels"), batch.pop("weights")
-            step(batch, labels, weights)
-    assert max(np.abs(a - b).max() for a, b in zip(trained.get_weights(), initial)) > 1e-3  # training moved them
-    for expected, actual in zip(reference.get_weights(), trained.get_weights(), strict=True):
-        np.testing.assert_array_equal(actual, expected)
+        order = np.random.default_rng([fit_options.seed, epoch]).permutation(len(labels))
+        for start in range(0, len(order), fit_options.batch_size):
+            rows = order[start:start + fit_options.batch_size]
+            batch = {key: tf.constant(values[rows].astype(str) if values.dtype == object else values[rows])
+                     for key, values in inputs.items()}
+            step(batch, tf.constant(labels[rows]), tf.constant(weights[rows]))
+    moved = [a.numpy() - b for a, b in zip(trained.trainable_weights, initial, strict=True)]
+    assert max(np.abs(change).max() for change in moved) > 1e-3  # training moved them
+    for expected, actual in zip(reference.trainable_weights, trained.trainable_weights, strict=True):
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_early_stopping_keeps_the_best_validation_epoch(temporal, config):

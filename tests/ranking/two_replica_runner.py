@@ -4,8 +4,8 @@
 
 The process splits its CPU into two logical devices (only possible before TensorFlow starts), so a
 MirroredStrategy over them has two replicas, like two workers of MultiWorkerMirroredStrategy. It
-writes which rows each replica took in each step of `EpochBatches` and of `StreamedEpochs`, and the weights of one "mf"
-model after one SGD step on a full batch, trained once on the two replicas and once on the default
+writes which rows each replica took in each step of `InMemoryRows` and of `StreamedRows`, and the weights of one "mf"
+model after `fit` took one SGD step on a full batch, trained once on the two replicas and once on the default
 strategy from the same initial weights.
 """
 
@@ -26,45 +26,53 @@ ROWS, BATCH, SEED = 20, 8, 3
 TINY_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 
-def replica_rows(strategy: tf.distribute.Strategy) -> list[list[list[int]]]:
-    """[step][replica] -> the row numbers the replica read."""
-    from trainer.ranking.train import EpochBatches
+class NumberedRows:
+    """An epoch table of ROWS numbered rows, shaped as `EpochExamples.table` (what `InMemoryRows` reads)."""
 
-    rows = np.arange(ROWS)
-    dataset, steps = EpochBatches(strategy, BATCH)({"row": rows}, np.zeros((ROWS, 1), np.float32),
-                                                   np.ones((ROWS, 1), np.float32), SEED)
-    taken = [[t.numpy().tolist() for t in strategy.experimental_local_results(batch["row"])] for batch in dataset]
-    assert len(taken) == steps
+    rows = ROWS
+
+    class options:  # noqa: N801  (FitOptions' field that InMemoryRows reads)
+        seed = SEED
+
+    def table(self, epoch: int) -> dict[str, np.ndarray]:
+        return {"row": np.arange(ROWS)}
+
+
+def replica_rows(strategy: tf.distribute.Strategy) -> list[list[list[int]]]:
+    """[step][replica] -> the row numbers the replica read in epoch 0."""
+    from trainer.ranking.train import InMemoryRows
+
+    rows = InMemoryRows(NumberedRows(), strategy, BATCH)  # type: ignore[arg-type]
+    batches = strategy.distribute_datasets_from_function(rows.dataset(0, 1))
+    taken = [[t.numpy().tolist() for t in strategy.experimental_local_results(batch["row"])] for batch in batches]
+    assert len(taken) == rows.steps
     return taken
 
 
 def one_step_weights(strategy: tf.distribute.Strategy, initial: list[np.ndarray] | None) -> list[np.ndarray]:
-    """The weights of an "mf" model after one SGD step on all rows of the first training epoch."""
+    """The weights of an "mf" model after `fit` took one SGD step on BATCH training rows."""
+    import dataclasses
+
     from trainer.config import load_config
     from trainer.data.bundle import prepare
-    from trainer.optimizers import make_optimizer
     from trainer.ranking.models import build_model
     from trainer.ranking.protocol import temporal_protocol
-    from trainer.ranking.train import EpochBatches, EpochExamples, FitOptions, _train_step
+    from trainer.ranking.train import FitOptions, fit
 
     config = load_config(TINY_CONFIG)
     data = temporal_protocol(prepare(config), config)
+    data = dataclasses.replace(data, train={key: values[:BATCH] for key, values in data.train.items()},
+                               validation=None)
     options = FitOptions(epochs=1, batch_size=BATCH, num_negatives=2, optimizer="sgd", learning_rate=0.5,
                          patience=0, seed=SEED)
-    inputs, labels, weights = EpochExamples(data, ("user_id", "candidate_ids"), options)(0)
-    inputs, labels, weights = {k: v[:BATCH] for k, v in inputs.items()}, labels[:BATCH], weights[:BATCH]
     with strategy.scope():
         model = build_model("mf", data.space, config.ranking)
         model.create_weights()
-        if initial is not None:
-            model.set_weights(initial)
-        optimizer = make_optimizer("sgd", options.learning_rate)
-        optimizer.build(model.trainable_variables)
-    step = _train_step(model, optimizer, strategy)
-    dataset, _ = EpochBatches(strategy, BATCH)(inputs, labels, weights, SEED)
-    for batch in dataset:
-        step(batch)
-    return model.get_weights()
+        for weight, value in zip(model.trainable_weights, initial or [], strict=False):
+            weight.assign(value)
+    fit(model, data, options, strategy=strategy)
+    assert int(model.optimizer.iterations.numpy()) == 1
+    return [weight.numpy() for weight in model.trainable_weights]
 
 
 def streamed_batches(strategy: tf.distribute.Strategy) -> dict[str, object]:
@@ -75,19 +83,19 @@ def streamed_batches(strategy: tf.distribute.Strategy) -> dict[str, object]:
     from trainer.data.bundle import prepare
     from trainer.data.event_stream import FrameEventSource
     from trainer.preprocess import preprocess
-    from trainer.ranking.streaming import StreamedEpochs
+    from trainer.ranking.streaming import StreamedRows
 
     config = load_config(TINY_CONFIG)
     dataset = prepare(config).dataset
     with tempfile.TemporaryDirectory() as folder:
         manifest = preprocess(FrameEventSource(dataset.events, "tiny", 1000), dataset.users, dataset.items,
                               config.data, pathlib.Path(folder) / "out", shard_size=500)
-        epochs = StreamedEpochs(manifest, strategy, ("user_id", "candidate_ids"), list(manifest.vocab.item_ids), 2,
-                                BATCH * 16, 1.0, SEED)
-        batches, steps = epochs(0)
+        rows = StreamedRows(manifest, strategy, ("user_id", "candidate_ids"), list(manifest.vocab.item_ids), 2,
+                            BATCH * 16, 1.0, SEED)
+        batches = strategy.distribute_datasets_from_function(rows.dataset(0, 1))
         shapes = [[list(t.shape) for t in strategy.experimental_local_results(batch["candidate_ids"])]
                   for batch in batches]
-        return {"examples": manifest.examples("train"), "steps": steps, "shapes": shapes}
+        return {"examples": manifest.examples("train"), "steps": rows.steps, "shapes": shapes}
 
 
 def main(output: str) -> None:

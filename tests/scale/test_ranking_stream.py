@@ -10,7 +10,8 @@ from recsys_common import contract
 from trainer.data.examples import ITEM_ID, WATCH_TIME
 from trainer.data.schema import DataError
 from trainer.data.tfrecord import Manifest
-from trainer.ranking.streaming import LABELS, NOT_IN_POOL, WEIGHTS, StreamedEpochs, draw_negatives
+from trainer.ranking.models import LABELS, WEIGHTS
+from trainer.ranking.streaming import NOT_IN_POOL, StreamedRows, draw_negatives
 
 from .conftest import as_numpy, concat_batches
 
@@ -18,17 +19,19 @@ NEGATIVES, BATCH, UNIT, SEED = 3, 128, 50.0, 11
 KEYS = (contract.USER_ID, contract.WATCH_HISTORY, contract.REQUEST_TIME, contract.CANDIDATE_IDS)
 
 
-def stream(manifest: Manifest, seed: int = SEED) -> StreamedEpochs:
+def stream(manifest: Manifest, seed: int = SEED) -> StreamedRows:
     import tensorflow as tf
 
-    return StreamedEpochs(manifest, tf.distribute.get_strategy(), KEYS, list(manifest.vocab.item_ids), NEGATIVES,
+    return StreamedRows(manifest, tf.distribute.get_strategy(), KEYS, list(manifest.vocab.item_ids), NEGATIVES,
                           BATCH, UNIT, seed)
 
 
-def epoch_rows(epochs: StreamedEpochs, epoch: int) -> tuple[dict[str, np.ndarray], int, int]:
-    dataset, steps = epochs(epoch)
+def epoch_rows(rows: StreamedRows, epoch: int) -> tuple[dict[str, np.ndarray], int, int]:
+    import tensorflow as tf
+
+    dataset = tf.distribute.get_strategy().distribute_datasets_from_function(rows.dataset(epoch, epoch + 1))
     batches = [as_numpy(batch) for batch in dataset]
-    return concat_batches(batches), steps, len(batches)
+    return concat_batches(batches), rows.steps, len(batches)
 
 
 @pytest.fixture(scope="module")

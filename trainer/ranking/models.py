@@ -24,21 +24,28 @@ import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 # isort: split
 import tensorflow as tf
+import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
 from recsys_common import contract
 from trainer.config import RANKING_MODELS, RankingConfig
 from trainer.context import ModelContext
 from trainer.data.vocab import NUM_RESERVED
+from trainer.fitting import EXAMPLE_LOSS
 from trainer.layers import IdEmbedding, string_lookup
 from trainer.ranking.features import RankingFeatures
 
 ID_INPUTS = (contract.USER_ID, contract.CANDIDATE_IDS)
 ALL_INPUTS = tuple(spec.name for spec in contract.RANKING_INPUTS)
+LABELS, WEIGHTS = "__labels", "__weights"  # the training rows' targets, next to the model inputs
 
 
-class RankingModel(keras.Model):
-    """Scores candidates: `call(inputs) -> logits [B, N]`.
+class RankingModel(tfrs.models.Model):
+    """Scores candidates: `call(inputs) -> logits [B, N]`; trains with the weighted logistic loss.
+
+    A training batch holds the model inputs, LABELS [B, C] (1 for a watch, 0 for a negative) and
+    WEIGHTS [B, C] (trainer.ranking.loss); `compute_loss` is tfrs.tasks.Ranking's binary cross-entropy
+    on the logits with WEIGHTS as its sample_weight: sum(w * bce) / (B * C) over the global batch.
 
     Attributes:
         feature_keys: the signature inputs the model reads (training feeds only these).
@@ -47,6 +54,24 @@ class RankingModel(keras.Model):
 
     feature_keys: tuple[str, ...] = ID_INPUTS
     learns_by_gradient = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # SUM, divided by the global number of pairs below: each replica's share of the global mean.
+        self.task = tfrs.tasks.Ranking(
+            loss=keras.losses.BinaryCrossentropy(from_logits=True, reduction=keras.losses.Reduction.SUM))
+        self.example_loss = keras.metrics.Mean(name=EXAMPLE_LOSS)
+
+    def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """Args: inputs: the batch (module docstring). Returns: this replica's share of the mean weighted loss."""
+        features = dict(inputs)
+        labels, weights = features.pop(LABELS), features.pop(WEIGHTS)
+        logits = self(features, training=training)
+        total = self.task(labels=tf.reshape(labels, [-1, 1]), predictions=tf.reshape(logits, [-1, 1]),
+                          sample_weight=tf.reshape(weights, [-1]), training=training, compute_metrics=False)
+        pairs = tf.cast(tf.size(labels), total.dtype)
+        self.example_loss.update_state(total / pairs, sample_weight=pairs)
+        return total / (pairs * tf.distribute.get_replica_context().num_replicas_in_sync)
 
     def fit_statistics(self, inputs: dict[str, np.ndarray], labels: np.ndarray) -> None:
         """Fits what is counted rather than learnt, on training inputs (candidate_ids [R, C]) and labels [R, C]."""

@@ -14,8 +14,8 @@ of the vocabulary) per draw.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -23,14 +23,15 @@ import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 # isort: split
 import tensorflow as tf
+import tf_keras as keras
 
 from recsys_common import contract
 from trainer.data.examples import ITEM_ID, WATCH_TIME
 from trainer.data.schema import DataError
 from trainer.data.tfrecord import Manifest
+from trainer.ranking.models import LABELS, WEIGHTS
 
 NOT_IN_POOL = -1
-LABELS, WEIGHTS = "__labels", "__weights"
 
 
 def draw_negatives(blocked: np.ndarray, num: int, pool_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -64,8 +65,8 @@ def check_global_batch_size(strategy: tf.distribute.Strategy, batch_size: int) -
                          "training in sync")
 
 
-class StreamedEpochs:
-    """`epochs(epoch) -> (batches, steps)` of training rows read from `manifest`'s training shards.
+class StreamedRows:
+    """Training rows read from `manifest`'s training shards: `rows.dataset(start, end)` for `Model.fit`.
 
     With one replica each epoch reads every example once (the last batch may be smaller). With R
     replicas each input pipeline reads its share of the shards (`Manifest.read` with the input
@@ -89,7 +90,7 @@ class StreamedEpochs:
         if not len(item_ids):
             raise DataError("negative sampling: the item vocabulary is empty")
         check_global_batch_size(strategy, batch_size)
-        self.manifest, self.strategy = manifest, strategy
+        self.manifest, self.replicas = manifest, strategy.num_replicas_in_sync
         self.keys = tuple(key for key in feature_keys if key != contract.CANDIDATE_IDS)
         self.pool = np.asarray([str(item) for item in item_ids], dtype=str)
         self.num_negatives, self.batch_size = num_negatives, batch_size
@@ -97,22 +98,25 @@ class StreamedEpochs:
         self.examples = manifest.examples("train")
         if self.examples == 0:
             raise DataError(f"{manifest.directory}: the training split has no examples")
+        self.steps = -(-self.examples // batch_size) if self.replicas == 1 else self.examples // batch_size
+        if self.steps == 0:
+            raise ValueError(f"ranking.batch_size ({batch_size}) exceeds the {self.examples} training examples")
 
-    def __call__(self, epoch: int) -> tuple[Any, int]:
-        """Returns (batches to iterate, number of steps) of epoch `epoch` (0-based)."""
-        if self.strategy.num_replicas_in_sync == 1:
-            steps = -(-self.examples // self.batch_size)
-            return self._rows(self.batch_size, epoch, None, repeat=False), steps
-        steps = self.examples // self.batch_size
-        if steps == 0:
-            raise ValueError(f"ranking.batch_size ({self.batch_size}) exceeds the {self.examples} training examples")
-
+    def dataset(self, start: int, end: int) -> keras.utils.experimental.DatasetCreator:
+        """Epochs start .. end - 1 (0-based; at least epoch `start`), `steps` global batches each."""
         def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
             per_replica = context.get_per_replica_batch_size(self.batch_size)
             local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
-            return self._rows(per_replica, epoch, context, repeat=True).take(steps * local_replicas)
 
-        return self.strategy.distribute_datasets_from_function(dataset_fn), steps
+            def epoch_rows(epoch: int) -> tf.data.Dataset:
+                if self.replicas == 1:
+                    return self._rows(per_replica, epoch, None, repeat=False)
+                return self._rows(per_replica, epoch, context, repeat=True).take(self.steps * local_replicas)
+
+            epochs = [epoch_rows(epoch) for epoch in range(start, max(end, start + 1))]
+            return functools.reduce(tf.data.Dataset.concatenate, epochs).prefetch(tf.data.AUTOTUNE)
+
+        return keras.utils.experimental.DatasetCreator(dataset_fn)
 
     def _rows(self, batch_size: int, epoch: int, context: tf.distribute.InputContext | None,
               repeat: bool) -> tf.data.Dataset:
@@ -141,7 +145,7 @@ class StreamedEpochs:
 
         read = self.manifest.read("train", batch_size, shuffle=True, seed=self.seed + epoch, repeat=repeat,
                                   drop_remainder=repeat, input_context=context)
-        return read.map(to_rows).prefetch(tf.data.AUTOTUNE)
+        return read.map(to_rows)
 
 
 def _collides(draws: np.ndarray, blocked: np.ndarray) -> np.ndarray:

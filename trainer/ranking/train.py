@@ -5,13 +5,14 @@ time / unit, trainer.ranking.loss) and `num_negatives` items the user never watc
 (label 0, weight 1), drawn afresh every epoch. The candidates of a row go through the model
 together as candidate_ids [B, 1 + num_negatives], exactly the serving signature's layout.
 
-The loop checkpoints every epoch (model, optimizer, epoch, early-stopping state) into the
-run folder and, with `ranking.resume`, continues from the latest checkpoint; with a validation
-set it keeps the epoch of best validation NDCG@10 and stops after `early_stopping_patience`
-epochs without improvement.
+Models train with Keras `fit` and the callbacks of `trainer.fitting`: a backup of model and
+optimizer every epoch in the run folder (with `ranking.resume` a killed run continues after its
+last epoch), and with a validation set the epoch of best validation NDCG@10 (or the starting
+weights, when no epoch beats them), stopping after `early_stopping_patience` epochs without
+improvement.
 
 Under a multi-replica strategy (MultiWorkerMirroredStrategy, `trainer.distribute`) every worker
-runs the same loop: the models are built under the strategy, each epoch's rows are shuffled
+runs the same `fit`: the models are built under the strategy, each epoch's rows are shuffled
 alike on every worker and each input pipeline takes its slice of every global batch, and the
 optimizer all-reduces the gradients, so the weights and therefore every validation decision
 stay identical on all workers.
@@ -20,11 +21,12 @@ stay identical on all workers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import pathlib
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -35,21 +37,20 @@ import tensorflow as tf
 import tf_keras as keras
 
 from recsys_common import contract
+from trainer import fitting
 from trainer.config import Config, RankingConfig
 from trainer.context import ModelContext
 from trainer.data.examples import ITEM_ID, WATCH_TIME
-from trainer.data.pipeline import make_dataset
 from trainer.optimizers import make_optimizer
-from trainer.progress import track
+from trainer.progress import keras_batch_progress
 from trainer.ranking import evaluate
 from trainer.ranking.loss import (
     candidate_weights,
     negative_sampling_rate,
     positive_weights,
     watch_time_unit,
-    weighted_logistic_loss,
 )
-from trainer.ranking.models import NeuMF, RankingModel, build_model
+from trainer.ranking.models import LABELS, WEIGHTS, NeuMF, RankingModel, build_model
 from trainer.ranking.negatives import CandidatePools, NegativeSampler
 from trainer.ranking.pretrain import load_pretrained
 from trainer.ranking.protocol import (
@@ -62,7 +63,7 @@ from trainer.ranking.protocol import (
 )
 from trainer.ranking.retrieval_feature import OUT_OF_FOLD_SCORE
 from trainer.ranking.signature import RankingSignature
-from trainer.ranking.streaming import LABELS, WEIGHTS, StreamedEpochs, check_global_batch_size
+from trainer.ranking.streaming import StreamedRows, check_global_batch_size
 from trainer.run import RunContext
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger("trainer")
 STAGE = "ranking"
 VALIDATION_METRIC = "ndcg@10"
+VALIDATION_PREFIX = "validation_"
 _ADAPT_ROWS = 20_000
 
 
@@ -159,33 +161,30 @@ def _fit(model: RankingModel, data: RankingData, options: FitOptions, checkpoint
         inputs, labels, _ = epoch_inputs(0)
         model.fit_statistics(inputs, labels)
         return {}, 0
-    epochs = _epoch_source(data, model.feature_keys, options, strategy, epoch_inputs)
-    with strategy.scope():
-        optimizer = make_optimizer(options.optimizer, options.learning_rate)
-        optimizer.build(model.trainable_variables)
-    state = _TrainingState(model, optimizer, checkpoint_dir, options.resume)
-    if int(state.epoch.numpy()) == 0:
+    if not options.resume:
+        fitting.forget(checkpoint_dir)
+    start = fitting.completed_epochs(checkpoint_dir)
+    if start == 0:  # a resumed model gets its statistics back with its weights
         inputs, labels, _ = epoch_inputs(0)
         model.fit_statistics(*_sample_rows(inputs, labels, _ADAPT_ROWS, options.seed))
-        if data.validation is not None:  # a pretrained start may already beat every later epoch
-            state.record_start(evaluate.evaluate_sampled(model, data.validation)[VALIDATION_METRIC])
-    step = _train_step(model, optimizer, strategy)
-    writer = tf.summary.create_file_writer(str(tensorboard_dir)) if tensorboard_dir else None
-    history: dict[str, list[float]] = {}
-    while int(state.epoch.numpy()) < options.epochs and not state.stopped(options.patience):
-        epoch = int(state.epoch.numpy())
-        started = time.perf_counter()
-        description = f"ranking {model.name} epoch {epoch + 1}/{options.epochs}"
-        loss, steps = _run_epoch(step, epochs(epoch), description)
-        record = {"loss": loss, "steps": float(steps), "seconds": time.perf_counter() - started}
-        if data.validation is not None:
-            record.update({f"validation_{k}": v for k, v in evaluate.evaluate_sampled(model, data.validation).items()})
-        _log_epoch(f"{data.name}/{model.name}", epoch, record, writer)
-        for key, value in record.items():
-            history.setdefault(key, []).append(value)
-        state.finish_epoch(record.get(f"validation_{VALIDATION_METRIC}"))
-    state.restore_best()
-    return history, state.selected_epochs()
+    epochs = start if fitting.SelectBestEpoch.stopped(checkpoint_dir) else options.epochs
+    rows = _training_rows(data, model.feature_keys, options, strategy, epoch_inputs)
+    with strategy.scope():
+        model.compile(optimizer=make_optimizer(options.optimizer, options.learning_rate))
+    history = fitting.RunHistory(VALIDATION_PREFIX, checkpoint_dir)
+    validation = selection = None
+    if data.validation is not None:
+        validate = functools.partial(evaluate.evaluate_sampled, held_out=data.validation)
+        validation = fitting.ValidationMetrics(validate, VALIDATION_PREFIX)
+        selection = fitting.SelectBestEpoch(VALIDATION_PREFIX + VALIDATION_METRIC, options.patience, checkpoint_dir,
+                                            score_start=lambda trained: validate(trained)[VALIDATION_METRIC])
+    bar = keras_batch_progress(f"ranking {data.name}/{model.name}", rows.steps, fitting.EXAMPLE_LOSS)
+    callbacks = fitting.training_callbacks(history, checkpoint_dir, tensorboard_dir, validation, selection,
+                                           [bar, _EpochLog(f"{data.name}/{model.name}", history)])
+    model.fit(rows.dataset(start, epochs), epochs=epochs, steps_per_epoch=rows.steps, callbacks=callbacks,
+              verbose=0)
+    trained = len(history.history.get("loss", []))
+    return history.history, selection.selected_epochs if selection is not None else trained
 
 
 def train_model(name: str, data: RankingData, config: Config, trained: dict[str, RankingModel] | None = None,
@@ -426,6 +425,15 @@ class EpochExamples:
         self.unit = watch_time_unit(train[WATCH_TIME])
         self.weights = positive_weights(train[WATCH_TIME], self.unit)
         self.options = options
+        self.rows = len(self.positives)
+        self._latest: tuple[int, dict[str, np.ndarray]] | None = None
+
+    def table(self, epoch: int) -> dict[str, np.ndarray]:
+        """The rows of `epoch` as one dict: the inputs, LABELS [R, C] and WEIGHTS [R, C] (the latest is kept)."""
+        if self._latest is None or self._latest[0] != epoch:
+            inputs, labels, weights = self(epoch)
+            self._latest = (epoch, {**inputs, LABELS: labels, WEIGHTS: weights})
+        return self._latest[1]
 
     def __call__(self, epoch: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.options.seed, epoch])
@@ -440,144 +448,83 @@ class EpochExamples:
         return inputs, labels, candidate_weights(self.weights, width)
 
 
-class EpochBatches:
-    """One epoch's rows as the batches that `strategy.run` steps take: `batches(inputs, labels, weights, seed)`.
+class TrainingRows(Protocol):
+    """What `Model.fit` reads: `dataset(start, end)` holds epochs start .. end - 1 of `steps` batches each."""
 
-    With one replica: every row, shuffled by `seed`, in batches of `batch_size` (the last one smaller).
-    With R replicas: the rows are shuffled by `seed` alike on every worker, cut into global batches of
-    `batch_size` (the remainder, under one batch, sits out this epoch; the next shuffle draws another),
-    and each input pipeline reads only its slice of each global batch, so every replica takes the same
-    number of equal steps, as the all-reduce needs.
+    steps: int
+
+    def dataset(self, start: int, end: int) -> Any: ...
+
+
+class InMemoryRows:
+    """The rows of `EpochExamples`, epoch by epoch, as the batches of `Model.fit`.
+
+    With one replica: every row of an epoch, shuffled by (seed, epoch), in batches of `batch_size`
+    (the last one smaller). With R replicas: the rows are shuffled alike on every worker, cut into
+    global batches of `batch_size` (the remainder, under one batch, sits out this epoch; the next
+    shuffle draws another), and each input pipeline reads only its slice of each global batch, so
+    every replica takes the same number of equal steps, as the all-reduce needs.
     """
 
-    def __init__(self, strategy: tf.distribute.Strategy, batch_size: int) -> None:
+    def __init__(self, examples: EpochExamples, strategy: tf.distribute.Strategy, batch_size: int) -> None:
         check_global_batch_size(strategy, batch_size)
-        self.strategy, self.batch_size = strategy, batch_size
+        self.examples, self.batch_size = examples, batch_size
+        self.replicas = strategy.num_replicas_in_sync
+        self.rows = examples.rows
+        self.steps = -(-self.rows // batch_size) if self.replicas == 1 else self.rows // batch_size
+        if self.steps == 0:
+            raise ValueError(f"ranking.batch_size ({batch_size}) exceeds the {self.rows} training rows")
 
-    def __call__(self, inputs: dict[str, np.ndarray], labels: np.ndarray, weights: np.ndarray, seed: int
-                 ) -> tuple[Any, int]:
-        """Returns (batches to iterate, number of steps)."""
-        table = dict(inputs)
-        table[LABELS], table[WEIGHTS] = labels, weights
-        if self.strategy.num_replicas_in_sync == 1:
-            steps = -(-len(labels) // self.batch_size)
-            return make_dataset(table, self.batch_size, shuffle=True, seed=seed, cache=False), steps
-        steps = len(labels) // self.batch_size
-        if steps == 0:
-            raise ValueError(f"ranking.batch_size ({self.batch_size}) exceeds the {len(labels)} training rows")
-        order = np.random.default_rng(seed).permutation(len(labels))[:steps * self.batch_size]
+    def order(self, epoch: int, pipeline: int, pipelines: int) -> np.ndarray:
+        """The row indices that input pipeline `pipeline` of `pipelines` reads in epoch `epoch`, in order."""
+        order = np.random.default_rng([self.examples.options.seed, epoch]).permutation(self.rows)
+        if self.replicas == 1:
+            return order
+        return order[:self.steps * self.batch_size].reshape(self.steps, pipelines, -1)[:, pipeline].ravel()
+
+    def dataset(self, start: int, end: int) -> keras.utils.experimental.DatasetCreator:
+        """Epochs start .. end - 1 (0-based; at least epoch `start`)."""
+        signature = {key: _spec(values) for key, values in self.examples.table(start).items()}
 
         def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-            share = order.reshape(steps, context.num_input_pipelines, -1)[:, context.input_pipeline_id].ravel()
-            return make_dataset({key: values[share] for key, values in table.items()},
-                                context.get_per_replica_batch_size(self.batch_size), shuffle=False, seed=seed,
-                                cache=False)
+            def epoch_rows(epoch: int) -> Iterator[dict[str, np.ndarray]]:
+                table = self.examples.table(epoch)
+                share = self.order(epoch, context.input_pipeline_id, context.num_input_pipelines)
+                yield {key: values[share] for key, values in table.items()}
 
-        return self.strategy.distribute_datasets_from_function(dataset_fn), steps
+            batch = context.get_per_replica_batch_size(self.batch_size)
+            epochs = [tf.data.Dataset.from_generator(functools.partial(epoch_rows, epoch), output_signature=signature)
+                      .unbatch().batch(batch) for epoch in range(start, max(end, start + 1))]
+            return functools.reduce(tf.data.Dataset.concatenate, epochs).prefetch(tf.data.AUTOTUNE)
 
-
-class _TrainingState:
-    """Epoch counter, early-stopping state and checkpoints (the latest one and the best one)."""
-
-    def __init__(self, model: RankingModel, optimizer: keras.optimizers.Optimizer,
-                 directory: pathlib.Path | None, resume: bool) -> None:
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.best = tf.Variable(-np.inf, dtype=tf.float64, trainable=False)
-        self.stale = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch, best=self.best,
-                                              stale=self.stale, best_epoch=self.best_epoch)
-        self.best_weights = tf.train.Checkpoint(model=model)
-        self.latest = self.best_manager = None
-        if directory is not None:
-            self.latest = tf.train.CheckpointManager(self.checkpoint, str(directory / "latest"), max_to_keep=1)
-            self.best_manager = tf.train.CheckpointManager(self.best_weights, str(directory / "best"), max_to_keep=1)
-            if resume and self.latest.latest_checkpoint:
-                self.checkpoint.restore(self.latest.latest_checkpoint).assert_existing_objects_matched()
-                LOGGER.info("ranking: resumed %s from %s (epoch %d)", model.name, self.latest.latest_checkpoint,
-                            int(self.epoch.numpy()))
-        self.model = model
-        self.best_in_memory: list[np.ndarray] | None = None
-
-    def selected_epochs(self) -> int:
-        """The epochs of the weights kept: the best validation epoch (0 = the start), else every epoch."""
-        validated = bool(np.isfinite(self.best.numpy()))
-        return int((self.best_epoch if validated else self.epoch).numpy())
-
-    def stopped(self, patience: int) -> bool:
-        return patience > 0 and int(self.stale.numpy()) >= patience
-
-    def record_start(self, validation: float) -> None:
-        """The validation metric of the initial weights: the bar the first epoch has to clear."""
-        self.best.assign(validation)
-        self.best_in_memory = self.model.get_weights()
-        if self.best_manager is not None:
-            self.best_manager.save()
-
-    def finish_epoch(self, validation: float | None) -> None:
-        if validation is not None and validation > float(self.best.numpy()):
-            self.best.assign(validation)
-            self.stale.assign(0)
-            self.best_epoch.assign(self.epoch + 1)
-            self.best_in_memory = self.model.get_weights()
-            if self.best_manager is not None:
-                self.best_manager.save()
-        elif validation is not None:
-            self.stale.assign_add(1)
-        self.epoch.assign_add(1)
-        if self.latest is not None:
-            self.latest.save()
-
-    def restore_best(self) -> None:
-        """Puts back the weights of the best validation epoch, if there was a validation set."""
-        if self.best_in_memory is not None:
-            self.model.set_weights(self.best_in_memory)
-        elif self.best_manager is not None and self.best_manager.latest_checkpoint:
-            self.best_weights.restore(self.best_manager.latest_checkpoint).assert_existing_objects_matched()
+        return keras.utils.experimental.DatasetCreator(dataset_fn)
 
 
-def _train_step(model: RankingModel, optimizer: keras.optimizers.Optimizer, strategy: tf.distribute.Strategy
-                ) -> Callable[[Any], tf.Tensor]:
-    """One optimizer step on a batch of each replica; returns the mean loss over the replicas."""
-    replicas = strategy.num_replicas_in_sync
-
-    def replica_step(batch: dict[str, tf.Tensor]) -> tf.Tensor:
-        inputs = dict(batch)
-        labels, weights = inputs.pop(LABELS), inputs.pop(WEIGHTS)
-        with tf.GradientTape() as tape:
-            loss = weighted_logistic_loss(labels, model(inputs, training=True), weights)
-            total = loss + tf.add_n(model.losses) if model.losses else loss
-            # Equal per-replica batches: the all-reduced sum of these gradients is the global mean's.
-            scaled = total / replicas
-        variables = model.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
-        return loss
-
-    @tf.function(reduce_retracing=True, autograph=False)
-    def step(batch: Any) -> tf.Tensor:
-        return strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(replica_step, args=(batch,)), axis=None)
-
-    return step
+def _spec(values: np.ndarray) -> tf.TensorSpec:
+    dtype = tf.string if values.dtype.kind in "OUS" else tf.as_dtype(values.dtype)
+    return tf.TensorSpec((None, *values.shape[1:]), dtype)
 
 
-def _epoch_source(data: RankingData, feature_keys: tuple[str, ...], options: FitOptions,
-                  strategy: tf.distribute.Strategy, in_memory: EpochExamples) -> Callable[[int], tuple[Any, int]]:
-    """`epoch -> (batches, steps)`: streamed from the shards when the data has them, else from memory."""
+class _EpochLog(keras.callbacks.Callback):
+    """Logs each epoch's record (and writes nothing else)."""
+
+    def __init__(self, name: str, history: fitting.RunHistory) -> None:
+        super().__init__()
+        self.name, self.history = name, history
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        record = self.history.last()
+        LOGGER.info("ranking %s epoch %d: %s", self.name, epoch + 1,
+                    ", ".join(f"{key} {value:.4f}" for key, value in record.items()))
+
+
+def _training_rows(data: RankingData, feature_keys: tuple[str, ...], options: FitOptions,
+                   strategy: tf.distribute.Strategy, in_memory: EpochExamples) -> TrainingRows:
+    """The training rows, streamed from the shards when the data has them, else from memory."""
     if data.train_stream is not None:
-        return StreamedEpochs(data.train_stream, strategy, feature_keys, data.space.vocab.item_ids,
-                              options.num_negatives, options.batch_size, in_memory.unit, options.seed)
-    batches = EpochBatches(strategy, options.batch_size)
-    return lambda epoch: batches(*in_memory(epoch), options.seed + epoch)
-
-
-def _run_epoch(step: Callable[[Any], tf.Tensor], batches: tuple[Any, int], description: str) -> tuple[float, int]:
-    """Runs one epoch; returns (mean loss, steps taken)."""
-    dataset, steps = batches
-    total, count = 0.0, 0
-    for batch in track(dataset, steps, description, unit="batch"):
-        total += float(step(batch))
-        count += 1
-    return total / max(count, 1), count
+        return StreamedRows(data.train_stream, strategy, feature_keys, data.space.vocab.item_ids,
+                            options.num_negatives, options.batch_size, in_memory.unit, options.seed)
+    return InMemoryRows(in_memory, strategy, options.batch_size)
 
 
 def _sample_rows(inputs: dict[str, np.ndarray], labels: np.ndarray, rows: int, seed: int
@@ -588,14 +535,6 @@ def _sample_rows(inputs: dict[str, np.ndarray], labels: np.ndarray, rows: int, s
         return inputs, labels
     keep = np.sort(np.random.default_rng(seed).choice(total, rows, replace=False))
     return {key: value[keep] for key, value in inputs.items()}, labels[keep]
-
-
-def _log_epoch(name: str, epoch: int, record: dict[str, float], writer: Any) -> None:
-    LOGGER.info("ranking %s epoch %d: %s", name, epoch + 1, ", ".join(f"{k} {v:.4f}" for k, v in record.items()))
-    if writer is not None:
-        with writer.as_default(step=epoch + 1):
-            for key, value in record.items():
-                tf.summary.scalar(key, value)
 
 
 def _sampling_rate(config: RankingConfig, data: RankingData) -> float:

@@ -46,7 +46,9 @@ class RetrievalServingModule(tf.Module):
 
     `serve(features)` takes the contract's inputs (user_id [B], watch_history [B, H], ...) and
     returns {item_ids: [B, K] string, scores: [B, K] float32}: the best K items not in watch_history,
-    best first. The index is asked for min(K + H, num_items) items so that K survive the drop.
+    best first. The index is asked for min(K + H, num_items) items so that K survive the drop; when a
+    tree searched too few points for that (its nearest leaves hold the user's history), those rows are
+    searched again over every leaf.
     """
 
     def __init__(self, query_tower: QueryTower, index: tfrs.layers.factorized_top_k.TopK, k: int,
@@ -60,8 +62,18 @@ class RetrievalServingModule(tf.Module):
 
     def _serve(self, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         seen = features[contract.WATCH_HISTORY]
-        scores, item_ids = self.index(self.query_tower(features), k=fetch_width(self.k, seen, self.num_items))
+        queries, width = self.query_tower(features), fetch_width(self.k, seen, self.num_items)
+        scores, item_ids = self.index(queries, k=width)
         item_ids, scores = unseen_top_k(item_ids, scores, seen, self.k)
+        if isinstance(self.index, ScannLayer) and not self.index.params.brute_force:
+            short = tf.reduce_any(tf.equal(item_ids, ""), axis=1)
+
+            def every_leaf_for_short_rows() -> tuple[tf.Tensor, tf.Tensor]:
+                all_scores, all_ids = self.index(queries, k=width, all_leaves=True)
+                full_ids, full_scores = unseen_top_k(all_ids, all_scores, seen, self.k)
+                return (tf.where(short[:, None], full_ids, item_ids), tf.where(short[:, None], full_scores, scores))
+
+            item_ids, scores = tf.cond(tf.reduce_any(short), every_leaf_for_short_rows, lambda: (item_ids, scores))
         return {contract.ITEM_IDS: item_ids, contract.SCORES: scores}
 
 

@@ -36,10 +36,9 @@ from trainer.context import ModelContext
 from trainer.data.examples import ITEM_ID
 from trainer.data.schema import SECONDS_PER_DAY
 from trainer.data.vocab import NUM_RESERVED
+from trainer.fitting import EXAMPLE_LOSS
 from trainer.layers import AgeBucket, IdEmbedding, LookupEmbedding, string_lookup
 from trainer.retrieval.features import CANDIDATE_PROBABILITY, EXAMPLE_AGE, QUERY_INPUTS, FeatureSet
-
-EXAMPLE_LOSS = "example_loss"  # the metric of the epoch's mean loss per training example
 
 
 def tower(layer_sizes: Sequence[int], name: str) -> keras.Sequential:

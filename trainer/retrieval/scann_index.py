@@ -122,13 +122,14 @@ class ScannLayer(tfrs.layers.factorized_top_k.ScaNN):
         self.centre = None if centre is None else tf.Variable(self._centre_values, trainable=False,
                                                                name="item_centre")
 
-    def call(self, queries: Any, k: Any = None) -> tuple[Any, Any]:
+    def call(self, queries: Any, k: Any = None, all_leaves: bool = False) -> tuple[Any, Any]:
         """(scores [B, k], identifiers [B, k]) of query embeddings [B, d]; `k` may be a tensor above the built k.
 
         For a k above the built one (the over-fetch that makes room for dropping seen items) a tree searcher
         searches num_leaves_to_search * k / built k leaves and re-scores reorder * k / built k candidates (rounded
         up), so the longer list keeps the recall the tuning measured (ScaNN would otherwise cut the list at `reorder`
-        or at the points of the leaves searched).
+        or at the points of the leaves searched). `all_leaves` searches every leaf (the leaves searched may hold
+        fewer than k points).
         """
         k = self._k if k is None else k
         if self._serialized_searcher is None:
@@ -139,8 +140,8 @@ class ScannLayer(tfrs.layers.factorized_top_k.ScaNN):
         if self.params.brute_force:
             result = searcher.search_batched(queries, final_num_neighbors=k)
         else:
-            leaves = tf.minimum(self.params.num_leaves,
-                                (self.params.num_leaves_to_search * k + self._k - 1) // self._k)
+            leaves = self.params.num_leaves if all_leaves else tf.minimum(
+                self.params.num_leaves, (self.params.num_leaves_to_search * k + self._k - 1) // self._k)
             reorder = (self.params.reorder * k + self._k - 1) // self._k if self.params.reorder > 0 else None
             result = searcher.search_batched(queries, final_num_neighbors=k, pre_reorder_num_neighbors=reorder,
                                              leaves_to_search=leaves)

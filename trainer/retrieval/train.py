@@ -1,17 +1,16 @@
 """Training the candidate generator: in-batch softmax with logQ correction, validation and early stopping.
 
-Every epoch ends with full-corpus validation on the temporal split (requests built from the
-training events, validation-period items as answers), a checkpoint of everything needed to
-continue (model, optimiser, epoch, early-stopping state, history) and a checkpoint of the
-best model so far. A run that is killed and started again with the same run folder resumes
-after its last finished epoch; at the end the best epoch's weights are restored.
+One Keras `fit` with the callbacks of `trainer.fitting`: every epoch ends with full-corpus
+validation on the temporal split (requests built from the training events, validation-period
+items as answers), early stopping on recall@early_stopping_k and a backup of model and
+optimiser. A run that is killed and started again with the same run folder resumes after its
+last finished epoch; at the end the best epoch's weights are restored.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import pathlib
 from collections.abc import Callable
@@ -23,7 +22,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from recsys_common import contract
-from trainer import optimizers
+from trainer import fitting, optimizers
 from trainer.config import Config, RetrievalConfig
 from trainer.context import ModelContext
 from trainer.data.bundle import TrainingData
@@ -39,7 +38,7 @@ from trainer.retrieval.evaluate import (
     popularity_scorer,
 )
 from trainer.retrieval.features import CANDIDATE_PROBABILITY, EXAMPLE_AGE, FeatureSet, dropped_features
-from trainer.retrieval.model import EXAMPLE_LOSS, RetrievalModel, embed_items
+from trainer.retrieval.model import RetrievalModel, embed_items
 from trainer.retrieval.records import (
     ShardedTrainingInput,
     eval_set_from_examples,
@@ -49,6 +48,7 @@ from trainer.run import RunContext
 
 STAGE = "retrieval"
 REFIT_STAGE = "retrieval_refit"
+VALIDATION_PREFIX = "val_"
 EpochCallback = Callable[[int, dict[str, float]], None]
 Validator = Callable[[RetrievalModel], dict[str, float]]
 
@@ -224,24 +224,6 @@ def _popularity(data: TrainingData) -> Callable[[dict[str, np.ndarray]], np.ndar
     return popularity_scorer(data.split.train, data.catalog.item_ids)
 
 
-class _Progress(tf.Module):
-    """The training state that a checkpoint carries besides the weights (restored with them)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.record = tf.Variable("{}", dtype=tf.string, trainable=False)
-
-    def state(self) -> dict[str, Any]:
-        loaded = json.loads(self.record.numpy().decode())
-        return {"history": loaded.get("history", {}), "best": loaded.get("best", -1.0),
-                "bad_epochs": loaded.get("bad_epochs", 0), "stopped": loaded.get("stopped", False)}
-
-    def save_state(self, epoch: int, state: dict[str, Any]) -> None:
-        self.epoch.assign(epoch)
-        self.record.assign(json.dumps(state))
-
-
 def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.ndarray] | ShardedTrainingInput,
         validate: Validator | None, seed: int, checkpoint_dir: pathlib.Path | None,
         tensorboard_dir: pathlib.Path | None, log: logging.Logger,
@@ -265,36 +247,36 @@ def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.n
         The per-epoch history: loss (the mean per training example), val_recall (recall@early_stopping_k)
         and val_<metric>.
     """
-    optimizer = optimizers.make_optimizer(retrieval.optimizer, retrieval.learning_rate)
-    model.compile(optimizer=optimizer)
-    progress = _Progress()
-    checkpoints = _Checkpoints(model, optimizer, progress, checkpoint_dir)
-    start = checkpoints.restore_latest()
-    state = progress.state()
+    model.compile(optimizer=optimizers.make_optimizer(retrieval.optimizer, retrieval.learning_rate))
+    start = fitting.completed_epochs(checkpoint_dir)
     if start:
         log.info("%s: resuming after epoch %d from %s", label, start, checkpoint_dir)
+    epochs = start if fitting.SelectBestEpoch.stopped(checkpoint_dir) else retrieval.epochs
     size = len(train) if isinstance(train, ShardedTrainingInput) else len(train[ITEM_ID])
     steps = -(-size // retrieval.batch_size)
     dataset, fit_options = _fit_input(model, train, retrieval.batch_size, seed + start, steps)
-    writer = tf.summary.create_file_writer(str(tensorboard_dir)) if tensorboard_dir is not None else None
-    for epoch in range(start + 1, retrieval.epochs + 1):
-        if state["stopped"]:
-            break
-        bar = keras_batch_progress(f"{label} epoch {epoch}/{retrieval.epochs}", steps, EXAMPLE_LOSS)
-        history = model.fit(dataset, epochs=1, verbose=0, callbacks=[bar], **fit_options).history
-        record = {"loss": float(history[EXAMPLE_LOSS][-1])}
-        if validate is not None:
-            record.update({f"val_{name}": value for name, value in validate(model).items()})
-            record["val_recall"] = record[f"val_recall@{retrieval.early_stopping_k}"]
-        _update_state(state, record, retrieval.early_stopping_patience, checkpoints)
-        progress.save_state(epoch, state)
-        checkpoints.save_latest(epoch)
-        _write_summaries(writer, epoch, record)
-        log.info("%s epoch %d: %s", label, epoch, {name: round(value, 4) for name, value in record.items()})
-        if epoch_callback is not None:
-            epoch_callback(epoch, record)
-    checkpoints.restore_best()
-    return state["history"]
+    history = fitting.RunHistory(VALIDATION_PREFIX, checkpoint_dir)
+    validation = selection = None
+    if validate is not None:
+        recall = f"recall@{retrieval.early_stopping_k}"
+        validation = fitting.ValidationMetrics(lambda trained: _with_recall(validate(trained), recall),
+                                               VALIDATION_PREFIX)
+        selection = fitting.SelectBestEpoch(VALIDATION_PREFIX + "recall", retrieval.early_stopping_patience,
+                                            checkpoint_dir)
+    extra = [keras_batch_progress(f"{label} ({retrieval.epochs} epochs)", steps, fitting.EXAMPLE_LOSS),
+             keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: log.info(
+                 "%s epoch %d: %s", label, epoch + 1, {k: round(v, 4) for k, v in history.last().items()}))]
+    if epoch_callback is not None:
+        extra.append(keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: epoch_callback(epoch + 1, history.last())))
+    callbacks = fitting.training_callbacks(history, checkpoint_dir, tensorboard_dir, validation, selection, extra)
+    model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks, **fit_options)
+    return history.history
+
+
+def _with_recall(metrics: dict[str, float], recall: str) -> dict[str, float]:
+    """The validation metrics plus "recall", the one early stopping watches."""
+    return {**metrics, "recall": metrics[recall]}
 
 
 def _fit_input(model: RetrievalModel, train: dict[str, np.ndarray] | ShardedTrainingInput, batch_size: int,
@@ -318,64 +300,3 @@ def _fit_input(model: RetrievalModel, train: dict[str, np.ndarray] | ShardedTrai
         return batches.shard(context.num_input_pipelines, context.input_pipeline_id).repeat()
 
     return keras.utils.experimental.DatasetCreator(per_worker), {"steps_per_epoch": steps}
-
-
-def _update_state(state: dict[str, Any], record: dict[str, float], patience: int, checkpoints: _Checkpoints) -> None:
-    for name, value in record.items():
-        state["history"].setdefault(name, []).append(value)
-    if "val_recall" not in record:
-        return
-    if record["val_recall"] > state["best"]:
-        state["best"], state["bad_epochs"] = record["val_recall"], 0
-        checkpoints.save_best()
-    else:
-        state["bad_epochs"] += 1
-        state["stopped"] = patience > 0 and state["bad_epochs"] >= patience
-
-
-def _write_summaries(writer: Any | None, epoch: int, record: dict[str, float]) -> None:
-    if writer is None:
-        return
-    with writer.as_default():
-        for name, value in record.items():
-            tf.summary.scalar(name.replace("@", "_at_"), value, step=epoch)
-    writer.flush()
-
-
-class _Checkpoints:
-    """The latest full checkpoint (resume) and the best model checkpoint (early stopping)."""
-
-    def __init__(self, model: RetrievalModel, optimizer: keras.optimizers.Optimizer, progress: _Progress,
-                 directory: pathlib.Path | None) -> None:
-        self.model = model
-        self.best_weights: list[np.ndarray] | None = None
-        self.latest: tf.train.CheckpointManager | None = None
-        self.best: tf.train.CheckpointManager | None = None
-        if directory is not None:
-            full = tf.train.Checkpoint(model=model, optimizer=optimizer, progress=progress)
-            self.latest = tf.train.CheckpointManager(full, str(directory / "latest"), max_to_keep=2)
-            self.best = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(directory / "best"),
-                                                   max_to_keep=1)
-
-    def restore_latest(self) -> int:
-        """Restores the latest full checkpoint; returns its epoch (0 when there is none)."""
-        if self.latest is None or self.latest.latest_checkpoint is None:
-            return 0
-        self.latest.checkpoint.restore(self.latest.latest_checkpoint).assert_existing_objects_matched().expect_partial()
-        return int(self.latest.checkpoint.progress.epoch.numpy())
-
-    def save_latest(self, epoch: int) -> None:
-        if self.latest is not None:
-            self.latest.save(checkpoint_number=epoch)
-
-    def save_best(self) -> None:
-        if self.best is not None:
-            self.best.save()
-        else:
-            self.best_weights = self.model.get_weights()
-
-    def restore_best(self) -> None:
-        if self.best is not None and self.best.latest_checkpoint is not None:
-            self.best.checkpoint.restore(self.best.latest_checkpoint).expect_partial()
-        elif self.best_weights is not None:
-            self.model.set_weights(self.best_weights)

@@ -1,0 +1,226 @@
+"""Training with Keras `Model.fit`, the same way for both stages.
+
+`training_callbacks` returns what a stage passes to `fit`, in the order Keras must call them:
+
+    ValidationMetrics   adds the epoch's validation metrics to its logs (what the callbacks after it see);
+    SelectBestEpoch     early stopping on a validation metric, keeping the best epoch's weights;
+    RunHistory          every epoch's record since the run began, kept across a resume;
+    TensorBoard         the epoch records as summaries;
+    BackupAndRestore    a backup of the model and optimizer after every epoch, restored when the same
+                        run folder is trained again, so a killed run continues after its last epoch.
+
+SelectBestEpoch and RunHistory keep one snapshot of their state per finished epoch (in memory, and as
+JSON in the run folder when it has one) and go back to the snapshot of the epoch training starts from,
+so they agree with the backup whatever moment a kill came at.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+# isort: split
+import tensorflow as tf
+import tf_keras as keras
+
+EXAMPLE_LOSS = "example_loss"  # the metric of the epoch's mean loss per training example
+BACKUP, BEST, STATE = "backup", "best", "state"
+Validator = Callable[[keras.Model], Mapping[str, float]]
+
+
+class ValidationMetrics(keras.callbacks.Callback):
+    """Adds `prefix + name` for each metric of `validate(model)` to every epoch's logs."""
+
+    def __init__(self, validate: Validator, prefix: str) -> None:
+        super().__init__()
+        self.validate, self.prefix = validate, prefix
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is not None:
+            logs.update({self.prefix + name: float(value) for name, value in self.validate(self.model).items()})
+
+
+class _Snapshots:
+    """One JSON-able state per finished epoch (index 0: before the first epoch), saved to `path` if given."""
+
+    def __init__(self, path: pathlib.Path | None) -> None:
+        self.path = path
+        self.states: list[dict[str, Any]] = []
+        if path is not None and path.exists():
+            self.states = json.loads(path.read_text())
+
+    def latest(self) -> dict[str, Any] | None:
+        return self.states[-1] if self.states else None
+
+    def rewind(self, epochs: int) -> dict[str, Any]:
+        """Drops the snapshots after `epochs` finished epochs and returns that one."""
+        if len(self.states) <= epochs:
+            raise RuntimeError(f"{self.path}: holds {len(self.states) - 1} epochs, training resumes after {epochs}; "
+                               "remove the run folder's checkpoints to start again")
+        del self.states[epochs + 1:]
+        return self.states[epochs]
+
+    def record(self, state: dict[str, Any]) -> None:
+        self.states.append(state)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_name(self.path.name + ".partial")
+            partial.write_text(json.dumps(self.states))
+            partial.replace(self.path)
+
+
+class SelectBestEpoch(keras.callbacks.EarlyStopping):
+    """Early stopping on the maximum of `monitor`, restoring the weights of the best epoch at the end.
+
+    Unlike Keras' own, the weights training starts from can be the best (`score_start` scores them
+    before the first epoch: a pretrained start may beat every later epoch), `patience=0` never stops,
+    the best weights are restored whether or not training stopped early, and with a `directory` the
+    state and the best weights are kept there, so a resumed run selects as an uninterrupted one.
+
+    Attributes:
+        selected_epochs: the epochs behind the restored weights (0: the start), after training.
+    """
+
+    def __init__(self, monitor: str, patience: int, directory: pathlib.Path | None = None,
+                 score_start: Callable[[keras.Model], float] | None = None) -> None:
+        super().__init__(monitor=monitor, mode="max", patience=patience, restore_best_weights=True)
+        self.score_start, self.directory = score_start, directory
+        self.selected_epochs = 0
+        self._snapshots = _Snapshots(_state_file(directory, "early_stopping"))
+        self._checkpoint: tf.train.CheckpointManager | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_begin(logs)
+        if self.directory is not None:
+            self._checkpoint = tf.train.CheckpointManager(tf.train.Checkpoint(model=self.model),
+                                                          str(self.directory / BEST), max_to_keep=1)
+        if self._snapshots.latest() is None:
+            self.best_epoch = -1  # no weights kept yet
+            start = self.score_start(self.model) if self.score_start is not None else None
+            if start is not None:
+                self.best = float(start)
+                self._keep(0)
+            self._record()
+        self._load(self._snapshots.states[-1])
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._load(self._snapshots.rewind(epoch))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        current = self.get_monitor_value(logs)
+        if current is None:
+            return
+        if self._is_improvement(current, self.best):
+            self.best, self.wait = float(current), 0
+            self._keep(epoch + 1)
+        else:
+            self.wait += 1
+            if 0 < self.patience <= self.wait:
+                self.stopped_epoch = epoch
+                self.model.stop_training = True
+        self._record()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+        elif self.best_epoch >= 0 and self._checkpoint is not None and self._checkpoint.latest_checkpoint:
+            self._checkpoint.checkpoint.restore(self._checkpoint.latest_checkpoint).expect_partial()
+        self.selected_epochs = max(self.best_epoch, 0)
+
+    @staticmethod
+    def stopped(directory: pathlib.Path | None) -> bool:
+        """Whether the run kept in `directory` has stopped early (a resume then trains no further)."""
+        latest = _Snapshots(_state_file(directory, "early_stopping")).latest()
+        return bool(latest and latest["stopped"])
+
+    def _keep(self, epochs: int) -> None:
+        self.best_epoch = epochs
+        self.best_weights = self.model.get_weights()
+        if self._checkpoint is not None:
+            self._checkpoint.save()
+
+    def _record(self) -> None:
+        self._snapshots.record({"best": float(self.best), "best_epoch": self.best_epoch, "wait": self.wait,
+                                "stopped": bool(self.model.stop_training)})
+
+    def _load(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+
+
+class RunHistory(keras.callbacks.Callback):
+    """Each epoch's record since the run began (kept in `directory` across a resume): `history[key] -> [values]`.
+
+    A record holds the loss (the `EXAMPLE_LOSS` metric, as "loss"), the logs whose keys start with
+    `validation_prefix`, and the epoch's wall time ("seconds").
+    """
+
+    def __init__(self, validation_prefix: str, directory: pathlib.Path | None = None) -> None:
+        super().__init__()
+        self.validation_prefix = validation_prefix
+        self._snapshots = _Snapshots(_state_file(directory, "history"))
+        self.history: dict[str, list[float]] = {}
+        self._started = 0.0
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self._snapshots.latest() is None:
+            self._snapshots.record({})
+        self.history = dict(self._snapshots.latest() or {})
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.history = dict(self._snapshots.rewind(epoch))
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        record = {"loss": float(logs.get(EXAMPLE_LOSS, np.nan))}
+        record.update({key: float(value) for key, value in logs.items() if key.startswith(self.validation_prefix)})
+        record["seconds"] = time.perf_counter() - self._started
+        self.history = {key: [*self.history.get(key, []), value] for key, value in record.items()}
+        self._snapshots.record(self.history)
+
+    def last(self) -> dict[str, float]:
+        """The latest epoch's record."""
+        return {key: values[-1] for key, values in self.history.items()}
+
+
+def _state_file(directory: pathlib.Path | None, name: str) -> pathlib.Path | None:
+    return directory / STATE / f"{name}.json" if directory is not None else None
+
+
+def completed_epochs(directory: pathlib.Path | None) -> int:
+    """The epochs that the BackupAndRestore backup in `directory` has finished (0: no backup)."""
+    if directory is None:
+        return 0
+    latest = tf.train.latest_checkpoint(str(directory / BACKUP / "chief"))
+    if latest is None:
+        return 0
+    # WorkerTrainingState keeps the last finished epoch (0-based) as "ckpt_saved_epoch".
+    return int(tf.train.load_checkpoint(latest).get_tensor("ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")) + 1
+
+
+def forget(directory: pathlib.Path | None) -> None:
+    """Removes the backup, best weights and state of an earlier run in `directory` (a run not resumed)."""
+    if directory is not None:
+        for name in (BACKUP, BEST, STATE):
+            shutil.rmtree(directory / name, ignore_errors=True)
+
+
+def training_callbacks(history: RunHistory, directory: pathlib.Path | None, tensorboard_dir: pathlib.Path | None,
+                       validation: ValidationMetrics | None = None, selection: SelectBestEpoch | None = None,
+                       extra: list[keras.callbacks.Callback] | None = None) -> list[keras.callbacks.Callback]:
+    """The callbacks of one `fit`, in the order they must run (module docstring); `extra` run last."""
+    callbacks: list[keras.callbacks.Callback] = [c for c in (validation, selection) if c is not None]
+    callbacks.append(history)
+    if tensorboard_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(str(tensorboard_dir), write_graph=False, profile_batch=0))
+    if directory is not None:
+        callbacks.append(keras.callbacks.BackupAndRestore(str(directory / BACKUP), delete_checkpoint=False))
+    return callbacks + list(extra or [])
