@@ -14,7 +14,7 @@ processes measure their peak RSS (ru_maxrss):
   `temporal_split`, `event_examples` of every split, then one shuffled pass over the training examples
   with `trainer.data.pipeline.make_dataset`.
 - train (every size; --quick: 1x and 16x): one retrieval training epoch streamed from the shards the
-  streaming worker wrote (`trainer.retrieval.records.ShardedTrainingInput`, what
+  streaming worker wrote (`trainer.retrieval.inputs.ShardedTrainingInput`, what
   `python -m trainer.task --data.prepared_dir` trains on), the model built from the manifest.
 - rank (every size): one epoch of the configured ranking model streamed from the same shards
   (`trainer.ranking.streaming.StreamedRows`), its feature statistics from the in-memory sample that
@@ -184,7 +184,7 @@ def _train_epoch(log_dir: pathlib.Path, config: Any, sizes: Sizes) -> dict[str, 
     from trainer.fitting import EXAMPLE_LOSS
     from trainer.optimizers import make_optimizer
     from trainer.retrieval.features import FeatureSet
-    from trainer.retrieval.records import ShardedTrainingInput
+    from trainer.retrieval.inputs import ShardedTrainingInput
     from trainer.retrieval.train import build_model
 
     manifest = Manifest.load(log_dir / "prepared")

@@ -1,6 +1,6 @@
 """Training speed: examples per second and wall time per epoch of both models, and the end-to-end task time.
 
-`python -m bench.training_speed --out FILE.json [--quick]`
+`python -m bench.training_speed --out FILE.json [--quick] [--baseline-ref GIT_REF]`
 
 On the default config (the synthetic YouTube-like logs; --quick: a small synthetic config):
 - retrieval: `train_retrieval` as the task runs it, each epoch timed (training + that epoch's full-corpus
@@ -14,6 +14,10 @@ On the default config (the synthetic YouTube-like logs; --quick: a small synthet
   export (--quick: --no-export), and the stage times it records in the run's metrics.json.
 The per-epoch histories (loss, validation metrics) feed the report's training curves. If the trainer is
 not importable yet the section is skipped with the reason.
+
+With --baseline-ref, the same section first runs on that commit's code (a git worktree, a subprocess),
+then on this one, and a table compares each model's examples/s with the baseline's: a before/after
+figure from one run on one machine.
 """
 
 from __future__ import annotations
@@ -78,15 +82,14 @@ def speed_row(model: str, examples_per_epoch: int, epoch_seconds: list[float], w
 
 def retrieval_speed(config: Any, data: Any, run: Any) -> tuple[Any, list[dict[str, Any]], dict[str, list[float]]]:
     """Trains the candidate generator as the task does; returns (result, speed rows, history)."""
-    from trainer.data.pipeline import make_dataset
-    from trainer.retrieval.train import train_retrieval, training_features
+    from trainer.retrieval.train import train_retrieval, training_input
 
     timer = EpochTimer()
     result = train_retrieval(config, data, run, epoch_callback=timer)
-    features = training_features(data)
-    examples = len(features["item_id"])
+    train = training_input(data)
+    examples = len(train)
     rows = [speed_row("retrieval (two-tower)", examples, timer.seconds, "train + per-epoch validation + checkpoint")]
-    dataset = make_dataset(features, config.retrieval.batch_size, shuffle=True, seed=config.seed)
+    dataset = train.batches(config.retrieval.batch_size, seed=config.seed)
     start = time.perf_counter()
     result.model.fit(dataset, epochs=1, verbose=0)
     rows.append(speed_row("retrieval (two-tower)", examples, [time.perf_counter() - start], "training only (warm)"))
@@ -162,11 +165,47 @@ def measure(quick: bool, work_dir: pathlib.Path) -> dict[str, Any]:
     }
 
 
+def baseline_rows(ref: str, quick: bool, work_dir: pathlib.Path) -> list[dict[str, Any]]:
+    """The speed rows of `ref`'s code, from its own training_speed section run in a git worktree."""
+    tree, out = work_dir / "baseline", work_dir / "baseline.json"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), ref], cwd=REPO_ROOT, check=True,
+                   capture_output=True)
+    try:
+        command = [sys.executable, "-m", "bench.training_speed", "--out", str(out), *(["--quick"] if quick else [])]
+        completed = subprocess.run(command, cwd=tree, capture_output=True, text=True, check=False)
+        if completed.returncode != 0:
+            tail = " | ".join(completed.stderr.strip().splitlines()[-3:])
+            raise RuntimeError(f"the training_speed section of {ref} exited {completed.returncode}: {tail}")
+        rows: list[dict[str, Any]] = json.loads(out.read_text())["tables"][0]["rows"]
+        return rows
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO_ROOT, check=False,
+                       capture_output=True)
+
+
+def comparison(current: list[dict[str, Any]], baseline: list[dict[str, Any]], ref: str) -> dict[str, Any]:
+    """A table of each model's examples/s here and at `ref` (rows matched by model and what was timed)."""
+    before = {(row["model"], row["timed"]): row for row in baseline}
+    rows = [{"model": row["model"], "timed": row["timed"],
+             f"examples_per_s ({ref})": before[(row["model"], row["timed"])]["examples_per_s"],
+             "examples_per_s (this commit)": row["examples_per_s"],
+             "ratio": round(row["examples_per_s"] / before[(row["model"], row["timed"])]["examples_per_s"], 3)}
+            for row in current if (row["model"], row["timed"]) in before]
+    return {"title": f"Against {ref}, measured in the same run (ratio > 1: faster now)", "columns": list(rows[0]),
+            "rows": rows, "note": f"{ref} ran first, then this commit, on the same machine and config."}
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = section_parser(__doc__.splitlines()[0]).parse_args(argv)
+    parser = section_parser(__doc__.splitlines()[0])
+    parser.add_argument("--baseline-ref", help="also time this git commit's code, in the same run, and compare")
+    args = parser.parse_args(argv)
     result = SectionResult("training_speed", args.quick)
     with tempfile.TemporaryDirectory(prefix="bench-training-") as work:
+        baseline = baseline_rows(args.baseline_ref, args.quick, pathlib.Path(work)) if args.baseline_ref else None
         result.payload.update(measure(args.quick, pathlib.Path(work)))
+    if baseline is not None:
+        result.payload["tables"].append(comparison(result.payload["tables"][0]["rows"], baseline, args.baseline_ref))
+        result.payload["baseline_ref"] = args.baseline_ref
     result.write(args.out)
 
 

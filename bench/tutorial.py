@@ -30,8 +30,9 @@ from trainer.data.schema import Dataset
 from trainer.data.vocab import Vocabularies
 from trainer.retrieval.evaluate import factorized_top_k_accuracy
 from trainer.retrieval.features import FeatureSet
+from trainer.retrieval.inputs import InMemoryTrainingInput
 from trainer.retrieval.model import embed_items, embed_queries
-from trainer.retrieval.train import build_model, fit, training_features_of
+from trainer.retrieval.train import build_model, fit
 
 TEST_FRACTION = 0.2
 TUTORIAL_DIM = 32
@@ -114,7 +115,7 @@ def train_generator_on_split(config: Config, split: TutorialSplit, available: se
     features = FeatureSet.resolve(config.retrieval.features, available)
     context = ModelContext.build(split.vocab, split.catalog, split.t_max, split.t_span)
     model = build_model(config.retrieval, features, context)
-    fit(model, config.retrieval, training_features_of(split.train_examples, split.t_max, split.t_span), None,
+    fit(model, config.retrieval, InMemoryTrainingInput(split.train_examples, split.t_max, split.t_span), None,
         config.seed, None, None, log)
     items = split.catalog.item_ids
     queries = embed_queries(model.query_tower, split.test_examples)

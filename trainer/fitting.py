@@ -2,9 +2,10 @@
 
 `training_callbacks` returns what a stage passes to `fit`, in the order Keras must call them:
 
+    TrainingClock       times the epoch's training steps;
     ValidationMetrics   adds the epoch's validation metrics to its logs (what the callbacks after it see);
     SelectBestEpoch     early stopping on a validation metric, keeping the best epoch's weights;
-    RunHistory          every epoch's record since the run began, kept across a resume;
+    RunHistory          every epoch's record since the run began, kept across a resume (LogEpochs logs it);
     TensorBoard         the epoch records as summaries;
     BackupAndRestore    a backup of the model and optimizer after every epoch, restored when the same
                         run folder is trained again, so a killed run continues after its last epoch.
@@ -17,6 +18,7 @@ so they agree with the backup whatever moment a kill came at.
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 import shutil
 import time
@@ -32,6 +34,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 EXAMPLE_LOSS = "example_loss"  # the metric of the epoch's mean loss per training example
+SECONDS = "seconds"  # the epoch's training time, validation excluded
 BACKUP, BEST, STATE = "backup", "best", "state"
 Validator = Callable[[keras.Model], Mapping[str, float]]
 
@@ -155,11 +158,22 @@ class SelectBestEpoch(keras.callbacks.EarlyStopping):
         self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
 
 
+class TrainingClock(keras.callbacks.Callback):
+    """Adds SECONDS, the wall time of the epoch's training steps (before any validation), to its logs."""
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is not None:
+            logs[SECONDS] = time.perf_counter() - self._started
+
+
 class RunHistory(keras.callbacks.Callback):
     """Each epoch's record since the run began (kept in `directory` across a resume): `history[key] -> [values]`.
 
     A record holds the loss (the `EXAMPLE_LOSS` metric, as "loss"), the logs whose keys start with
-    `validation_prefix`, and the epoch's wall time ("seconds").
+    `validation_prefix`, and the training time (SECONDS, from `TrainingClock`).
     """
 
     def __init__(self, validation_prefix: str, directory: pathlib.Path | None = None) -> None:
@@ -167,7 +181,6 @@ class RunHistory(keras.callbacks.Callback):
         self.validation_prefix = validation_prefix
         self._snapshots = _Snapshots(_state_file(directory, "history"))
         self.history: dict[str, list[float]] = {}
-        self._started = 0.0
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self._snapshots.latest() is None:
@@ -176,19 +189,31 @@ class RunHistory(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.history = dict(self._snapshots.rewind(epoch))
-        self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
         record = {"loss": float(logs.get(EXAMPLE_LOSS, np.nan))}
         record.update({key: float(value) for key, value in logs.items() if key.startswith(self.validation_prefix)})
-        record["seconds"] = time.perf_counter() - self._started
+        if SECONDS in logs:
+            record[SECONDS] = float(logs[SECONDS])
         self.history = {key: [*self.history.get(key, []), value] for key, value in record.items()}
         self._snapshots.record(self.history)
 
     def last(self) -> dict[str, float]:
         """The latest epoch's record."""
         return {key: values[-1] for key, values in self.history.items()}
+
+
+class LogEpochs(keras.callbacks.Callback):
+    """Logs each epoch's `RunHistory` record as "<label> epoch <n>: <record>"."""
+
+    def __init__(self, label: str, history: RunHistory, log: logging.Logger) -> None:
+        super().__init__()
+        self.label, self.history, self.log = label, history, log
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        record = ", ".join(f"{key} {value:.4f}" for key, value in self.history.last().items())
+        self.log.info("%s epoch %d: %s", self.label, epoch + 1, record)
 
 
 def _state_file(directory: pathlib.Path | None, name: str) -> pathlib.Path | None:
@@ -217,7 +242,8 @@ def training_callbacks(history: RunHistory, directory: pathlib.Path | None, tens
                        validation: ValidationMetrics | None = None, selection: SelectBestEpoch | None = None,
                        extra: list[keras.callbacks.Callback] | None = None) -> list[keras.callbacks.Callback]:
     """The callbacks of one `fit`, in the order they must run (module docstring); `extra` run last."""
-    callbacks: list[keras.callbacks.Callback] = [c for c in (validation, selection) if c is not None]
+    callbacks: list[keras.callbacks.Callback] = [TrainingClock()]
+    callbacks += [c for c in (validation, selection) if c is not None]
     callbacks.append(history)
     if tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(str(tensorboard_dir), write_graph=False, profile_batch=0))

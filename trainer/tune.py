@@ -120,8 +120,7 @@ def run_retrieval_trial(config: config_lib.Config, data: Any, report: Callable[[
     from trainer.retrieval.evaluate import evaluate_model
     from trainer.retrieval.features import FeatureSet
     from trainer.retrieval.model import embed_items
-    from trainer.retrieval.records import ShardedTrainingInput
-    from trainer.retrieval.train import RetrievalResult, build_model, fit, temporal_eval_set, training_features
+    from trainer.retrieval.train import RetrievalResult, build_model, fit, temporal_eval_set, training_input
 
     retrieval = config.retrieval
     keras.utils.set_random_seed(config.seed)
@@ -132,8 +131,7 @@ def run_retrieval_trial(config: config_lib.Config, data: Any, report: Callable[[
         raise TuneError("the validation period holds no user with unseen items: raise data.validation_fraction")
     validate = functools.partial(evaluate_model, item_ids=data.catalog.item_ids, eval_set=validation,
                                  ks=[retrieval.early_stopping_k])
-    train = ShardedTrainingInput(data.shards) if data.shards is not None else training_features(data)
-    history = fit(model, retrieval, train, validate, config.seed, None, None,
+    history = fit(model, retrieval, training_input(data), validate, config.seed, None, None,
                   logging.getLogger("trainer.tune"), lambda epoch, record: report(epoch, record["val_recall"]))
     scores = history["val_recall"]
     outcome = TrialOutcome(float(max(scores)), int(np.argmax(scores)) + 1, len(scores))

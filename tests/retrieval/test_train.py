@@ -12,17 +12,10 @@ from tensorflow.python.summary.summary_iterator import summary_iterator
 
 from bench.ablation import run_ablations
 from trainer.context import ModelContext
-from trainer.data.pipeline import make_dataset
 from trainer.retrieval.evaluate import evaluate_scores
-from trainer.retrieval.features import FeatureSet
-from trainer.retrieval.train import (
-    build_model,
-    fit,
-    sampling_probability,
-    temporal_eval_set,
-    train_retrieval,
-    training_features,
-)
+from trainer.retrieval.features import CANDIDATE_PROBABILITY, EXAMPLE_AGE, FeatureSet
+from trainer.retrieval.inputs import InMemoryTrainingInput
+from trainer.retrieval.train import build_model, fit, temporal_eval_set, train_retrieval
 from trainer.run import RunContext
 
 
@@ -55,9 +48,14 @@ def test_metrics_and_summaries_land_in_the_run_folder(small_config, data, tmp_pa
     assert steps == [0, 1]
 
 
-def test_sampling_probability_is_the_item_frequency():
-    ids = np.array(["a", "b", "a", "c", "a", "b"], dtype=object)
-    np.testing.assert_allclose(sampling_probability(ids), [3 / 6, 2 / 6, 3 / 6, 1 / 6, 3 / 6, 2 / 6])
+def test_the_derived_features_are_the_item_frequency_and_the_clipped_age():
+    examples = {"item_id": np.array(["a", "b", "a", "c", "a", "b"], dtype=object),
+                "request_time": np.array([100, 90, 80, 60, 120, 40], dtype=np.int64),
+                "watch_time": np.ones(6, np.float32)}
+    (batch,) = InMemoryTrainingInput(examples, t_max=100, t_span=50).batches(6, seed=0, shuffle=False)
+    assert "watch_time" not in batch
+    np.testing.assert_allclose(batch[CANDIDATE_PROBABILITY].numpy(), [3 / 6, 2 / 6, 3 / 6, 1 / 6, 3 / 6, 2 / 6])
+    np.testing.assert_allclose(batch[EXAMPLE_AGE].numpy(), [0.0, 0.2, 0.4, 0.8, 0.0, 1.0])  # (100 - t) / 50 in [0, 1]
 
 
 def test_the_epoch_loss_is_the_mean_loss_per_example(small_config, data):
@@ -67,20 +65,12 @@ def test_the_epoch_loss_is_the_mean_loss_per_example(small_config, data):
                              "retrieval.batch_size": 400, "retrieval.epochs": 1})
     model = build_model(config.retrieval, FeatureSet.resolve(config.retrieval.features, data.available_features),
                         ModelContext.build(data.vocab, data.catalog, data.t_max, data.t_span))
-    examples = {name: values[:400] for name, values in training_features(data).items()}
-    (batch,) = list(make_dataset(examples, 400, shuffle=False, seed=0))
+    train = InMemoryTrainingInput({name: values[:400] for name, values in data.train_examples.items()}, data.t_max,
+                                  data.t_span)
+    (batch,) = list(train.batches(400, seed=0, shuffle=False))
     expected = float(model.compute_loss(batch)) / 400
-    history = fit(model, config.retrieval, examples, None, config.seed, None, None, logging.getLogger("test"))
+    history = fit(model, config.retrieval, train, None, config.seed, None, None, logging.getLogger("test"))
     assert history["loss"] == [pytest.approx(expected, rel=1e-4)]
-
-
-def test_early_stopping_ends_training_when_validation_recall_stalls(small_config, data, tmp_path):
-    # A learning rate this small cannot move validation recall, so patience 1 stops after epoch 2.
-    stalled = small_config(**{"retrieval.epochs": 6, "retrieval.early_stopping_patience": 1,
-                              "retrieval.optimizer": "sgd", "retrieval.learning_rate": 1e-12})
-    result = train_retrieval(stalled, data, RunContext(tmp_path))
-    assert result.metrics["epochs_trained"] == 2
-    assert result.history["val_recall"][0] == result.history["val_recall"][1]
 
 
 def test_a_killed_run_resumes_after_its_last_epoch(small_config, data, tmp_path):

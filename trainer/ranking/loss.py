@@ -39,6 +39,8 @@ import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 # isort: split
 import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tf_keras as keras
 
 
 def watch_time_unit(watch_time: np.ndarray) -> float:
@@ -105,16 +107,27 @@ def candidate_weights(positive_weight: np.ndarray, num_candidates: int) -> np.nd
     return weights
 
 
-def weighted_logistic_loss(labels: tf.Tensor, logits: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
-    """Mean over all (row, candidate) pairs of weight * binary cross-entropy.
+def weighted_logistic_task() -> tfrs.tasks.Ranking:
+    """The ranking task of the weighted logistic regression: binary cross-entropy on logits, summed over the
+    pairs it is given with their weights as sample_weight (`weighted_logistic_loss` takes the mean)."""
+    return tfrs.tasks.Ranking(
+        loss=keras.losses.BinaryCrossentropy(from_logits=True, reduction=keras.losses.Reduction.SUM))
+
+
+def weighted_logistic_loss(labels: tf.Tensor, logits: tf.Tensor, weights: tf.Tensor,
+                           task: tfrs.tasks.Ranking | None = None) -> tf.Tensor:
+    """Mean over all (row, candidate) pairs of weight * binary cross-entropy: the ranking models' training loss.
 
     Args:
         labels: [B, C] 1 for a watch, 0 for a negative.
         logits: [B, C].
         weights: [B, C].
+        task: the `weighted_logistic_task` to compute it with (a model's own; None: a new one).
 
     Returns:
         A scalar: sum(w * (-y log sigmoid(z) - (1 - y) log(1 - sigmoid(z)))) / (B * C).
     """
-    losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(labels, tf.float32), logits=logits)
-    return tf.reduce_mean(tf.cast(weights, tf.float32) * losses)
+    task = task or weighted_logistic_task()
+    total = task(labels=tf.reshape(tf.cast(labels, tf.float32), [-1, 1]), predictions=tf.reshape(logits, [-1, 1]),
+                 sample_weight=tf.reshape(tf.cast(weights, tf.float32), [-1]), compute_metrics=False)
+    return total / tf.cast(tf.size(labels), total.dtype)

@@ -34,6 +34,7 @@ from trainer.data.vocab import NUM_RESERVED
 from trainer.fitting import EXAMPLE_LOSS
 from trainer.layers import IdEmbedding, string_lookup
 from trainer.ranking.features import RankingFeatures
+from trainer.ranking.loss import weighted_logistic_loss, weighted_logistic_task
 
 ID_INPUTS = (contract.USER_ID, contract.CANDIDATE_IDS)
 ALL_INPUTS = tuple(spec.name for spec in contract.RANKING_INPUTS)
@@ -45,7 +46,7 @@ class RankingModel(tfrs.models.Model):
 
     A training batch holds the model inputs, LABELS [B, C] (1 for a watch, 0 for a negative) and
     WEIGHTS [B, C] (trainer.ranking.loss); `compute_loss` is tfrs.tasks.Ranking's binary cross-entropy
-    on the logits with WEIGHTS as its sample_weight: sum(w * bce) / (B * C) over the global batch.
+    on the logits with WEIGHTS as its sample_weight, averaged over the pairs (`weighted_logistic_loss`).
 
     Attributes:
         feature_keys: the signature inputs the model reads (training feeds only these).
@@ -57,21 +58,17 @@ class RankingModel(tfrs.models.Model):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # SUM, divided by the global number of pairs below: each replica's share of the global mean.
-        self.task = tfrs.tasks.Ranking(
-            loss=keras.losses.BinaryCrossentropy(from_logits=True, reduction=keras.losses.Reduction.SUM))
+        self.task = weighted_logistic_task()
         self.example_loss = keras.metrics.Mean(name=EXAMPLE_LOSS)
 
     def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """Args: inputs: the batch (module docstring). Returns: this replica's share of the mean weighted loss."""
         features = dict(inputs)
         labels, weights = features.pop(LABELS), features.pop(WEIGHTS)
-        logits = self(features, training=training)
-        total = self.task(labels=tf.reshape(labels, [-1, 1]), predictions=tf.reshape(logits, [-1, 1]),
-                          sample_weight=tf.reshape(weights, [-1]), training=training, compute_metrics=False)
-        pairs = tf.cast(tf.size(labels), total.dtype)
-        self.example_loss.update_state(total / pairs, sample_weight=pairs)
-        return total / (pairs * tf.distribute.get_replica_context().num_replicas_in_sync)
+        loss = weighted_logistic_loss(labels, self(features, training=training), weights, self.task)
+        self.example_loss.update_state(loss, sample_weight=tf.size(labels))
+        # The optimizer sums the replicas' gradients: each contributes its share of the global mean.
+        return loss / tf.distribute.get_replica_context().num_replicas_in_sync
 
     def fit_statistics(self, inputs: dict[str, np.ndarray], labels: np.ndarray) -> None:
         """Fits what is counted rather than learnt, on training inputs (candidate_ids [R, C]) and labels [R, C]."""

@@ -165,8 +165,9 @@ def cross_fit(retrieval: Any, data: Any, examples: dict[str, np.ndarray], folds:
         seed: seeds the fold assignment and each generator's initialisation.
         log: where each generator's training reports.
     """
+    from trainer.retrieval.inputs import InMemoryTrainingInput
     from trainer.retrieval.model import embed_items, embed_queries
-    from trainer.retrieval.train import build_model, fit, selected_epochs, training_features_of
+    from trainer.retrieval.train import build_model, fit, selected_epochs
 
     if folds < 2:
         raise ValueError(f"cross_fit needs at least 2 folds, got {folds}")
@@ -179,7 +180,7 @@ def cross_fit(retrieval: Any, data: Any, examples: dict[str, np.ndarray], folds:
         keras.utils.set_random_seed(seed + fold)
         model = build_model(config, retrieval.features, ModelContext.of_run(data))
         train = {name: values[fold_of != fold] for name, values in examples.items()}
-        fit(model, config, training_features_of(train, data.t_max, data.t_span), None, seed, None, None, log,
+        fit(model, config, InMemoryTrainingInput(train, data.t_max, data.t_span), None, seed, None, None, log,
             label=f"retrieval fold {fold + 1}/{folds}")
         held = fold_of == fold
         queries[held] = embed_queries(model.query_tower, {name: examples[name][held] for name in QUERY_INPUTS

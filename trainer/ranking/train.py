@@ -172,19 +172,25 @@ def _fit(model: RankingModel, data: RankingData, options: FitOptions, checkpoint
     with strategy.scope():
         model.compile(optimizer=make_optimizer(options.optimizer, options.learning_rate))
     history = fitting.RunHistory(VALIDATION_PREFIX, checkpoint_dir)
-    validation = selection = None
-    if data.validation is not None:
-        validate = functools.partial(evaluate.evaluate_sampled, held_out=data.validation)
-        validation = fitting.ValidationMetrics(validate, VALIDATION_PREFIX)
-        selection = fitting.SelectBestEpoch(VALIDATION_PREFIX + VALIDATION_METRIC, options.patience, checkpoint_dir,
-                                            score_start=lambda trained: validate(trained)[VALIDATION_METRIC])
-    bar = keras_batch_progress(f"ranking {data.name}/{model.name}", rows.steps, fitting.EXAMPLE_LOSS)
-    callbacks = fitting.training_callbacks(history, checkpoint_dir, tensorboard_dir, validation, selection,
-                                           [bar, _EpochLog(f"{data.name}/{model.name}", history)])
+    validation, selection = _model_selection(data, options.patience, checkpoint_dir)
+    label = f"ranking {data.name}/{model.name}"
+    callbacks = fitting.training_callbacks(history, checkpoint_dir, tensorboard_dir, validation, selection, [
+        keras_batch_progress(label, rows.steps, fitting.EXAMPLE_LOSS), fitting.LogEpochs(label, history, LOGGER)])
     model.fit(rows.dataset(start, epochs), epochs=epochs, steps_per_epoch=rows.steps, callbacks=callbacks,
               verbose=0)
     trained = len(history.history.get("loss", []))
     return history.history, selection.selected_epochs if selection is not None else trained
+
+
+def _model_selection(data: RankingData, patience: int, checkpoint_dir: pathlib.Path | None
+                     ) -> tuple[fitting.ValidationMetrics | None, fitting.SelectBestEpoch | None]:
+    """Per-epoch validation and early stopping on it (the starting weights count), when there is a validation set."""
+    if data.validation is None:
+        return None, None
+    validate = functools.partial(evaluate.evaluate_sampled, held_out=data.validation)
+    return (fitting.ValidationMetrics(validate, VALIDATION_PREFIX),
+            fitting.SelectBestEpoch(VALIDATION_PREFIX + VALIDATION_METRIC, patience, checkpoint_dir,
+                                    score_start=lambda model: validate(model)[VALIDATION_METRIC]))
 
 
 def train_model(name: str, data: RankingData, config: Config, trained: dict[str, RankingModel] | None = None,
@@ -503,19 +509,6 @@ class InMemoryRows:
 def _spec(values: np.ndarray) -> tf.TensorSpec:
     dtype = tf.string if values.dtype.kind in "OUS" else tf.as_dtype(values.dtype)
     return tf.TensorSpec((None, *values.shape[1:]), dtype)
-
-
-class _EpochLog(keras.callbacks.Callback):
-    """Logs each epoch's record (and writes nothing else)."""
-
-    def __init__(self, name: str, history: fitting.RunHistory) -> None:
-        super().__init__()
-        self.name, self.history = name, history
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        record = self.history.last()
-        LOGGER.info("ranking %s epoch %d: %s", self.name, epoch + 1,
-                    ", ".join(f"{key} {value:.4f}" for key, value in record.items()))
 
 
 def _training_rows(data: RankingData, feature_keys: tuple[str, ...], options: FitOptions,

@@ -21,13 +21,10 @@ import pandas as pd
 import tensorflow as tf
 import tf_keras as keras
 
-from recsys_common import contract
 from trainer import fitting, optimizers
 from trainer.config import Config, RetrievalConfig
 from trainer.context import ModelContext
 from trainer.data.bundle import TrainingData
-from trainer.data.examples import ITEM_ID, RATING, WATCH_TIME, example_age
-from trainer.data.pipeline import make_dataset
 from trainer.progress import keras_batch_progress
 from trainer.retrieval.evaluate import (
     EvalSet,
@@ -37,13 +34,10 @@ from trainer.retrieval.evaluate import (
     popularity_from_counts,
     popularity_scorer,
 )
-from trainer.retrieval.features import CANDIDATE_PROBABILITY, EXAMPLE_AGE, FeatureSet, dropped_features
+from trainer.retrieval.features import FeatureSet, dropped_features
+from trainer.retrieval.inputs import InMemoryTrainingInput, ShardedTrainingInput, TrainingInput
 from trainer.retrieval.model import RetrievalModel, embed_items
-from trainer.retrieval.records import (
-    ShardedTrainingInput,
-    eval_set_from_examples,
-    items_per_user,
-)
+from trainer.retrieval.records import eval_set_from_examples, items_per_user
 from trainer.run import RunContext
 
 STAGE = "retrieval"
@@ -122,7 +116,7 @@ def fit_and_evaluate(config: Config, data: TrainingData, checkpoint_dir: pathlib
     else:
         log.warning("retrieval: no user has unseen items in the validation period; training all %d epochs "
                     "without validation or early stopping", retrieval.epochs)
-    train = ShardedTrainingInput(data.shards) if data.shards is not None else training_features(data)
+    train = training_input(data)
     history = fit(model, retrieval, train, validate, config.seed, checkpoint_dir,
                   tensorboard_dir, log, epoch_callback)
     item_embeddings = embed_items(model.candidate_tower, data.catalog.item_ids)
@@ -162,7 +156,7 @@ def refit_retrieval(config: Config, data: TrainingData, run: RunContext, selecte
     feature_set = FeatureSet.resolve(retrieval.features, data.available_features)
     with (strategy or tf.distribute.get_strategy()).scope():
         model = build_model(retrieval, feature_set, ModelContext.of_run(data))
-    train = ShardedTrainingInput(data.shards) if data.shards is not None else training_features(data)
+    train = training_input(data)
     history = fit(model, retrieval, train, None, config.seed, run.checkpoint_dir(REFIT_STAGE),
                   run.tensorboard_dir(REFIT_STAGE), run.log, label="retrieval refit")
     item_embeddings = embed_items(model.candidate_tower, data.catalog.item_ids)
@@ -178,24 +172,11 @@ def build_model(retrieval: RetrievalConfig, features: FeatureSet, context: Model
     return RetrievalModel(retrieval, context, features)
 
 
-def training_features(data: TrainingData) -> dict[str, np.ndarray]:
-    """The training examples plus `example_age` and the items' in-batch sampling probability (for logQ)."""
-    return training_features_of(data.train_examples, data.t_max, data.t_span)
-
-
-def training_features_of(examples: dict[str, np.ndarray], t_max: int, t_span: int) -> dict[str, np.ndarray]:
-    """`event_examples` of training events [N] plus example_age [N] and candidate_probability [N]."""
-    examples = dict(examples)
-    examples[EXAMPLE_AGE] = example_age(examples[contract.REQUEST_TIME], t_max, t_span)
-    examples[CANDIDATE_PROBABILITY] = sampling_probability(examples[ITEM_ID])
-    return {name: values for name, values in examples.items() if name not in (WATCH_TIME, RATING)}
-
-
-def sampling_probability(item_ids: np.ndarray) -> np.ndarray:
-    """[N] float32: the frequency of each row's item among all rows (the chance it is a sampled negative)."""
-    _, inverse, counts = np.unique(np.asarray(item_ids, dtype=object).astype(str), return_inverse=True,
-                                   return_counts=True)
-    return (counts[inverse] / len(item_ids)).astype(np.float32)
+def training_input(data: TrainingData) -> TrainingInput:
+    """The training examples of the run: streamed from its shards when it has them, else from memory."""
+    if data.shards is not None:
+        return ShardedTrainingInput(data.shards)
+    return InMemoryTrainingInput(data.train_examples, data.t_max, data.t_span)
 
 
 def temporal_eval_set(config: Config, data: TrainingData, period: str) -> EvalSet:
@@ -224,7 +205,7 @@ def _popularity(data: TrainingData) -> Callable[[dict[str, np.ndarray]], np.ndar
     return popularity_scorer(data.split.train, data.catalog.item_ids)
 
 
-def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.ndarray] | ShardedTrainingInput,
+def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: TrainingInput,
         validate: Validator | None, seed: int, checkpoint_dir: pathlib.Path | None,
         tensorboard_dir: pathlib.Path | None, log: logging.Logger,
         epoch_callback: EpochCallback | None = None, label: str = STAGE) -> dict[str, list[float]]:
@@ -233,7 +214,7 @@ def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.n
     Args:
         model: the model (its weights end as the best validation epoch's).
         retrieval: epochs, batch size, optimiser, early stopping.
-        train: the training feature dict (`training_features`), or the training shards to stream.
+        train: the training examples (`training_input`).
         validate: the per-epoch validation (model -> metrics with recall@early_stopping_k); None trains all
             epochs without validation.
         seed: the shuffle seed.
@@ -252,8 +233,7 @@ def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.n
     if start:
         log.info("%s: resuming after epoch %d from %s", label, start, checkpoint_dir)
     epochs = start if fitting.SelectBestEpoch.stopped(checkpoint_dir) else retrieval.epochs
-    size = len(train) if isinstance(train, ShardedTrainingInput) else len(train[ITEM_ID])
-    steps = -(-size // retrieval.batch_size)
+    steps = -(-len(train) // retrieval.batch_size)
     dataset, fit_options = _fit_input(model, train, retrieval.batch_size, seed + start, steps)
     history = fitting.RunHistory(VALIDATION_PREFIX, checkpoint_dir)
     validation = selection = None
@@ -264,8 +244,7 @@ def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: dict[str, np.n
         selection = fitting.SelectBestEpoch(VALIDATION_PREFIX + "recall", retrieval.early_stopping_patience,
                                             checkpoint_dir)
     extra = [keras_batch_progress(f"{label} ({retrieval.epochs} epochs)", steps, fitting.EXAMPLE_LOSS),
-             keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: log.info(
-                 "%s epoch %d: %s", label, epoch + 1, {k: round(v, 4) for k, v in history.last().items()}))]
+             fitting.LogEpochs(label, history, log)]
     if epoch_callback is not None:
         extra.append(keras.callbacks.LambdaCallback(
             on_epoch_end=lambda epoch, logs: epoch_callback(epoch + 1, history.last())))
@@ -279,7 +258,7 @@ def _with_recall(metrics: dict[str, float], recall: str) -> dict[str, float]:
     return {**metrics, "recall": metrics[recall]}
 
 
-def _fit_input(model: RetrievalModel, train: dict[str, np.ndarray] | ShardedTrainingInput, batch_size: int,
+def _fit_input(model: RetrievalModel, train: TrainingInput, batch_size: int,
                seed: int, steps: int) -> tuple[Any, dict[str, Any]]:
     """What `model.fit` gets: the shuffled batches, or, under parameter servers, a per-worker dataset function.
 
@@ -287,16 +266,11 @@ def _fit_input(model: RetrievalModel, train: dict[str, np.ndarray] | ShardedTrai
     sharded by worker (every n-th batch of the same shuffled order) and repeated, and an epoch is
     `steps` steps (`trainer.distribute`).
     """
-    def shuffled() -> tf.data.Dataset:
-        if isinstance(train, ShardedTrainingInput):
-            return train.batches(batch_size, seed)
-        return make_dataset(train, batch_size, shuffle=True, seed=seed)
-
     if not isinstance(model.distribute_strategy, tf.distribute.experimental.ParameterServerStrategy):
-        return shuffled(), {}
+        return train.batches(batch_size, seed), {}
 
     def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        batches = shuffled()
+        batches = train.batches(batch_size, seed)
         return batches.shard(context.num_input_pipelines, context.input_pipeline_id).repeat()
 
     return keras.utils.experimental.DatasetCreator(per_worker), {"steps_per_epoch": steps}
