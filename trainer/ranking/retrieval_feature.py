@@ -18,6 +18,7 @@ and serving requests are scored by the full generator inside the graph, as befor
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -139,10 +140,13 @@ class OutOfFoldScores:
     item_ids: np.ndarray
     items: np.ndarray
 
+    @functools.cached_property
+    def _catalogue(self) -> pd.Index:
+        return pd.Index(np.asarray(self.item_ids, dtype=object).astype(str))
+
     def __call__(self, candidate_ids: np.ndarray, chunk: int = 65_536) -> np.ndarray:
         """[R, C] candidate ids of the R rows -> [R, C] float32 scores; an id outside the catalogue scores 0."""
-        index = pd.Index(np.asarray(self.item_ids, dtype=object).astype(str))
-        rows = index.get_indexer(np.asarray(candidate_ids, dtype=object).astype(str).ravel())
+        rows = self._catalogue.get_indexer(np.asarray(candidate_ids, dtype=object).astype(str).ravel())
         rows = rows.reshape(np.shape(candidate_ids))
         out = np.zeros(rows.shape, np.float32)
         for start in range(0, len(rows), chunk):
