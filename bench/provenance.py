@@ -45,8 +45,12 @@ def code_hash(root: pathlib.Path = REPO_ROOT, dirs: Sequence[str] = CODE_DIRS) -
 
 
 def provenance(root: pathlib.Path = REPO_ROOT) -> dict[str, Any]:
-    """The commit checked out (None outside git), whether tracked files differ from it, and the code hash."""
-    status = _git(root, "status", "--porcelain", "--untracked-files=no")
+    """The commit checked out (None outside git), whether the measured code differs from it, and the code hash.
+
+    "dirty" looks at the files the hash covers only: results and reports written beside the code (the
+    harness writes machine.json before the first section) do not make a run dirty.
+    """
+    status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", *[f"{d}/*.py" for d in CODE_DIRS])
     return {"commit": _git(root, "rev-parse", "--short=12", "HEAD"), "dirty": None if status is None else bool(status),
             "code_hash": code_hash(root), "code_dirs": list(CODE_DIRS)}
 

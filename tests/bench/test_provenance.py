@@ -111,3 +111,21 @@ def test_check_lists_stale_sections_and_fails(tmp_path: pathlib.Path) -> None:
     assert len(lines) == len(SECTION_NAMES)
     assert "client_latency: stale: trainer, serving, recsys_common, bench changed since it ran on 0123456789ab" in lines
     assert "ease: no figures" in lines
+
+
+def test_only_changes_to_the_measured_code_make_a_checkout_dirty(code_tree: pathlib.Path) -> None:
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=code_tree, check=True,
+                       capture_output=True)
+
+    (code_tree / "bench" / "results").mkdir()
+    (code_tree / "bench" / "results" / "machine.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "code and results")
+    (code_tree / "bench" / "results" / "machine.json").write_text('{"cores": 2}\n')  # what the harness rewrites
+    assert provenance.provenance(code_tree)["dirty"] is False
+    (code_tree / "trainer" / "task.py").write_text("VALUE = 2\n")
+    assert provenance.provenance(code_tree)["dirty"] is True
