@@ -181,6 +181,12 @@ class RetrievalModel(tfrs.models.Model):
         )
         self.example_loss = keras.metrics.Mean(name=EXAMPLE_LOSS)
 
+    def create_weights(self, features: dict[str, tf.Tensor]) -> None:
+        """Creates the towers' weights (as a first training step would) from a training batch, so that a
+        checkpoint restores into them at once."""
+        self.query_tower(features)
+        self.candidate_tower(features[ITEM_ID])
+
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         queries = self.query_tower(features, training=training)
         candidates = self.candidate_tower(features[ITEM_ID], training=training)

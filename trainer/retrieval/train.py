@@ -228,7 +228,9 @@ def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: TrainingInput,
         The per-epoch history: loss (the mean per training example), val_recall (recall@early_stopping_k)
         and val_<metric>.
     """
-    model.compile(optimizer=optimizers.make_optimizer(retrieval.optimizer, retrieval.learning_rate))
+    with model.distribute_strategy.scope():
+        model.create_weights(next(iter(train.batches(retrieval.batch_size, seed, shuffle=False))))
+        model.compile(optimizer=optimizers.make_optimizer(retrieval.optimizer, retrieval.learning_rate))
     start = fitting.completed_epochs(checkpoint_dir)
     if start:
         log.info("%s: resuming after epoch %d from %s", label, start, checkpoint_dir)
