@@ -35,6 +35,7 @@ import tf_keras as keras
 
 EXAMPLE_LOSS = "example_loss"  # the metric of the epoch's mean loss per training example
 SECONDS = "seconds"  # the epoch's training time, validation excluded
+STEPS = "steps"  # the epoch's training steps
 BACKUP, BEST, STATE = "backup", "best", "state"
 Validator = Callable[[keras.Model], Mapping[str, float]]
 
@@ -159,21 +160,24 @@ class SelectBestEpoch(keras.callbacks.EarlyStopping):
 
 
 class TrainingClock(keras.callbacks.Callback):
-    """Adds SECONDS, the wall time of the epoch's training steps (before any validation), to its logs."""
+    """Adds SECONDS, the wall time of the epoch's training steps (before any validation), and STEPS to its logs."""
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._started = time.perf_counter()
+        self._started, self._steps = time.perf_counter(), 0
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._steps += 1
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is not None:
-            logs[SECONDS] = time.perf_counter() - self._started
+            logs[SECONDS], logs[STEPS] = time.perf_counter() - self._started, self._steps
 
 
 class RunHistory(keras.callbacks.Callback):
     """Each epoch's record since the run began (kept in `directory` across a resume): `history[key] -> [values]`.
 
     A record holds the loss (the `EXAMPLE_LOSS` metric, as "loss"), the logs whose keys start with
-    `validation_prefix`, and the training time (SECONDS, from `TrainingClock`).
+    `validation_prefix`, and the training time and steps (SECONDS and STEPS, from `TrainingClock`).
     """
 
     def __init__(self, validation_prefix: str, directory: pathlib.Path | None = None) -> None:
@@ -194,8 +198,7 @@ class RunHistory(keras.callbacks.Callback):
         logs = logs or {}
         record = {"loss": float(logs.get(EXAMPLE_LOSS, np.nan))}
         record.update({key: float(value) for key, value in logs.items() if key.startswith(self.validation_prefix)})
-        if SECONDS in logs:
-            record[SECONDS] = float(logs[SECONDS])
+        record.update({key: float(logs[key]) for key in (STEPS, SECONDS) if key in logs})
         self.history = {key: [*self.history.get(key, []), value] for key, value in record.items()}
         self._snapshots.record(self.history)
 

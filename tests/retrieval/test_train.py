@@ -98,7 +98,7 @@ def test_without_validation_users_all_epochs_run_unvalidated(small_config, data,
     no_validation = dataclasses.replace(data, split=empty_validation)
     config = small_config(**{"retrieval.epochs": 2, "retrieval.early_stopping_patience": 1})
     result = train_retrieval(config, no_validation, RunContext(tmp_path))
-    assert result.metrics["epochs_trained"] == 2 and set(result.history) == {"loss", "seconds"}
+    assert result.metrics["epochs_trained"] == 2 and set(result.history) == {"loss", "steps", "seconds"}
     assert result.metrics["recall@50"] > result.metrics["popularity_recall@50"]
 
 

@@ -27,21 +27,37 @@ from trainer.ranking.models import RankingModel
 MAX_LOGIT = 80.0  # exp(80) ~ 5.5e34 still fits float32; larger logits would overflow to inf
 
 
+class _Untracked:
+    """Holds an object without making it part of the SavedModel (only what `serve` reads is saved)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 class RankingSignature(tf.Module):
-    """Wraps a ranking model with the signature's outputs; `serve` is what the SavedModel exports."""
+    """Wraps a ranking model with the signature's outputs; `serve` is what the SavedModel exports.
+
+    The SavedModel holds the model's layers and its variables except the training-only ones (the loss
+    metric's sync-on-read variables, which under MultiWorkerMirroredStrategy only every worker together can
+    read, while the chief exports alone).
+    """
 
     def __init__(self, model: RankingModel, watch_time_unit: float, sampling_rate: float) -> None:
         super().__init__(name="ranking_signature")
         if watch_time_unit <= 0 or sampling_rate <= 0:
             raise ValueError(f"watch_time_unit and sampling_rate must be > 0, got {watch_time_unit}, {sampling_rate}")
-        self.model = model
+        self._model = _Untracked(model)
+        self.layers = list(model.layers)
+        self.serving_variables = [variable for variable in model.variables
+                                  if variable.synchronization != tf.VariableSynchronization.ON_READ]
         self.watch_time_unit = float(watch_time_unit)
         self.sampling_rate = float(sampling_rate)
         self.serve = tf.function(self._serve, input_signature=[tf_input_signature(contract.RANKING_INPUTS)])
 
     def _serve(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         candidates = inputs[contract.CANDIDATE_IDS]
-        logits = self.model({key: inputs[key] for key in self.model.feature_keys}, training=False)
+        model = self._model.value
+        logits = model({key: inputs[key] for key in model.feature_keys}, training=False)
         padding = tf.equal(candidates, "")
         watch_probability = tf.sigmoid(logits)
         watch_time = tf.exp(tf.minimum(logits, MAX_LOGIT)) * (self.watch_time_unit * self.sampling_rate)
