@@ -163,14 +163,16 @@ class TrainingClock(keras.callbacks.Callback):
     """Adds SECONDS, the wall time of the epoch's training steps (before any validation), and STEPS to its logs."""
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._started, self._steps = time.perf_counter(), 0
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self._steps += 1
+        self._started, self._first_step = time.perf_counter(), self._optimizer_steps()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is not None:
-            logs[SECONDS], logs[STEPS] = time.perf_counter() - self._started, self._steps
+            logs[SECONDS] = time.perf_counter() - self._started
+            logs[STEPS] = self._optimizer_steps() - self._first_step
+
+    def _optimizer_steps(self) -> int:
+        # The optimizer's counter, not a batch hook: ParameterServerStrategy allows no batch-level callbacks.
+        return int(self.model.optimizer.iterations.numpy())
 
 
 class RunHistory(keras.callbacks.Callback):
