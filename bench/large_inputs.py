@@ -17,7 +17,7 @@ processes measure their peak RSS (ru_maxrss):
   streaming worker wrote (`trainer.retrieval.inputs.ShardedTrainingInput`, what
   `python -m trainer.task --data.prepared_dir` trains on), the model built from the manifest.
 - rank (every size): one epoch of the configured ranking model streamed from the same shards
-  (`trainer.ranking.streaming.StreamedRows`), its feature statistics from the in-memory sample that
+  (`trainer.ranking.rows.StreamedExamples`), its feature statistics from the in-memory sample that
   `data.prepared_dir` runs hold, capped here at `Sizes.rank_sample` examples (the 1x log's training split
   is larger) so that every size holds the same sample; with the default cap (200k) the sample grows
   with the log up to 200k examples and then stays put.

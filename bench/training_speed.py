@@ -185,12 +185,10 @@ def baseline_rows(ref: str, quick: bool, work_dir: pathlib.Path) -> list[dict[st
 
 def comparison(current: list[dict[str, Any]], baseline: list[dict[str, Any]], ref: str) -> dict[str, Any]:
     """A table of each model's examples/s here and at `ref` (rows matched by model and what was timed)."""
-    before = {(row["model"], row["timed"]): row for row in baseline}
-    rows = [{"model": row["model"], "timed": row["timed"],
-             f"examples_per_s ({ref})": before[(row["model"], row["timed"])]["examples_per_s"],
-             "examples_per_s (this commit)": row["examples_per_s"],
-             "ratio": round(row["examples_per_s"] / before[(row["model"], row["timed"])]["examples_per_s"], 3)}
-            for row in current if (row["model"], row["timed"]) in before]
+    before = {(row["model"], row["timed"]): row["examples_per_s"] for row in baseline}
+    rows = [{"model": row["model"], "timed": row["timed"], f"examples_per_s ({ref})": then,
+             "examples_per_s (this commit)": row["examples_per_s"], "ratio": round(row["examples_per_s"] / then, 3)}
+            for row in current if (then := before.get((row["model"], row["timed"]))) is not None]
     return {"title": f"Against {ref}, measured in the same run (ratio > 1: faster now)", "columns": list(rows[0]),
             "rows": rows, "note": f"{ref} ran first, then this commit, on the same machine and config."}
 

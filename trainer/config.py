@@ -156,7 +156,7 @@ class RankingConfig:
     mlp_layers: list[int] = dataclasses.field(default_factory=lambda: [64, 32, 16])
     num_negatives: int = 4
     # Of each row's negatives, how many come from the candidate generator's top `rerank_candidates` unseen
-    # items for the user (trainer.ranking.negatives); the rest are uniform. Needs the in-memory path.
+    # items for the user (trainer.ranking.rows); the rest are uniform.
     candidate_negatives: int = 0
     # F >= 2: the "full" model's retrieval_score feature of training rows comes from F generators, each
     # scoring the rows it did not train on (trainer.ranking.retrieval_feature); 0: in-sample. Needs in-memory data.
@@ -235,11 +235,11 @@ class Config:
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
     def validate(self) -> None:
-        for key in ("candidate_negatives", "retrieval_score_folds"):
-            if getattr(self.ranking, key) and self.data.prepared_dir is not None:
-                raise ConfigError(f"ranking.{key} ({getattr(self.ranking, key)}) needs the in-memory training rows, "
-                                  f"which the streamed path (data.prepared_dir) does not hold; set ranking.{key} "
-                                  "to 0 or drop data.prepared_dir")
+        folds = self.ranking.retrieval_score_folds
+        if folds and self.data.prepared_dir is not None:
+            raise ConfigError(f"ranking.retrieval_score_folds ({folds}) needs the in-memory training rows, which "
+                              "the streamed path (data.prepared_dir) does not hold; set ranking.retrieval_score_folds "
+                              "to 0 or drop data.prepared_dir")
         for section in (self.data, self.synthetic, self.retrieval, self.ranking, self.export):
             section.validate()
         if self.data.source == "synthetic" and self.data.prepared_dir is None:

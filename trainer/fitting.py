@@ -8,7 +8,10 @@
     RunHistory          every epoch's record since the run began, kept across a resume (LogEpochs logs it);
     TensorBoard         the epoch records as summaries;
     BackupAndRestore    a backup of the model and optimizer after every epoch, restored when the same
-                        run folder is trained again, so a killed run continues after its last epoch.
+                        run folder is trained again, so a killed run continues after its last epoch;
+    progress bar, LogEpochs  what the `Report` names: the epoch's batches, and its record in the run log.
+
+`epochs_to_train` says which epochs a `fit` in a run folder still has to train.
 
 SelectBestEpoch and RunHistory keep one snapshot of their state per finished epoch (in memory, and as
 JSON in the run folder when it has one) and go back to the snapshot of the epoch training starts from,
@@ -17,6 +20,7 @@ so they agree with the backup whatever moment a kill came at.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import pathlib
@@ -32,6 +36,8 @@ import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 # isort: split
 import tensorflow as tf
 import tf_keras as keras
+
+from trainer.progress import keras_batch_progress
 
 EXAMPLE_LOSS = "example_loss"  # the metric of the epoch's mean loss per training example
 SECONDS = "seconds"  # the epoch's training time, validation excluded
@@ -243,9 +249,35 @@ def forget(directory: pathlib.Path | None) -> None:
             shutil.rmtree(directory / name, ignore_errors=True)
 
 
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore, leaving the model able to `fit` again: tf_keras deletes `model._training_state`
+    when training ends, so that any later `fit` of the same model fails with an AttributeError."""
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_end(logs)
+        self.model._training_state = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """How a `fit` reports: a progress bar over its `steps` batches, and a log line per epoch in `log`."""
+
+    label: str
+    steps: int
+    log: logging.Logger
+
+
+def epochs_to_train(directory: pathlib.Path | None, epochs: int) -> tuple[int, int]:
+    """(start, end) of a `fit` of `epochs` epochs in `directory`: the epochs its backup has finished, and `epochs`,
+    or `start` when the run there stopped early (a resume then trains no further)."""
+    start = completed_epochs(directory)
+    return start, start if SelectBestEpoch.stopped(directory) else epochs
+
+
 def training_callbacks(history: RunHistory, directory: pathlib.Path | None, tensorboard_dir: pathlib.Path | None,
-                       validation: ValidationMetrics | None = None, selection: SelectBestEpoch | None = None,
-                       extra: list[keras.callbacks.Callback] | None = None) -> list[keras.callbacks.Callback]:
+                       report: Report | None = None, validation: ValidationMetrics | None = None,
+                       selection: SelectBestEpoch | None = None, extra: list[keras.callbacks.Callback] | None = None
+                       ) -> list[keras.callbacks.Callback]:
     """The callbacks of one `fit`, in the order they must run (module docstring); `extra` run last."""
     callbacks: list[keras.callbacks.Callback] = [TrainingClock()]
     callbacks += [c for c in (validation, selection) if c is not None]
@@ -253,5 +285,8 @@ def training_callbacks(history: RunHistory, directory: pathlib.Path | None, tens
     if tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(str(tensorboard_dir), write_graph=False, profile_batch=0))
     if directory is not None:
-        callbacks.append(keras.callbacks.BackupAndRestore(str(directory / BACKUP), delete_checkpoint=False))
+        callbacks.append(BackupAndRestore(str(directory / BACKUP), delete_checkpoint=False))
+    if report is not None:
+        callbacks += [keras_batch_progress(report.label, report.steps, EXAMPLE_LOSS),
+                      LogEpochs(report.label, history, report.log)]
     return callbacks + list(extra or [])

@@ -8,32 +8,6 @@ import numpy as np
 import pytest
 
 from trainer.config import ConfigError, load_config
-from trainer.ranking.negatives import CandidatePools, NegativeSampler
-
-
-def test_negative_sampler_draws_its_candidate_columns_from_the_users_pool():
-    seen = {"u1": frozenset({"a"}), "u2": frozenset({"b"})}
-    pools = CandidatePools(users=np.array(["u2", "u1"], dtype=object),
-                           items=np.array([["c", "d"], ["e", ""]], dtype=object))
-    sampler = NegativeSampler(["u1", "u2", "u3"], seen, ["a", "b", "c", "d", "e", "f"], pools)
-    draws = sampler.sample(300, np.random.default_rng(0), from_candidates=200)
-    candidates, uniform = draws[:, :200], draws[:, 200:]
-    assert set(candidates[1]) == {"c", "d"}  # u2's pool, both entries
-    assert set(candidates[0]) == {"b", "c", "d", "e", "f"}  # u1's pool is "e" and a pad: pads draw uniformly
-    assert (candidates[0] == "e").mean() > 0.45
-    assert set(candidates[2]) == set(uniform[2]) == {"a", "b", "c", "d", "e", "f"}  # u3 has no pool
-    assert set(uniform[0]) == {"b", "c", "d", "e", "f"} and set(uniform[1]) == {"a", "c", "d", "e", "f"}
-
-
-@pytest.mark.parametrize(("pools", "from_candidates", "message"), [
-    (None, 1, "needs the NegativeSampler to be built with candidate pools"),
-    (CandidatePools(np.array(["u1"], dtype=object), np.array([["b"]], dtype=object)), 3,
-     r"from_candidates must be in \[0, num=2\], got 3"),
-])
-def test_negative_sampler_refuses_candidate_draws_it_cannot_make(pools, from_candidates, message):
-    sampler = NegativeSampler(["u1"], {}, ["a", "b"], pools)
-    with pytest.raises(ValueError, match=message):
-        sampler.sample(2, np.random.default_rng(0), from_candidates)
 
 
 def test_candidate_pools_are_the_generators_top_unseen_items(retrieval_result, data, config):
@@ -72,8 +46,6 @@ def test_the_sampling_rate_of_a_candidate_item_adds_c_over_k():
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"ranking.num_negatives": 2, "ranking.candidate_negatives": 3},
      r"ranking.candidate_negatives must be in \[0, ranking.num_negatives = 2\], got 3"),
-    ({"ranking.candidate_negatives": 1, "data.prepared_dir": "/nonexistent"},
-     r"ranking.candidate_negatives \(1\) needs the in-memory training rows.*data.prepared_dir"),
     ({"ranking.retrieval_score_folds": 2, "data.prepared_dir": "/nonexistent"},
      r"ranking.retrieval_score_folds \(2\) needs the in-memory training rows.*data.prepared_dir"),
     ({"ranking.retrieval_score_folds": 1}, r"ranking.retrieval_score_folds must be 0 \(in-sample scores\) or >= 2"),
@@ -83,16 +55,18 @@ def test_configs_the_sampler_cannot_serve_are_refused(overrides, message):
         load_config(None, overrides)
 
 
-def test_epoch_examples_take_their_first_negatives_from_the_users_candidates(temporal, retrieval_result, data):
+def test_training_rows_take_their_first_negatives_from_the_users_candidates(temporal, retrieval_result, data):
+    from trainer.ranking.models import LABELS
     from trainer.ranking.retrieval_feature import candidate_pools
-    from trainer.ranking.train import EpochExamples, FitOptions
+    from trainer.ranking.train import FitOptions, row_recipe
 
     pools = candidate_pools(retrieval_result, data.split.train, data.dataset.users, data.t_max, data.history_length,
                             data.search_history_length, k=3)
     options = FitOptions(epochs=1, batch_size=256, num_negatives=4, optimizer="adam", learning_rate=0.01, patience=0,
                          seed=0, candidate_negatives=2)
-    inputs, labels, _ = EpochExamples(dataclasses.replace(temporal, candidate_pools=pools),
-                                      ("user_id", "candidate_ids"), options)(0)
+    inputs = row_recipe(dataclasses.replace(temporal, candidate_pools=pools), ("user_id", "candidate_ids"),
+                        options).rows(temporal.train, 0)
+    labels = inputs[LABELS]
     pool_of = dict(zip(pools.users, (set(row) for row in pools.items), strict=True))
     candidates = inputs["candidate_ids"]
     np.testing.assert_array_equal(candidates[:, 0], temporal.train["item_id"])

@@ -71,7 +71,7 @@ def _tensor_ready(values: np.ndarray) -> np.ndarray:
                                                               ("neumf", 2, False)])
 def test_training_rows_carry_cross_fitted_scores_only_for_the_full_model(temporal, retrieval_result, data, config,
                                                                           model, folds, cross_fitted):
-    from trainer.ranking.train import EpochExamples, FitOptions, with_candidate_generator
+    from trainer.ranking.train import FitOptions, row_recipe, with_candidate_generator
 
     config = dataclasses.replace(config, ranking=dataclasses.replace(config.ranking, model=model,
                                                                      retrieval_score_folds=folds))
@@ -79,7 +79,7 @@ def test_training_rows_carry_cross_fitted_scores_only_for_the_full_model(tempora
     assert (ranking_data.out_of_fold is not None) == cross_fitted
     options = FitOptions(epochs=1, batch_size=256, num_negatives=2, optimizer="adam", learning_rate=0.01, patience=0,
                          seed=0)
-    inputs, _, _ = EpochExamples(ranking_data, ("user_id", "candidate_ids"), options)(0)
+    inputs = row_recipe(ranking_data, ("user_id", "candidate_ids"), options).rows(ranking_data.train, 0)
     assert (OUT_OF_FOLD_SCORE in inputs) == cross_fitted
     if cross_fitted:
         assert ranking_data.out_of_fold is not None

@@ -11,8 +11,6 @@ import sys
 import numpy as np
 import pytest
 
-from trainer.ranking.train import EpochExamples, InMemoryRows
-
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RUNNER = pathlib.Path(__file__).with_name("two_replica_runner.py")
 
@@ -45,11 +43,3 @@ def test_streamed_epochs_give_every_replica_the_same_number_of_full_batches(two_
 def test_a_step_on_two_replicas_equals_a_step_on_the_whole_batch(two_replicas: dict) -> None:
     assert two_replicas["moved"] > 1e-3  # the step did change the weights
     assert two_replicas["difference"] < 1e-6
-
-
-def test_a_batch_that_does_not_split_evenly_over_the_replicas_is_refused() -> None:
-    class ThreeReplicas:
-        num_replicas_in_sync = 3
-
-    with pytest.raises(ValueError, match=r"ranking.batch_size \(256\) must be a multiple of the 3 replicas"):
-        InMemoryRows(EpochExamples.__new__(EpochExamples), ThreeReplicas(), 256)  # type: ignore[arg-type]

@@ -87,7 +87,7 @@ def test_the_optimum_odds_are_the_expected_watch_time(watch_times, negatives):
 
 
 def test_weights_built_by_the_module_give_odds_of_the_watch_time_in_the_source_unit():
-    """watch_time_unit -> positive_weights -> candidate_weights -> loss: exp(best) * unit = sum T / negatives.
+    """watch_time_unit -> row_weights -> loss: exp(best) * unit = sum T / negatives.
 
     Rows of [positive, n negatives]; a missing watch time weighs one average watch (the unit).
     """
@@ -95,7 +95,7 @@ def test_weights_built_by_the_module_give_odds_of_the_watch_time_in_the_source_u
     num_negatives = 3
     unit = loss.watch_time_unit(watch_time)
     assert unit == pytest.approx(60.0)
-    weights = loss.candidate_weights(loss.positive_weights(watch_time, unit), 1 + num_negatives)
+    weights = loss.row_weights(watch_time, unit, num_negatives).numpy()
     labels = np.zeros_like(weights)
     labels[:, 0] = 1.0
     best = best_constant_logit(labels, weights)
@@ -109,7 +109,7 @@ def test_normalised_weights_make_the_loss_independent_of_the_watch_time_unit():
     labels = np.tile(np.array([[1.0, 0.0]], np.float32), (4, 1))
     values = []
     for watch_time in (seconds, seconds / 3600.0):
-        weights = loss.candidate_weights(loss.positive_weights(watch_time, loss.watch_time_unit(watch_time)), 2)
+        weights = loss.row_weights(watch_time, loss.watch_time_unit(watch_time), 1)
         values.append(float(loss.weighted_logistic_loss(labels, logits, weights)))
     assert values[0] == pytest.approx(values[1], rel=1e-6)
     known = np.array([120.0, 30.0, 600.0]) / 250.0  # unit = mean(120, 30, 600) = 250
@@ -128,31 +128,21 @@ def test_watch_time_unit_is_the_mean_known_watch_time(watch_time, expected):
     assert loss.watch_time_unit(np.array(watch_time, dtype=np.float64)) == pytest.approx(expected)
 
 
-def test_positive_weights_divide_by_the_unit_and_missing_weigh_one():
-    weights = loss.positive_weights(np.array([10.0, np.nan, 30.0, 0.0]), 20.0)
-    np.testing.assert_allclose(weights, [0.5, 1.0, 1.5, 0.0])
+@pytest.mark.parametrize(("watch_time", "unit", "negatives", "expected"), [
+    ([10.0, np.nan, 30.0, 0.0], 20.0, 2, [[0.5, 1, 1], [1.0, 1, 1], [1.5, 1, 1], [0.0, 1, 1]]),
+    ([4.0], 2.0, 0, [[2.0]]),
+    ([], 1.0, 3, np.zeros((0, 4))),
+])
+def test_row_weights_divide_the_watch_by_the_unit_and_weigh_negatives_one(watch_time, unit, negatives, expected):
+    weights = loss.row_weights(np.array(watch_time, np.float32), unit, negatives).numpy()
+    np.testing.assert_array_equal(weights, np.asarray(expected, np.float32).reshape(len(watch_time), 1 + negatives))
     assert weights.dtype == np.float32
 
 
-@pytest.mark.parametrize(("watch_time", "unit", "message"), [
-    (np.array([1.0, -2.0]), 1.0, "watch_time must be >= 0"),
-    (np.array([1.0]), 0.0, "unit must be > 0"),
-    (np.array([1.0]), -3.0, "unit must be > 0"),
-])
-def test_positive_weights_reject_bad_values(watch_time, unit, message):
-    with pytest.raises(ValueError, match=message):
-        loss.positive_weights(watch_time, unit)
-
-
-@pytest.mark.parametrize(("positive", "columns", "expected"), [
-    ([2.0, 0.5], 3, [[2.0, 1.0, 1.0], [0.5, 1.0, 1.0]]),
-    ([4.0], 1, [[4.0]]),
-    ([], 5, np.zeros((0, 5))),
-])
-def test_candidate_weights_put_the_positive_first(positive, columns, expected):
-    weights = loss.candidate_weights(np.array(positive, np.float32), columns)
-    np.testing.assert_array_equal(weights, np.asarray(expected, np.float32).reshape(len(positive), columns))
-    assert weights.dtype == np.float32
+@pytest.mark.parametrize("unit", [0.0, -3.0, float("nan")])
+def test_row_weights_refuse_a_unit_that_is_not_positive(unit):
+    with pytest.raises(ValueError, match="unit must be > 0"):
+        loss.row_weights(np.array([1.0], np.float32), unit, 1)
 
 
 def test_negative_sampling_rate_by_hand():

@@ -12,9 +12,8 @@ from recsys_common import contract
 from trainer.optimizers import OPTIMIZERS, make_optimizer
 from trainer.ranking.evaluate import evaluate_sampled
 from trainer.ranking.loss import weighted_logistic_loss
-from trainer.ranking.models import build_model
-from trainer.ranking.negatives import NegativeSampler
-from trainer.ranking.train import EpochExamples, FitOptions, fit, train_model
+from trainer.ranking.models import LABELS, WEIGHTS, build_model
+from trainer.ranking.train import FitOptions, fit, row_recipe, train_model
 
 
 def options(**changes) -> FitOptions:
@@ -34,10 +33,10 @@ def test_an_unknown_optimizer_is_named_in_the_error() -> None:
         make_optimizer("rmsprop", 0.1)
 
 
-def test_epoch_examples_put_the_watch_first_and_resample_unseen_negatives(temporal):
-    examples = EpochExamples(temporal, ("user_id", "candidate_ids"), options(num_negatives=3))
-    first, labels, weights = examples(0)
-    second, _, _ = examples(1)
+def test_training_rows_put_the_watch_first_and_resample_unseen_negatives(temporal):
+    recipe = row_recipe(temporal, ("user_id", "candidate_ids"), options(num_negatives=3))
+    first, second = recipe.rows(temporal.train, 0), recipe.rows(temporal.train, 1)
+    labels, weights = first[LABELS], first[WEIGHTS]
     candidates = first[contract.CANDIDATE_IDS]
     assert candidates.shape == (len(temporal.train["item_id"]), 4)
     np.testing.assert_array_equal(candidates[:, 0], temporal.train["item_id"])
@@ -105,9 +104,10 @@ def test_one_replica_in_memory_trains_as_a_plain_loop_over_the_seeded_shuffle(te
         optimizer.apply_gradients(zip(tape.gradient(loss, reference.trainable_variables),
                                       reference.trainable_variables))
 
-    examples = EpochExamples(data, reference.feature_keys, fit_options)
+    recipe = row_recipe(data, reference.feature_keys, fit_options)
     for epoch in range(fit_options.epochs):
-        inputs, labels, weights = examples(epoch)
+        inputs = recipe.rows(data.train, epoch)
+        labels, weights = inputs.pop(LABELS), inputs.pop(WEIGHTS)
         order = np.random.default_rng([fit_options.seed, epoch]).permutation(len(labels))
         for start in range(0, len(order), fit_options.batch_size):
             rows = order[start:start + fit_options.batch_size]
@@ -125,19 +125,3 @@ def test_early_stopping_keeps_the_best_validation_epoch(temporal, config):
     history = fit(model, temporal, options(epochs=4, learning_rate=0.05, patience=1))
     best = max(history["validation_ndcg@10"])
     assert evaluate_sampled(model, temporal.validation)["ndcg@10"] == pytest.approx(best, abs=1e-6)
-
-
-def test_negative_sampler_avoids_seen_items_and_covers_the_rest():
-    seen = {"u1": frozenset({"a", "b", "c"}), "u2": frozenset({"zz-not-in-pool"})}
-    sampler = NegativeSampler(["u1", "u2", "u1"], seen, ["a", "b", "c", "d", "e"])
-    draws = sampler.sample(200, np.random.default_rng(0))
-    assert set(draws[0]) == set(draws[2]) == {"d", "e"}
-    assert set(draws[1]) == {"a", "b", "c", "d", "e"}
-
-
-def test_negative_sampler_refuses_a_user_who_has_seen_everything():
-    with pytest.raises(ValueError, match="user 'u1' has interacted with all 2 items"):
-        NegativeSampler(["u1"], {"u1": frozenset({"a", "b"})}, ["a", "b"])
-    with pytest.raises(ValueError, match="pool is empty"):
-        NegativeSampler(["u1"], {}, [])
-

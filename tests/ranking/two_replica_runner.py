@@ -4,9 +4,9 @@
 
 The process splits its CPU into two logical devices (only possible before TensorFlow starts), so a
 MirroredStrategy over them has two replicas, like two workers of MultiWorkerMirroredStrategy. It
-writes which rows each replica took in each step of `InMemoryRows` and of `StreamedRows`, and the weights of one "mf"
-model after `fit` took one SGD step on a full batch, trained once on the two replicas and once on the default
-strategy from the same initial weights.
+writes which examples each replica took in each step of `InMemoryExamples`, the batches of streamed
+`TrainingRows`, and the weights of one "mf" model after `fit` took one SGD step on a full batch, trained
+once on the two replicas and once on the default strategy from the same initial weights.
 """
 
 from __future__ import annotations
@@ -26,26 +26,17 @@ ROWS, BATCH, SEED = 20, 8, 3
 TINY_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 
-class NumberedRows:
-    """An epoch table of ROWS numbered rows, shaped as `EpochExamples.table` (what `InMemoryRows` reads)."""
-
-    rows = ROWS
-
-    class options:  # noqa: N801  (FitOptions' field that InMemoryRows reads)
-        seed = SEED
-
-    def table(self, epoch: int) -> dict[str, np.ndarray]:
-        return {"row": np.arange(ROWS)}
-
-
 def replica_rows(strategy: tf.distribute.Strategy) -> list[list[list[int]]]:
-    """[step][replica] -> the row numbers the replica read in epoch 0."""
-    from trainer.ranking.train import InMemoryRows
+    """[step][replica] -> the numbers of the in-memory examples the replica read in epoch 0."""
+    from trainer.ranking.rows import InMemoryExamples
 
-    rows = InMemoryRows(NumberedRows(), strategy, BATCH)  # type: ignore[arg-type]
-    batches = strategy.distribute_datasets_from_function(rows.dataset(0, 1))
+    examples = InMemoryExamples({"user_id": np.array(["u"] * ROWS, dtype=object), "row": np.arange(ROWS)}, ["row"],
+                                SEED)
+    steps = ROWS // BATCH
+    batches = strategy.distribute_datasets_from_function(
+        lambda context: examples.read(0, BATCH, steps, context, strategy.num_replicas_in_sync))
     taken = [[t.numpy().tolist() for t in strategy.experimental_local_results(batch["row"])] for batch in batches]
-    assert len(taken) == rows.steps
+    assert len(taken) == steps
     return taken
 
 
@@ -83,15 +74,16 @@ def streamed_batches(strategy: tf.distribute.Strategy) -> dict[str, object]:
     from trainer.data.bundle import prepare
     from trainer.data.event_stream import FrameEventSource
     from trainer.preprocess import preprocess
-    from trainer.ranking.streaming import StreamedRows
+    from trainer.ranking.rows import NegativeDraws, RowRecipe, StreamedExamples, TrainingRows
 
     config = load_config(TINY_CONFIG)
     dataset = prepare(config).dataset
     with tempfile.TemporaryDirectory() as folder:
         manifest = preprocess(FrameEventSource(dataset.events, "tiny", 1000), dataset.users, dataset.items,
                               config.data, pathlib.Path(folder) / "out", shard_size=500)
-        rows = StreamedRows(manifest, strategy, ("user_id", "candidate_ids"), list(manifest.vocab.item_ids), 2,
-                            BATCH * 16, 1.0, SEED)
+        recipe = RowRecipe(NegativeDraws(list(manifest.vocab.item_ids), {}, 2, SEED), ("user_id", "candidate_ids"),
+                           1.0)
+        rows = TrainingRows(StreamedExamples(manifest, SEED), recipe, strategy, BATCH * 16)
         batches = strategy.distribute_datasets_from_function(rows.dataset(0, 1))
         shapes = [[list(t.shape) for t in strategy.experimental_local_results(batch["candidate_ids"])]
                   for batch in batches]

@@ -29,6 +29,16 @@ def test_records_give_the_in_memory_training_features(tiny_prepared: Manifest, t
     assert_same_features(streamed, expected)  # the derived features bit for bit
 
 
+def test_a_first_batch_is_the_first_rows_of_the_unshuffled_batches(tiny_prepared: Manifest,
+                                                                   tiny_data: TrainingData) -> None:
+    in_memory = InMemoryTrainingInput(tiny_data.train_examples, tiny_data.t_max, tiny_data.t_span)
+    for train in (in_memory, ShardedTrainingInput(tiny_prepared)):
+        first = as_numpy({name: values.numpy() for name, values in train.first_batch(5).items()})
+        whole = as_numpy(next(train.batches(64, seed=0, shuffle=False).as_numpy_iterator()))
+        assert set(first) == set(whole)
+        assert_same_features(first, {name: values[:5] for name, values in whole.items()})
+
+
 def test_each_worker_reads_its_share(tiny_prepared: Manifest) -> None:
     shares = [ShardedTrainingInput(tiny_prepared).batches(64, seed=0, input_context=tf.distribute.InputContext(2, i, 2))
               for i in range(2)]

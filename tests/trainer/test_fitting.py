@@ -62,7 +62,7 @@ def train(model: keras.Model, scores: list[float], epochs: int, patience: int, d
     history = fitting.RunHistory("val_", directory)
     selection = fitting.SelectBestEpoch("val_score", patience, directory,
                                         score_start=(lambda m: validate(m)["score"]) if score_start else None)
-    callbacks = fitting.training_callbacks(history, directory, None, fitting.ValidationMetrics(validate, "val_"),
+    callbacks = fitting.training_callbacks(history, directory, None, None, fitting.ValidationMetrics(validate, "val_"),
                                            selection, extra)
     model.fit(batches(), epochs=epochs, verbose=0, callbacks=callbacks)
     return history, selection
@@ -115,6 +115,15 @@ def test_a_killed_run_resumes_with_its_history_selection_and_optimizer(tmp_path:
     if selected == 4:  # the backup brought the optimizer's step counter back (the best's own checkpoint would too)
         assert int(model.optimizer.iterations.numpy()) == 4 * STEPS
     assert fitting.completed_epochs(tmp_path) == 4 and not fitting.SelectBestEpoch.stopped(tmp_path)
+
+
+def test_a_model_trained_with_a_backup_trains_again_from_where_it_ended(tmp_path: pathlib.Path) -> None:
+    model = tiny_model()
+    train(model, [0.5, 0.6], epochs=2, patience=0, directory=tmp_path)
+    trained = model.get_weights()
+    model.fit(batches(), epochs=1, verbose=0)  # a plain fit of the same model, e.g. one more warm epoch
+    assert int(model.optimizer.iterations.numpy()) == 3 * STEPS
+    assert not np.allclose(model.get_weights()[0], trained[0])
 
 
 def test_a_run_that_stopped_early_says_so_and_forget_clears_it(tmp_path: pathlib.Path) -> None:

@@ -5,7 +5,7 @@ disk: both stages stream it from the shards (`TrainingData.shards`). What is hel
 the validation and test examples (small), and a uniform random sample of at most
 `data.prepared_sample_examples` training examples, from which the ranking stage takes its feature
 statistics and its NCF comparison table (the ranking model itself streams the shards,
-`trainer.ranking.streaming`). The event tables are rebuilt from those examples (one event per
+`trainer.ranking.rows.StreamedExamples`). The event tables are rebuilt from those examples (one event per
 example; the events' own queries are not stored, so `query` is empty).
 
 `whole_log_prepared` is the refit's view of the same folder (`export.refit`): every shard is training data.

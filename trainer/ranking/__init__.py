@@ -5,9 +5,9 @@
     models.py             ItemPop, MF, GMF, MLP, NeuMF (and the full model) on one interface
     pretrain.py           NeuMF initialised from trained GMF and MLP weights
     loss.py               watch-time weights and the weighted logistic loss
-    negatives.py          negative sampling, fresh every epoch
+    rows.py               training rows from examples in memory or in shards: negatives, labels, weights
     protocol.py           the temporal and the NCF (leave-last-out) evaluation data
-    train.py              the training loop, checkpoints, `train_ranking`, `score`
+    train.py              `fit` with the shared callbacks, `train_ranking`, `refit_ranking`, `score`
     evaluate.py           sampled (NCF) metrics, full ranking, AUC, weighted per-user loss, the table
     two_stage.py          retrieval top-K re-ranked by this model, against retrieval alone
     signature.py          the serving function shared by the export and in-memory scoring

@@ -86,25 +86,23 @@ def negative_sampling_rate(num_negatives: int, users: np.ndarray, seen: Mapping[
     return float(np.average(rates, weights=counts.to_numpy())) + candidate_negatives / candidates_per_user
 
 
-def positive_weights(watch_time: np.ndarray, unit: float) -> np.ndarray:
-    """Weights of positives [P] float32: watch_time / unit, and 1 where the watch time is missing.
+def row_weights(watch_time: tf.Tensor, unit: float, num_negatives: int) -> tf.Tensor:
+    """Weights [B, 1 + N] float32 of rows [watch, N negatives]: watch_time / unit for the watch (1 where the watch
+    time is missing), 1 for each negative. Watch times are checked to be >= 0 when the events are read.
+
+    Args:
+        watch_time: [B] float32 the watch's watch time, NaN when unknown.
+        unit: the watch time of weight 1 (`watch_time_unit`).
+        num_negatives: N.
 
     Raises:
-        ValueError: a negative watch time or a unit that is not positive.
+        ValueError: a unit that is not positive.
     """
-    if unit <= 0:
+    if not unit > 0:
         raise ValueError(f"the watch-time unit must be > 0, got {unit}")
-    watch_time = np.asarray(watch_time, dtype=np.float64)
-    if (watch_time < 0).any():
-        raise ValueError(f"watch_time must be >= 0, got {watch_time[watch_time < 0][:3]}")
-    return np.where(np.isfinite(watch_time), watch_time / unit, 1.0).astype(np.float32)
-
-
-def candidate_weights(positive_weight: np.ndarray, num_candidates: int) -> np.ndarray:
-    """[P, C] weights when column 0 holds the positive and columns 1.. its sampled negatives (weight 1)."""
-    weights = np.ones((len(positive_weight), num_candidates), dtype=np.float32)
-    weights[:, 0] = positive_weight
-    return weights
+    watch_time = tf.convert_to_tensor(watch_time, tf.float32)
+    watched = tf.where(tf.math.is_finite(watch_time), watch_time / unit, 1.0)
+    return tf.concat([watched[:, None], tf.ones([tf.shape(watch_time)[0], num_negatives])], axis=1)
 
 
 def weighted_logistic_task() -> tfrs.tasks.Ranking:

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,7 @@ from trainer.data.schema import Dataset
 from trainer.data.splits import LeaveLastOut, leave_last_out, sample_negatives
 from trainer.data.tfrecord import Manifest
 from trainer.data.vocab import Vocabularies
-from trainer.ranking.negatives import CandidatePools
+from trainer.ranking.rows import CandidatePools, RowScores
 
 USER_INPUT_NAMES = tuple(spec.name for spec in contract.USER_INPUTS)
 
@@ -101,7 +101,7 @@ class RankingData:
     full_ranking: FullRankingSet | None
     train_stream: Manifest | None = None
     candidate_pools: CandidatePools | None = None
-    out_of_fold: Callable[[np.ndarray], np.ndarray] | None = None
+    out_of_fold: RowScores | None = None
 
 
 def feature_space(vocab: Vocabularies, catalog: ItemCatalog, train_events: pd.DataFrame,

@@ -37,14 +37,12 @@ from trainer.context import ModelContext
 from trainer.data.examples import query_examples
 from trainer.data.vocab import NUM_RESERVED
 from trainer.layers import string_lookup
-from trainer.ranking.negatives import CandidatePools
 from trainer.ranking.protocol import items_by_user
+from trainer.ranking.rows import OUT_OF_FOLD_SCORE, CandidatePools
 
 # (user inputs, k, seen [B, S] str with "" pads) -> the k best unseen items (ids [B, k], "" pads; scores [B, k])
 Retriever = Callable[[dict[str, np.ndarray], int, np.ndarray], tuple[np.ndarray, np.ndarray]]
 QUERY_INPUTS = tuple(spec.name for spec in contract.USER_INPUTS if spec.name != contract.REQUEST_TIME)
-# A training-only input [B, N] float32: the cross-fitted score of each candidate (never in a signature).
-OUT_OF_FOLD_SCORE = "retrieval_score_out_of_fold"
 
 
 class RetrievalScorer(keras.layers.Layer):
@@ -144,15 +142,18 @@ class OutOfFoldScores:
     def _catalogue(self) -> pd.Index:
         return pd.Index(np.asarray(self.item_ids, dtype=object).astype(str))
 
-    def __call__(self, candidate_ids: np.ndarray, chunk: int = 65_536) -> np.ndarray:
-        """[R, C] candidate ids of the R rows -> [R, C] float32 scores; an id outside the catalogue scores 0."""
-        rows = self._catalogue.get_indexer(np.asarray(candidate_ids, dtype=object).astype(str).ravel())
-        rows = rows.reshape(np.shape(candidate_ids))
-        out = np.zeros(rows.shape, np.float32)
-        for start in range(0, len(rows), chunk):
-            part = rows[start:start + chunk]
-            vectors = self.items[self.folds[start:start + chunk, None], np.maximum(part, 0)]
-            scores = np.einsum("rd,rcd->rc", self.queries[start:start + chunk], vectors)
+    def __call__(self, candidate_ids: np.ndarray, rows: np.ndarray | None = None, chunk: int = 65_536
+                 ) -> np.ndarray:
+        """[B, C] candidate ids of the rows numbered `rows` [B] (None: all R rows, in order) -> [B, C] float32
+        scores; an id outside the catalogue scores 0."""
+        rows = np.arange(len(self.folds)) if rows is None else np.asarray(rows)
+        items = self._catalogue.get_indexer(np.asarray(candidate_ids, dtype=object).astype(str).ravel())
+        items = items.reshape(np.shape(candidate_ids))
+        out = np.zeros(items.shape, np.float32)
+        for start in range(0, len(items), chunk):
+            part, at = items[start:start + chunk], rows[start:start + chunk]
+            vectors = self.items[self.folds[at, None], np.maximum(part, 0)]
+            scores = np.einsum("rd,rcd->rc", self.queries[at], vectors)
             out[start:start + chunk] = np.where(part >= 0, scores, 0.0)
         return out
 

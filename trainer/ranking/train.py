@@ -1,6 +1,7 @@
 """Training the ranking models: pointwise, sampled negatives, weighted logistic regression.
 
-Each training event is one row: its context, the watched item (label 1, weight = its watch
+Each training event is one row (`trainer.ranking.rows`, the same tf.data map whether the events
+are in memory or in TFRecord shards): its context, the watched item (label 1, weight = its watch
 time / unit, trainer.ranking.loss) and `num_negatives` items the user never watched in training
 (label 0, weight 1), drawn afresh every epoch. The candidates of a row go through the model
 together as candidate_ids [B, 1 + num_negatives], exactly the serving signature's layout.
@@ -25,8 +26,8 @@ import functools
 import logging
 import pathlib
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,18 +41,11 @@ from recsys_common import contract
 from trainer import fitting
 from trainer.config import Config, RankingConfig
 from trainer.context import ModelContext
-from trainer.data.examples import ITEM_ID, WATCH_TIME
+from trainer.data.examples import WATCH_TIME
 from trainer.optimizers import make_optimizer
-from trainer.progress import keras_batch_progress
 from trainer.ranking import evaluate
-from trainer.ranking.loss import (
-    candidate_weights,
-    negative_sampling_rate,
-    positive_weights,
-    watch_time_unit,
-)
+from trainer.ranking.loss import negative_sampling_rate, watch_time_unit
 from trainer.ranking.models import LABELS, WEIGHTS, NeuMF, RankingModel, build_model
-from trainer.ranking.negatives import CandidatePools, NegativeSampler
 from trainer.ranking.pretrain import load_pretrained
 from trainer.ranking.protocol import (
     USER_INPUT_NAMES,
@@ -61,9 +55,17 @@ from trainer.ranking.protocol import (
     ncf_protocol,
     temporal_protocol,
 )
-from trainer.ranking.retrieval_feature import OUT_OF_FOLD_SCORE
+from trainer.ranking.rows import (
+    CandidatePools,
+    ExampleSource,
+    InMemoryExamples,
+    NegativeDraws,
+    RowRecipe,
+    RowScores,
+    StreamedExamples,
+    TrainingRows,
+)
 from trainer.ranking.signature import RankingSignature
-from trainer.ranking.streaming import StreamedRows, check_global_batch_size
 from trainer.run import RunContext
 
 if TYPE_CHECKING:
@@ -154,28 +156,24 @@ def _fit(model: RankingModel, data: RankingData, options: FitOptions, checkpoint
          ) -> tuple[dict[str, list[float]], int]:
     """`fit`, also returning the selected epoch count (the best validation epoch, else every epoch trained)."""
     strategy = strategy or tf.distribute.get_strategy()
-    epoch_inputs = EpochExamples(data, model.feature_keys, options)
+    recipe = row_recipe(data, model.feature_keys, options)
     with strategy.scope():
         model.create_weights()
     if not model.learns_by_gradient:
-        inputs, labels, _ = epoch_inputs(0)
-        model.fit_statistics(inputs, labels)
+        model.fit_statistics(*_statistics_rows(recipe, data.train, None, options.seed))
         return {}, 0
     if not options.resume:
         fitting.forget(checkpoint_dir)
-    start = fitting.completed_epochs(checkpoint_dir)
+    start, epochs = fitting.epochs_to_train(checkpoint_dir, options.epochs)
     if start == 0:  # a resumed model gets its statistics back with its weights
-        inputs, labels, _ = epoch_inputs(0)
-        model.fit_statistics(*_sample_rows(inputs, labels, _ADAPT_ROWS, options.seed))
-    epochs = start if fitting.SelectBestEpoch.stopped(checkpoint_dir) else options.epochs
-    rows = _training_rows(data, model.feature_keys, options, strategy, epoch_inputs)
+        model.fit_statistics(*_statistics_rows(recipe, data.train, _ADAPT_ROWS, options.seed))
+    rows = _training_rows(data, recipe, options, strategy)
     with strategy.scope():
         model.compile(optimizer=make_optimizer(options.optimizer, options.learning_rate))
     history = fitting.RunHistory(VALIDATION_PREFIX, checkpoint_dir)
     validation, selection = _model_selection(data, options.patience, checkpoint_dir)
-    label = f"ranking {data.name}/{model.name}"
-    callbacks = fitting.training_callbacks(history, checkpoint_dir, tensorboard_dir, validation, selection, [
-        keras_batch_progress(label, rows.steps, fitting.EXAMPLE_LOSS), fitting.LogEpochs(label, history, LOGGER)])
+    report = fitting.Report(f"ranking {data.name}/{model.name}", rows.steps, LOGGER)
+    callbacks = fitting.training_callbacks(history, checkpoint_dir, tensorboard_dir, report, validation, selection)
     model.fit(rows.dataset(start, epochs), epochs=epochs, steps_per_epoch=rows.steps, callbacks=callbacks,
               verbose=0)
     trained = len(history.history.get("loss", []))
@@ -348,7 +346,7 @@ def _candidate_pools(config: Config, data: TrainingData, retrieval: RetrievalRes
 
 
 def _out_of_fold(config: Config, data: TrainingData, retrieval: RetrievalResult | None, log: logging.Logger
-                 ) -> Callable[[np.ndarray], np.ndarray] | None:
+                 ) -> RowScores | None:
     """Cross-fitted retrieval scores of the training rows, when the full model takes the score as a feature
     and ranking.retrieval_score_folds >= 2."""
     from trainer.ranking import retrieval_feature
@@ -410,124 +408,36 @@ def score(result: RankingResult, features: Mapping[str, Any]) -> tuple[np.ndarra
     return result.signature()(features)
 
 
-class EpochExamples:
-    """The training rows of each epoch: `examples(epoch) -> (inputs, labels [R, C], weights [R, C])`.
-
-    inputs holds the model's feature_keys and candidate_ids [R, C]: the watched item in column 0
-    (label 1, weight watch_time / unit), then `num_negatives` items the user did not watch in
-    training (label 0, weight 1), drawn afresh for every epoch (seeded by the seed and the epoch);
-    with the data's candidate pools, the first `candidate_negatives` of them from the user's pool;
-    with the data's out-of-fold scorer, OUT_OF_FOLD_SCORE [R, C] as well.
-    """
-
-    def __init__(self, data: RankingData, feature_keys: tuple[str, ...], options: FitOptions) -> None:
-        train = data.train
-        self.contexts = {key: train[key] for key in feature_keys if key != contract.CANDIDATE_IDS}
-        self.positives = np.asarray(train[ITEM_ID], dtype=object)
-        self.sampler = NegativeSampler(train[contract.USER_ID], data.seen, data.space.vocab.item_ids,
-                                       data.candidate_pools)
-        self.from_candidates = options.candidate_negatives if data.candidate_pools is not None else 0
-        self.out_of_fold = data.out_of_fold
-        self.unit = watch_time_unit(train[WATCH_TIME])
-        self.weights = positive_weights(train[WATCH_TIME], self.unit)
-        self.options = options
-        self.rows = len(self.positives)
-        self._latest: tuple[int, dict[str, np.ndarray]] | None = None
-
-    def table(self, epoch: int) -> dict[str, np.ndarray]:
-        """The rows of `epoch` as one dict: the inputs, LABELS [R, C] and WEIGHTS [R, C] (the latest is kept)."""
-        if self._latest is None or self._latest[0] != epoch:
-            inputs, labels, weights = self(epoch)
-            self._latest = (epoch, {**inputs, LABELS: labels, WEIGHTS: weights})
-        return self._latest[1]
-
-    def __call__(self, epoch: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        rng = np.random.default_rng([self.options.seed, epoch])
-        negatives = self.sampler.sample(self.options.num_negatives, rng, self.from_candidates)
-        inputs = dict(self.contexts)
-        inputs[contract.CANDIDATE_IDS] = np.concatenate([self.positives[:, None], negatives], axis=1)
-        if self.out_of_fold is not None:
-            inputs[OUT_OF_FOLD_SCORE] = self.out_of_fold(inputs[contract.CANDIDATE_IDS])
-        width = 1 + self.options.num_negatives
-        labels = np.zeros((len(self.positives), width), dtype=np.float32)
-        labels[:, 0] = 1.0
-        return inputs, labels, candidate_weights(self.weights, width)
+def row_recipe(data: RankingData, feature_keys: tuple[str, ...], options: FitOptions) -> RowRecipe:
+    """How `data`'s training examples become the rows of `options` (negatives, weights, out-of-fold scores)."""
+    pools = data.candidate_pools
+    negatives = NegativeDraws(data.space.vocab.item_ids, data.seen, options.num_negatives, options.seed, pools,
+                              options.candidate_negatives if pools is not None else 0)
+    return RowRecipe(negatives, feature_keys, watch_time_unit(data.train[WATCH_TIME]), data.out_of_fold)
 
 
-class TrainingRows(Protocol):
-    """What `Model.fit` reads: `dataset(start, end)` holds epochs start .. end - 1 of `steps` batches each."""
-
-    steps: int
-
-    def dataset(self, start: int, end: int) -> Any: ...
-
-
-class InMemoryRows:
-    """The rows of `EpochExamples`, epoch by epoch, as the batches of `Model.fit`.
-
-    With one replica: every row of an epoch, shuffled by (seed, epoch), in batches of `batch_size`
-    (the last one smaller). With R replicas: the rows are shuffled alike on every worker, cut into
-    global batches of `batch_size` (the remainder, under one batch, sits out this epoch; the next
-    shuffle draws another), and each input pipeline reads only its slice of each global batch, so
-    every replica takes the same number of equal steps, as the all-reduce needs.
-    """
-
-    def __init__(self, examples: EpochExamples, strategy: tf.distribute.Strategy, batch_size: int) -> None:
-        check_global_batch_size(strategy, batch_size)
-        self.examples, self.batch_size = examples, batch_size
-        self.replicas = strategy.num_replicas_in_sync
-        self.rows = examples.rows
-        self.steps = -(-self.rows // batch_size) if self.replicas == 1 else self.rows // batch_size
-        if self.steps == 0:
-            raise ValueError(f"ranking.batch_size ({batch_size}) exceeds the {self.rows} training rows")
-
-    def order(self, epoch: int, pipeline: int, pipelines: int) -> np.ndarray:
-        """The row indices that input pipeline `pipeline` of `pipelines` reads in epoch `epoch`, in order."""
-        order = np.random.default_rng([self.examples.options.seed, epoch]).permutation(self.rows)
-        if self.replicas == 1:
-            return order
-        return order[:self.steps * self.batch_size].reshape(self.steps, pipelines, -1)[:, pipeline].ravel()
-
-    def dataset(self, start: int, end: int) -> keras.utils.experimental.DatasetCreator:
-        """Epochs start .. end - 1 (0-based; at least epoch `start`)."""
-        signature = {key: _spec(values) for key, values in self.examples.table(start).items()}
-
-        def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-            def epoch_rows(epoch: int) -> Iterator[dict[str, np.ndarray]]:
-                table = self.examples.table(epoch)
-                share = self.order(epoch, context.input_pipeline_id, context.num_input_pipelines)
-                yield {key: values[share] for key, values in table.items()}
-
-            batch = context.get_per_replica_batch_size(self.batch_size)
-            epochs = [tf.data.Dataset.from_generator(functools.partial(epoch_rows, epoch), output_signature=signature)
-                      .unbatch().batch(batch) for epoch in range(start, max(end, start + 1))]
-            return functools.reduce(tf.data.Dataset.concatenate, epochs).prefetch(tf.data.AUTOTUNE)
-
-        return keras.utils.experimental.DatasetCreator(dataset_fn)
-
-
-def _spec(values: np.ndarray) -> tf.TensorSpec:
-    dtype = tf.string if values.dtype.kind in "OUS" else tf.as_dtype(values.dtype)
-    return tf.TensorSpec((None, *values.shape[1:]), dtype)
-
-
-def _training_rows(data: RankingData, feature_keys: tuple[str, ...], options: FitOptions,
-                   strategy: tf.distribute.Strategy, in_memory: EpochExamples) -> TrainingRows:
+def _training_rows(data: RankingData, recipe: RowRecipe, options: FitOptions, strategy: tf.distribute.Strategy
+                   ) -> TrainingRows:
     """The training rows, streamed from the shards when the data has them, else from memory."""
+    examples: ExampleSource
     if data.train_stream is not None:
-        return StreamedRows(data.train_stream, strategy, feature_keys, data.space.vocab.item_ids,
-                            options.num_negatives, options.batch_size, in_memory.unit, options.seed)
-    return InMemoryRows(in_memory, strategy, options.batch_size)
+        examples = StreamedExamples(data.train_stream, options.seed)
+    else:
+        examples = InMemoryExamples(data.train, recipe.example_keys_with_rows(), options.seed)
+    return TrainingRows(examples, recipe, strategy, options.batch_size)
 
 
-def _sample_rows(inputs: dict[str, np.ndarray], labels: np.ndarray, rows: int, seed: int
-                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """At most `rows` random rows (all when there are fewer), in their original order."""
-    total = len(labels)
-    if total <= rows:
-        return inputs, labels
-    keep = np.sort(np.random.default_rng(seed).choice(total, rows, replace=False))
-    return {key: value[keep] for key, value in inputs.items()}, labels[keep]
+def _statistics_rows(recipe: RowRecipe, examples: dict[str, np.ndarray], limit: int | None, seed: int
+                     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Epoch 0's rows of at most `limit` random examples (None: all), in order: (inputs, labels [R, C])."""
+    total = len(examples[contract.USER_ID])
+    indices = np.arange(total)
+    if limit is not None and total > limit:
+        indices = np.sort(np.random.default_rng(seed).choice(total, limit, replace=False))
+    rows = recipe.rows(examples, 0, indices)
+    labels = rows.pop(LABELS)
+    rows.pop(WEIGHTS)
+    return rows, labels
 
 
 def _sampling_rate(config: RankingConfig, data: RankingData) -> float:

@@ -37,11 +37,13 @@ NOT_MODEL_INPUTS = (WATCH_TIME, RATING)
 
 
 class TrainingInput(Protocol):
-    """Training examples for `trainer.retrieval.train.fit`: their count and shuffled batches."""
+    """Training examples for `trainer.retrieval.train.fit`: their count, shuffled batches, and a first batch."""
 
     def __len__(self) -> int: ...
 
     def batches(self, batch_size: int, seed: int, **options: Any) -> tf.data.Dataset: ...
+
+    def first_batch(self, rows: int) -> dict[str, tf.Tensor]: ...
 
 
 def with_derived_features(examples: tf.data.Dataset, item_counts: Mapping[str, int], t_max: int, t_span: int
@@ -90,10 +92,17 @@ class InMemoryTrainingInput:
 
     def batches(self, batch_size: int, seed: int, shuffle: bool = True, **options: Any) -> tf.data.Dataset:
         """The examples in batches (reshuffled every pass when `shuffle`), with the derived features."""
-        examples = {name: values for name, values in self.examples.items() if name not in NOT_MODEL_INPUTS}
+        return self._batches(self.examples, batch_size, shuffle=shuffle, seed=seed, **options)
+
+    def first_batch(self, rows: int) -> dict[str, tf.Tensor]:
+        """The first `rows` examples with the derived features (what building the model needs), converting only them."""
+        head = {name: values[:rows] for name, values in self.examples.items()}
+        return next(iter(self._batches(head, rows, shuffle=False, seed=0)))
+
+    def _batches(self, examples: dict[str, np.ndarray], batch_size: int, **options: Any) -> tf.data.Dataset:
+        inputs = {name: values for name, values in examples.items() if name not in NOT_MODEL_INPUTS}
         counts = Counter(np.asarray(self.examples[ITEM_ID], dtype=object).astype(str).tolist())
-        return with_derived_features(make_dataset(examples, batch_size, shuffle=shuffle, seed=seed, **options),
-                                     counts, self.t_max, self.t_span)
+        return with_derived_features(make_dataset(inputs, batch_size, **options), counts, self.t_max, self.t_span)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,3 +121,7 @@ class ShardedTrainingInput:
             raise DataError(f"{manifest.directory}: the manifest has no training item counts; preprocess again")
         examples = manifest.read("train", batch_size, shuffle=shuffle, seed=seed, **options)
         return with_derived_features(examples, manifest.train_item_counts, manifest.t_max, manifest.t_span)
+
+    def first_batch(self, rows: int) -> dict[str, tf.Tensor]:
+        """The first `rows` examples of the shards with the derived features."""
+        return next(iter(self.batches(rows, seed=0, shuffle=False)))

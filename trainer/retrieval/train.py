@@ -25,7 +25,6 @@ from trainer import fitting, optimizers
 from trainer.config import Config, RetrievalConfig
 from trainer.context import ModelContext
 from trainer.data.bundle import TrainingData
-from trainer.progress import keras_batch_progress
 from trainer.retrieval.evaluate import (
     EvalSet,
     build_eval_set,
@@ -229,12 +228,11 @@ def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: TrainingInput,
         and val_<metric>.
     """
     with model.distribute_strategy.scope():
-        model.create_weights(next(iter(train.batches(retrieval.batch_size, seed, shuffle=False))))
+        model.create_weights(train.first_batch(retrieval.batch_size))
         model.compile(optimizer=optimizers.make_optimizer(retrieval.optimizer, retrieval.learning_rate))
-    start = fitting.completed_epochs(checkpoint_dir)
+    start, epochs = fitting.epochs_to_train(checkpoint_dir, retrieval.epochs)
     if start:
         log.info("%s: resuming after epoch %d from %s", label, start, checkpoint_dir)
-    epochs = start if fitting.SelectBestEpoch.stopped(checkpoint_dir) else retrieval.epochs
     steps = -(-len(train) // retrieval.batch_size)
     dataset, fit_options = _fit_input(model, train, retrieval.batch_size, seed + start, steps)
     history = fitting.RunHistory(VALIDATION_PREFIX, checkpoint_dir)
@@ -245,12 +243,10 @@ def fit(model: RetrievalModel, retrieval: RetrievalConfig, train: TrainingInput,
                                                VALIDATION_PREFIX)
         selection = fitting.SelectBestEpoch(VALIDATION_PREFIX + "recall", retrieval.early_stopping_patience,
                                             checkpoint_dir)
-    extra = [keras_batch_progress(f"{label} ({retrieval.epochs} epochs)", steps, fitting.EXAMPLE_LOSS),
-             fitting.LogEpochs(label, history, log)]
-    if epoch_callback is not None:
-        extra.append(keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs: epoch_callback(epoch + 1, history.last())))
-    callbacks = fitting.training_callbacks(history, checkpoint_dir, tensorboard_dir, validation, selection, extra)
+    extra = [] if epoch_callback is None else [keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: epoch_callback(epoch + 1, history.last()))]
+    callbacks = fitting.training_callbacks(history, checkpoint_dir, tensorboard_dir,
+                                           fitting.Report(label, steps, log), validation, selection, extra)
     model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks, **fit_options)
     return history.history
 
