@@ -17,6 +17,7 @@ from typing import Any
 from bench.plots import (
     LatencyPoint,
     TradeoffPoint,
+    plot_bar_panels,
     plot_latency,
     plot_quality,
     plot_recall_qps,
@@ -174,6 +175,28 @@ def _quality_metrics(row: Mapping[str, Any]) -> dict[str, float]:
     return dict(list(metrics.items())[:MAX_QUALITY_METRICS])
 
 
+YOUTUBE_PANELS = (
+    (0, "weighted_per_user_loss", "Weighted per-user loss on held-out slates (lower is better)"),
+    (0, "clickbait_share", "Clickbait share of the top 10"),
+    (0, "watch_time_per_user", "Planted watch time of the top 10 (s)"),
+    (1, "fresh_top_k_share", "Share of the top 10 uploaded in the last 7 days"),
+    (1, "recall@50", "Hold-out Recall@50 of the candidate generator"),
+)
+
+
+def youtube_panels(section: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """bench.youtube_paper's median tables as bar panels: panel title -> {model: value}."""
+    tables = section.get("tables") or []
+    panels: dict[str, dict[str, float]] = {}
+    for table_index, figure, title in YOUTUBE_PANELS:
+        if table_index >= len(tables):
+            continue
+        bars = {row["model"]: value for row in tables[table_index]["rows"]
+                if (value := number(row.get(figure))) is not None}
+        panels[title] = bars
+    return panels
+
+
 def render_plots(results: Mapping[str, Mapping[str, Any]], out_dir: pathlib.Path) -> dict[str, pathlib.Path]:
     """Every plot the results allow, as PNGs in `out_dir`; plot title -> path.
 
@@ -191,6 +214,9 @@ def render_plots(results: Mapping[str, Mapping[str, Any]], out_dir: pathlib.Path
     if "client_latency" in results:
         plots["recommend() latency and throughput against concurrency"] = plot_latency(
             latency_points(results["client_latency"]), out_dir / "latency_concurrency.png")
+    if "youtube_paper" in results:
+        plots["The YouTube paper's experiments (synthetic world, medians over seeds)"] = plot_bar_panels(
+            youtube_panels(results["youtube_paper"]), out_dir / "youtube_paper.png")
     quality = {name: results[name] for name in QUALITY_SECTIONS if name in results}
     if quality:
         tables, labels = quality_tables(quality)

@@ -65,6 +65,7 @@ SECTIONS = (
     SectionSpec("training_speed", "Training speed and end-to-end task time", 600, 180),
     SectionSpec("large_inputs", "Large inputs: peak memory of streaming preprocessing as the log grows", 420, 150),
     SectionSpec("sharded_index", "Sharded retrieval index: latency and recall against the number of shards", 600, 240),
+    SectionSpec("youtube_paper", "The YouTube DNN paper's experiments on the synthetic YouTube world", 1800, 300),
 )
 SECTION_NAMES = tuple(spec.name for spec in SECTIONS)
 

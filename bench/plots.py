@@ -170,6 +170,24 @@ def plot_quality(
     return _save(figure, path)
 
 
+def plot_bar_panels(panels: Mapping[str, Mapping[str, float]], path: pathlib.Path) -> pathlib.Path | None:
+    """One horizontal bar chart per panel: panel title -> {bar label: value}."""
+    panels = {title: bars for title, bars in panels.items() if bars}
+    if not panels:
+        return None
+    height = max(len(bars) for bars in panels.values()) * 0.35 + 1.2
+    figure = Figure(figsize=(6.0 * len(panels), height), dpi=DPI, layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, bars) in zip(axes, panels.items(), strict=True):
+        labels = list(bars)
+        ax.barh(range(len(labels)), [bars[label] for label in labels])
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, axis="x", alpha=0.3)
+    return _save(figure, path)
+
+
 def _save(figure: Figure, path: pathlib.Path) -> pathlib.Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png")

@@ -189,7 +189,9 @@ def _module(name: str, catalog: SyntheticCatalog, k: int, ranking_scale: float) 
 def _warmup_request(inputs: Sequence[contract.TensorSpec], catalog: SyntheticCatalog) -> dict[str, np.ndarray]:
     request = {}
     for spec in inputs:
-        if spec.rank == 2:
+        if spec.rank == 2 and spec.dtype != "string":
+            request[spec.name] = np.array([[spec.default, spec.default]], dtype=np.int64)
+        elif spec.rank == 2:
             request[spec.name] = np.array([["", catalog.item_ids[0]]], dtype=object).astype(bytes)
         elif spec.dtype == "string":
             request[spec.name] = np.array([b"warmup"])

@@ -44,6 +44,11 @@ REGION = "region"
 AGE = "age"
 REQUEST_TIME = "request_time"
 CANDIDATE_IDS = "candidate_ids"
+# Ranking-only user inputs (the YouTube ranking features); optional: a client that does not send them
+# sends their defaults, which the model reads as "unknown".
+WATCH_HISTORY_TIMES = "watch_history_times"  # [B, H] unix seconds of each watch_history item, aligned with it
+IMPRESSION_HISTORY = "impression_history"  # [B, I] items shown to the user before, most recent last
+LANGUAGE = "language"  # [B] the user's language
 
 # Output names.
 ITEM_IDS = "item_ids"
@@ -81,8 +86,14 @@ USER_INPUTS: tuple[TensorSpec, ...] = (
     TensorSpec(AGE, "int64", 1, 0),
     TensorSpec(REQUEST_TIME, "int64", 1, 0),
 )
+RANKING_CONTEXT_INPUTS: tuple[TensorSpec, ...] = (
+    TensorSpec(WATCH_HISTORY_TIMES, "int64", 2, 0),
+    TensorSpec(IMPRESSION_HISTORY, "string", 2, ""),
+    TensorSpec(LANGUAGE, "string", 1, ""),
+)
 RETRIEVAL_INPUTS = USER_INPUTS
-RANKING_INPUTS: tuple[TensorSpec, ...] = USER_INPUTS + (TensorSpec(CANDIDATE_IDS, "string", 2, ""),)
+RANKING_INPUTS: tuple[TensorSpec, ...] = (
+    USER_INPUTS + RANKING_CONTEXT_INPUTS + (TensorSpec(CANDIDATE_IDS, "string", 2, ""),))
 
 RETRIEVAL_OUTPUTS: tuple[TensorSpec, ...] = (
     TensorSpec(ITEM_IDS, "string", 2, ""),

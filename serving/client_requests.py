@@ -212,7 +212,7 @@ def _scalars(spec: InputSpec, values: list[Any], model: str) -> np.ndarray:
 def _left_padded(spec: InputSpec, values: list[Any], model: str) -> np.ndarray:
     lists = [_sequence(spec, value, model) for value in values]
     width = max((len(items) for items in lists), default=0) + 1
-    padded = np.full((len(lists), width), spec.default, dtype=object)
+    padded = np.full((len(lists), width), spec.default, dtype=object if spec.dtype == types_pb2.DT_STRING else None)
     for row, items in enumerate(lists):
         for item in items:
             _check_scalar(spec, item, model)

@@ -19,7 +19,8 @@ from typing import Any, Literal, Union
 import yaml
 
 MOVIELENS_SOURCES = ("ml-100k", "ml-1m", "ml-20m", "ml-25m", "ml-32m", "ml-latest-small")
-SOURCES = ("synthetic",) + MOVIELENS_SOURCES
+LOGS_SOURCE = "logs"  # your own CSV logs in data.data_dir (trainer.data.logs)
+SOURCES = ("synthetic", LOGS_SOURCE) + MOVIELENS_SOURCES
 RETRIEVAL_FEATURES = (
     "user_id",
     "watch_history",
@@ -54,13 +55,30 @@ class SyntheticConfig:
     temperature: float = 0.6
     popularity_skew: float = 0.6
     new_item_fraction: float = 0.3
+    # The YouTube world (trainer.data.synthetic); each part is off at 0, configs/youtube.yaml turns them on.
+    slate_size: int = 0  # items shown per watch (the watch and slate_size - 1 passed-over ones); 0: no impressions
+    exploration_share: float = 0.2  # share of a slate's passed-over items the logging policy shows at random
+    clickbait_fraction: float = 0.0  # items with high click appeal and short watches
+    freshness_days: float = 0.0  # an item's popularity peaks this many days after upload, then decays; 0: off
+    freshness_boost: float = 2.0  # the peak's logit offset
+    num_channels: int = 0  # uploaders, each with a topic mix; users favour a few; 0: no channels
+    num_languages: int = 0  # languages of users and items; a user rarely watches another language; 0: none
 
     def validate(self) -> None:
         _positive(self, "synthetic", "num_users", "num_items", "num_topics", "latent_dim", "events_per_user",
                   "num_regions", "days", "temperature")
-        _probability(self, "synthetic", "search_probability", "new_item_fraction")
-        if self.popularity_skew < 0:
-            raise ConfigError(f"synthetic.popularity_skew: must be >= 0, got {self.popularity_skew!r}")
+        _probability(self, "synthetic", "search_probability", "new_item_fraction", "exploration_share",
+                     "clickbait_fraction")
+        for name in ("popularity_skew", "freshness_days", "freshness_boost", "slate_size", "num_channels",
+                     "num_languages"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"synthetic.{name}: must be >= 0, got {getattr(self, name)!r}")
+        if self.slate_size > self.num_items // 2:
+            raise ConfigError(f"synthetic.slate_size ({self.slate_size}) must be at most half of synthetic.num_items "
+                              f"({self.num_items})")
+        if self.slate_size == 1:
+            raise ConfigError("synthetic.slate_size: 1 would show only the watched item (no passed-over impression); "
+                              "use 0 for no impressions or >= 2")
         if self.events_per_user * 2 > self.num_items:
             raise ConfigError(
                 f"synthetic.events_per_user ({self.events_per_user}) must be at most half of synthetic.num_items "
@@ -93,6 +111,9 @@ class DataConfig:
                               "`python -m trainer.preprocess --output-dir DIR` first")
         if self.source not in SOURCES:
             raise ConfigError(f"data.source: unknown source {self.source!r}; choose one of {', '.join(SOURCES)}")
+        if self.source == LOGS_SOURCE and self.data_dir is None and prepared is None:
+            raise ConfigError("data.source logs: set data.data_dir (--data-dir) to the folder of your CSV logs "
+                              "(impressions.csv and/or events.csv, optional users.csv and items.csv)")
         _probability(self, "data", "validation_fraction", "test_fraction")
         if self.test_fraction == 0.0:
             raise ConfigError("data.test_fraction: 0 leaves the temporal test split empty, and the evaluation of both "
@@ -161,6 +182,11 @@ class RankingConfig:
     # F >= 2: the "full" model's retrieval_score feature of training rows comes from F generators, each
     # scoring the rows it did not train on (trainer.ranking.retrieval_feature); 0: in-sample. Needs in-memory data.
     retrieval_score_folds: int = 0
+    # What the exported model trains on: "impressions" (shown items, clicked or not; Covington et al. 2016) when
+    # the logs hold them and "auto" is set, else watches with sampled negatives. The NCF comparison uses watches.
+    train_on: Literal["auto", "watches", "impressions"] = "auto"
+    # Weight a watch by its watch time (the paper's weighted logistic regression); False: every row weighs 1.
+    watch_time_weights: bool = True
     pretrain_alpha: float = 0.5
     optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
     # bench.ncf_table (ml-100k) tries 0.002 and 0.005: 0.005 stops early after fewer epochs, a little below
@@ -193,6 +219,8 @@ class RankingConfig:
                   "eval_max_examples")
         _all_positive(self, "ranking", "mlp_layers", "eval_ks")
         _probability(self, "ranking", "pretrain_alpha")
+        if self.train_on not in ("auto", "watches", "impressions"):
+            raise ConfigError(f"ranking.train_on: must be auto, watches or impressions, got {self.train_on!r}")
         if self.retrieval_score_folds < 0 or self.retrieval_score_folds == 1:
             raise ConfigError(f"ranking.retrieval_score_folds must be 0 (in-sample scores) or >= 2, "
                               f"got {self.retrieval_score_folds}")

@@ -77,7 +77,10 @@ def _in_process(base, user: UserContext, k: int, version: int) -> list[tuple[str
     features[contract.SEARCH_HISTORY] = tf.constant([[""]])
     retrieved = retrieval.signatures[contract.SIGNATURE_NAME](**features)[contract.ITEM_IDS].numpy()[0]
     unseen = [item.decode() for item in retrieved if item.decode() not in set(user.watch_history)]
-    ranked = ranking.signatures[contract.SIGNATURE_NAME](**features, candidate_ids=tf.constant([unseen]))
+    context = {spec.name: tf.fill([1, 1] if spec.rank == 2 else [1],
+                                  tf.constant(spec.default, tf.dtypes.as_dtype(spec.dtype)))
+               for spec in contract.RANKING_CONTEXT_INPUTS}
+    ranked = ranking.signatures[contract.SIGNATURE_NAME](**features, **context, candidate_ids=tf.constant([unseen]))
     scores = ranked[contract.SCORES].numpy()[0]
     watch_time = ranked[contract.EXPECTED_WATCH_TIME].numpy()[0]
     order = np.argsort(-scores, kind="stable")[:k]

@@ -7,8 +7,14 @@ import pandas as pd
 import pytest
 
 from recsys_common import contract
-from trainer.data.examples import event_examples, example_age, query_examples
-from trainer.data.schema import DataError, validate_events, validate_users
+from trainer.data.examples import (
+    IMPRESSION_HISTORY_LENGTH,
+    event_examples,
+    example_age,
+    impression_examples,
+    query_examples,
+)
+from trainer.data.schema import DataError, validate_events, validate_impressions, validate_users
 from trainer.data.vocab import tokenize
 
 H, S = 4, 3
@@ -96,7 +102,7 @@ def test_query_examples_use_the_whole_history() -> None:
     assert list(features[contract.WATCH_HISTORY][1]) == [""] * H
     assert list(features[contract.REQUEST_TIME]) == [1234, 1234]
     assert features[contract.GENDER][0] == "M" and features[contract.GENDER][1] == ""
-    assert set(features) == {spec.name for spec in contract.USER_INPUTS}
+    assert set(features) == {spec.name for spec in contract.USER_INPUTS + contract.RANKING_CONTEXT_INPUTS}
 
 
 def test_example_age() -> None:
@@ -110,3 +116,29 @@ def test_example_age() -> None:
 def test_history_length_must_be_positive() -> None:
     with pytest.raises(DataError, match="history_length"):
         event_examples(_random_events(0), USERS, 0, S)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_impression_examples_carry_watch_times_and_earlier_impressions(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    events = _random_events(seed)
+    n = 200
+    impressions = validate_impressions(pd.DataFrame({
+        "user_id": rng.choice(["a", "b", "c", "x"], n), "item_id": [f"i{k}" for k in rng.integers(0, 40, n)],
+        "timestamp": rng.integers(0, 60, n), "clicked": rng.random(n) < 0.3}), "test")
+    features = impression_examples(impressions, events, USERS, H, S)
+    assert features[contract.IMPRESSION_HISTORY].shape == (n, IMPRESSION_HISTORY_LENGTH)
+    for row in range(n):
+        shown = impressions.iloc[row]
+        user, time = shown["user_id"], shown["timestamp"]
+        watched, _ = _brute_force(events, user, time)
+        assert list(features[contract.WATCH_HISTORY][row]) == watched, row
+        earlier = events[(events["user_id"] == user) & (events["timestamp"] < time)]
+        times = list(earlier["timestamp"].sort_values(kind="stable"))[-H:]
+        assert list(features[contract.WATCH_HISTORY_TIMES][row]) == [0] * (H - len(times)) + times, row
+        before = impressions[(impressions["user_id"] == user) & (impressions["timestamp"] < time)]
+        items = list(before["item_id"])[-IMPRESSION_HISTORY_LENGTH:]
+        expected = [""] * (IMPRESSION_HISTORY_LENGTH - len(items)) + items
+        assert list(features[contract.IMPRESSION_HISTORY][row]) == expected, row
+    np.testing.assert_array_equal(features["clicked"], impressions["clicked"].to_numpy())
+    assert features[contract.LANGUAGE].tolist() == [""] * n  # USERS has no languages

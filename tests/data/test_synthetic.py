@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from trainer.config import SyntheticConfig
-from trainer.data.schema import DataError, Dataset
+from trainer.data.schema import DataError, Dataset, check_watches_agree
 from trainer.data.synthetic import PlantedModel, generate
 from trainer.data.vocab import tokenize
 
@@ -111,3 +111,88 @@ def test_demographics_shift_preferences(small_synthetic: Dataset) -> None:
     np.fill_diagonal(same, False)
     different = region[:, None] != region[None, :]
     assert similarity[same].mean() > similarity[different].mean() + 0.05
+
+
+WORLD = dataclasses.replace(SyntheticConfig(num_users=300, num_items=200, num_topics=6, latent_dim=8,
+                                            events_per_user=25, num_regions=4, days=60, seed=11),
+                            slate_size=6, clickbait_fraction=0.1, freshness_days=2.0, num_channels=12,
+                            num_languages=3)
+
+
+@pytest.fixture(scope="module")
+def world() -> Dataset:
+    return generate(WORLD)
+
+
+def test_the_youtube_world_is_off_by_default(small_synthetic: Dataset) -> None:
+    assert small_synthetic.impressions is None
+    assert (small_synthetic.items["channel"] == "").all() and (small_synthetic.users["language"] == "").all()
+    assert not _truth(small_synthetic).world.clickbait.any()
+    assert not {"impressions", "channel", "language"} & small_synthetic.available()
+
+
+def test_the_world_is_deterministic_and_its_watches_are_the_clicked_impressions(world: Dataset) -> None:
+    again = generate(WORLD)
+    assert world.impressions is not None and again.impressions is not None
+    pd.testing.assert_frame_equal(again.impressions, world.impressions)
+    check_watches_agree(world.events, world.impressions, "world")
+    assert {"impressions", "channel", "language"} <= world.available()
+
+
+def test_each_watch_was_shown_in_a_slate_of_unwatched_released_items(world: Dataset) -> None:
+    impressions = world.impressions
+    assert impressions is not None
+    slates = impressions.groupby(["user_id", "timestamp"])
+    watches = world.events.groupby(["user_id", "timestamp"]).size()
+    pd.testing.assert_series_equal(slates["clicked"].sum(), watches, check_names=False)  # a slate per watch
+    assert (slates.size() / watches).median() == WORLD.slate_size
+    release = world.items.set_index("item_id")["release_time"]
+    assert (release.loc[impressions["item_id"]].to_numpy() <= impressions["timestamp"].to_numpy()).all()
+    first_watch = world.events.groupby(["user_id", "item_id"])["timestamp"].min()
+    passed = impressions[~impressions["clicked"]]
+    watched_at = first_watch.reindex(pd.MultiIndex.from_frame(passed[["user_id", "item_id"]])).to_numpy()
+    assert not (watched_at < passed["timestamp"].to_numpy()).any(), "a slate showed an item the user had watched"
+
+
+def test_clickbait_is_clicked_more_and_watched_less(world: Dataset) -> None:
+    impressions = world.impressions
+    assert impressions is not None
+    clickbait = pd.Series(_truth(world).world.clickbait, index=_truth(world).item_ids)
+    shown = impressions.assign(clickbait=clickbait.loc[impressions["item_id"]].to_numpy())
+    by_kind = shown.groupby("clickbait").agg(ctr=("clicked", "mean"), watch_per_impression=("watch_time", "mean"))
+    clicks = shown[shown["clicked"]].groupby("clickbait")["watch_time"].mean()
+    assert by_kind.loc[True, "ctr"] > 1.5 * by_kind.loc[False, "ctr"]
+    assert clicks.loc[True] < 0.5 * clicks.loc[False]
+    assert by_kind.loc[True, "watch_per_impression"] < by_kind.loc[False, "watch_per_impression"]
+
+
+def test_fresh_items_are_watched_soon_after_upload(world: Dataset) -> None:
+    stale = generate(dataclasses.replace(WORLD, freshness_days=0.0))
+
+    def early_share(dataset: Dataset) -> float:
+        release = dataset.items.set_index("item_id")["release_time"]
+        age_days = (dataset.events["timestamp"] - release.loc[dataset.events["item_id"]].to_numpy()) / 86_400
+        in_period = age_days[release.loc[dataset.events["item_id"]].to_numpy() > dataset.events["timestamp"].min()]
+        return float((in_period < 4 * WORLD.freshness_days).mean())
+
+    assert early_share(world) > 1.3 * early_share(stale)
+
+
+def test_users_favour_their_channels_and_their_language(world: Dataset) -> None:
+    truth = _truth(world).world
+    user = pd.Index(_truth(world).user_ids).get_indexer(world.events["user_id"])
+    item = pd.Index(_truth(world).item_ids).get_indexer(world.events["item_id"])
+    favourite = (truth.item_channel[item][:, None] == truth.favourite_channels[user]).any(axis=1)
+    favourite_items = (truth.item_channel[None, :, None] == truth.favourite_channels[:, None, :]).any(axis=2).mean()
+    assert favourite.mean() > 1.5 * favourite_items
+    same_language = truth.item_language[item] == truth.user_language[user]
+    language_items = (truth.item_language[None, :] == truth.user_language[:, None]).mean()
+    assert same_language.mean() > 1.3 * language_items
+    assert world.items["channel"].str.startswith("ch").all() and (world.users["language"] != "").all()
+
+
+def test_the_planted_watch_time_demotes_clickbait(world: Dataset) -> None:
+    truth = _truth(world)
+    expected = truth.expected_watch_time(truth.user_ids[:50])
+    assert expected.shape == (50, len(truth.item_ids))
+    assert expected[:, truth.world.clickbait].mean() < 0.5 * expected[:, ~truth.world.clickbait].mean()

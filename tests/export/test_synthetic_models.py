@@ -61,8 +61,11 @@ def test_retrieval_returns_the_exact_top_k(exported, model):
 def test_ranking_scores_candidates_and_pads(exported):
     catalog, paths = exported
     candidates = [["i1", "i2", ""], ["i9", "nope", "i3"], ["", "", "i119"]]
+    context = {spec.name: tf.fill([3, 1] if spec.rank == 2 else [3],
+                                  tf.constant(spec.default, tf.dtypes.as_dtype(spec.dtype)))
+               for spec in contract.RANKING_CONTEXT_INPUTS}
     outputs = tf.saved_model.load(str(paths[contract.RANKING])).signatures[contract.SIGNATURE_NAME](
-        **_features(candidate_ids=tf.constant(candidates)))
+        **_features(candidate_ids=tf.constant(candidates), **context))
     _, logits = _reference_scores(catalog, ranking_scale=0.5)
     index = {item: row for row, item in enumerate(catalog.item_ids)}
     expected = np.array([[logits[b, index[c]] if c in index else -20.0 for c in row]

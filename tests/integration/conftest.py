@@ -58,11 +58,13 @@ class TrainedModels:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedModels:
+def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TrainedModels:
+    """The tiny config, with the test module's CONFIG_OVERRIDES ({"section.field": value}) when it has them."""
     out = tmp_path_factory.mktemp("trained")
     config = config_lib.load_config(TINY_CONFIG, {"run_dir": str(out / "runs"),
                                                   "export.output_dir": str(out / "saved_models"),
-                                                  "ranking.compare": COMPARED_RANKERS})
+                                                  "ranking.compare": COMPARED_RANKERS,
+                                                  **getattr(request.module, "CONFIG_OVERRIDES", {})})
     run = RunContext(out / "runs" / "integration")
     data = bundle.prepare(config)
     retrieval = train_retrieval(config, data, run)

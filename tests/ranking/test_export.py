@@ -30,6 +30,8 @@ INPUTS = {
     "search_history": {**STRING_INPUT, "rank": 2},
     "gender": STRING_INPUT, "occupation": STRING_INPUT, "region": STRING_INPUT,
     "age": {"dtype": "int64", "rank": 1, "default": 0}, "request_time": {"dtype": "int64", "rank": 1, "default": 0},
+    "watch_history_times": {"dtype": "int64", "rank": 2, "default": 0},
+    "impression_history": {**STRING_INPUT, "rank": 2}, "language": STRING_INPUT,
     "candidate_ids": {**STRING_INPUT, "rank": 2},
 }
 OUTPUTS = {"scores": {"dtype": "float32", "rank": 2, "default": 0.0},
@@ -75,7 +77,8 @@ def expected_outputs(ranking_result, calibration, request: dict[str, np.ndarray]
 def request_batch(data) -> dict[str, np.ndarray]:
     """Four real test contexts (one made an unknown user) with catalogue, unknown and padding candidates."""
     rows = slice(0, 4)
-    request = {spec.name: np.asarray(data.test_examples[spec.name][rows]) for spec in contract.USER_INPUTS}
+    request = {spec.name: np.asarray(data.test_examples[spec.name][rows])
+               for spec in contract.USER_INPUTS + contract.RANKING_CONTEXT_INPUTS}
     request[contract.USER_ID] = request[contract.USER_ID].copy()
     request[contract.USER_ID][3] = "a-user-nobody-knows"
     catalogue = np.asarray(data.catalog.item_ids[:5], dtype=object)

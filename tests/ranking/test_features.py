@@ -9,9 +9,10 @@ import pytest
 import tensorflow as tf
 
 from recsys_common import contract
-from trainer.ranking.features import NEVER_WATCHED, QuantileNormalizer, RankingFeatures
+from trainer.ranking.features import NEVER_SECONDS, NEVER_WATCHED, QuantileNormalizer, RankingFeatures
 
 NEVER = NEVER_WATCHED
+DAY = 86_400
 
 
 def strings(rows: list) -> np.ndarray:
@@ -146,3 +147,49 @@ def test_only_the_training_window_of_a_long_history_counts(hand_space, hand_requ
     np.testing.assert_array_equal(features_long["genre_watch_count"], [[2, 1, 0, 0], [0, 1, 1, 1]])
     layer = RankingFeatures(windowed, embedding_dim=4, num_quantiles=10)
     np.testing.assert_allclose(layer(tensors(long)).numpy(), layer(tensors(short)).numpy(), rtol=1e-6)
+
+
+@pytest.fixture()
+def world_space(hand_space):
+    """hand_space with channels (a, b on ch1; c on ch2; d none), languages and impressions."""
+    catalog = dataclasses.replace(hand_space.catalog, channels=strings(["ch1", "ch1", "ch2", ""]),
+                                  languages=strings(["en", "de", "en", ""]))
+    return dataclasses.replace(hand_space, catalog=catalog,
+                               available=hand_space.available | {"channel", "language", "impressions"})
+
+
+@pytest.fixture()
+def world_request(hand_request):
+    """hand_request with watch times (user 1 watched a at day 300, b at day 340), impressions and languages."""
+    return {**hand_request,
+            contract.WATCH_HISTORY_TIMES: np.array([[0, 300 * DAY, 340 * DAY], [10 * DAY, 20 * DAY, 30 * DAY]]),
+            contract.IMPRESSION_HISTORY: strings([["c", "d", "c", ""], ["", "", "", "zzz"]]),
+            contract.LANGUAGE: strings(["en", ""])}
+
+
+def test_channel_impression_and_language_features_by_hand(world_space, world_request):
+    features = raw_features(world_space, world_request)
+    # candidates: user 1 a (ch1), c (ch2), d (none), "" ; user 2 new-item, b (ch1), a (ch1), c (ch2)
+    # user 1 watched a, b (both ch1); user 2 watched c, c, a
+    np.testing.assert_array_equal(features["channel_watch_count"], [[2, 0, 0, 0], [0, 1, 1, 2]])
+    # user 1's last ch1 watch is b at day 340, request at 350: 10 days; user 2's request time is unknown
+    np.testing.assert_array_equal(features["channel_seconds_since"],
+                                  [[10 * DAY, NEVER_SECONDS, NEVER_SECONDS, NEVER_SECONDS], [NEVER_SECONDS] * 4])
+    # c was shown to user 1 twice; d once; an unknown id or a pad never counts
+    np.testing.assert_array_equal(features["previous_impressions"], [[0, 2, 1, 0], [0, 0, 0, 0]])
+    # user 1 speaks en: a en (1), c en (1), d unknown (0.5); user 2 unknown: 0.5
+    np.testing.assert_array_equal(features["language_match"], [[1, 1, 0.5, 0.5], [0.5] * 4])
+
+
+def test_a_request_without_watch_times_leaves_channel_recency_unknown(world_space, world_request):
+    request = {**world_request, contract.WATCH_HISTORY_TIMES: np.zeros((2, 1), np.int64)}  # a client's default
+    features = raw_features(world_space, request)
+    np.testing.assert_array_equal(features["channel_seconds_since"], np.full((2, 4), NEVER_SECONDS))
+    np.testing.assert_array_equal(features["channel_watch_count"], [[2, 0, 0, 0], [0, 1, 1, 2]])
+
+
+def test_the_model_reads_only_the_ranking_inputs_its_data_has(hand_space, world_space):
+    plain = RankingFeatures(hand_space, embedding_dim=4, num_quantiles=10)
+    world = RankingFeatures(world_space, embedding_dim=4, num_quantiles=10)
+    assert plain.context_inputs == ()
+    assert set(world.context_inputs) == {spec.name for spec in contract.RANKING_CONTEXT_INPUTS}

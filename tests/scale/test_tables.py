@@ -60,5 +60,5 @@ def test_text_that_is_not_utf8_is_an_error_naming_the_file(
 def test_missing_rows_are_added_with_unknown_features(tiny_data: TrainingData) -> None:
     users, items = with_missing_rows(tiny_data.dataset.users, tiny_data.dataset.items, ["new-user"], ["new-item"])
     assert len(users) == len(tiny_data.dataset.users) + 1 and len(items) == len(tiny_data.dataset.items) + 1
-    assert users.iloc[-1].tolist() == ["new-user", "", 0, "", ""]
+    assert users.iloc[-1].tolist() == ["new-user", "", 0, "", "", ""]
     assert items.iloc[-1]["genres"] == [] and items.iloc[-1]["release_time"] == 0

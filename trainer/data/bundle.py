@@ -72,7 +72,7 @@ def prepare(config: Config) -> TrainingData:
 
     def examples(events: pd.DataFrame) -> dict[str, np.ndarray]:
         return event_examples(events, dataset.users, data.history_length, data.search_history_length,
-                              history_events=dataset.events)
+                              history_events=dataset.events, impressions=dataset.impressions)
 
     vocab = Vocabularies.from_training(split.train, dataset.users, dataset.items)
     prepared = TrainingData(

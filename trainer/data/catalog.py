@@ -22,6 +22,8 @@ class ItemCatalog:
         title_tokens: [M, T] str, the first T title tokens, "" pads at the end.
         release_time: [M] int64 unix seconds (0 = unknown).
         titles: [M] str ("" = unknown).
+        channels: [M] str, the uploader ("" = unknown; all unknown when left out).
+        languages: [M] str ("" = unknown; all unknown when left out).
     """
 
     item_ids: np.ndarray
@@ -29,6 +31,13 @@ class ItemCatalog:
     title_tokens: np.ndarray
     release_time: np.ndarray
     titles: np.ndarray
+    channels: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, dtype=object))
+    languages: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, dtype=object))
+
+    def __post_init__(self) -> None:
+        for name in ("channels", "languages"):
+            values = np.asarray(getattr(self, name), dtype=object)
+            setattr(self, name, values if len(values) else np.full(len(self.item_ids), "", dtype=object))
 
     @classmethod
     def from_items(
@@ -58,6 +67,8 @@ class ItemCatalog:
             title_tokens=pad_lists([tokenize(title) for title in table["title"]], max_title_tokens),
             release_time=table["release_time"].to_numpy(dtype=np.int64),
             titles=table["title"].to_numpy(dtype=object),
+            channels=_column(table, "channel"),
+            languages=_column(table, "language"),
         )
 
     def __len__(self) -> int:
@@ -81,6 +92,11 @@ class ItemCatalog:
             unknown = list(dict.fromkeys(array.ravel()[index < 0]))[:5]
             raise DataError(f"item catalogue: unknown item id(s) {unknown}")
         return index.astype(np.int64).reshape(array.shape)
+
+
+def _column(table: pd.DataFrame, name: str) -> np.ndarray:
+    """The table's column `name`, or "" for every row when it has none."""
+    return table[name].to_numpy(dtype=object) if name in table.columns else np.full(len(table), "", dtype=object)
 
 
 def pad_lists(lists: Sequence[Sequence[str]] | pd.Series, width: int) -> np.ndarray:

@@ -19,7 +19,9 @@ from trainer.data.vocab import tokenize
 ITEM_ID = "item_id"
 WATCH_TIME = "watch_time"
 RATING = "rating"
+CLICKED = "clicked"
 _NEVER = np.iinfo(np.int64).max  # a request time after every event: "use the whole history"
+IMPRESSION_HISTORY_LENGTH = 50  # impressions kept per context (the most recent), for the previous-impressions count
 
 
 def event_examples(
@@ -28,6 +30,7 @@ def event_examples(
     history_length: int,
     search_history_length: int,
     history_events: pd.DataFrame | None = None,
+    impressions: pd.DataFrame | None = None,
 ) -> dict[str, np.ndarray]:
     """One example per event: the context just before it, and the event as the target.
 
@@ -37,12 +40,15 @@ def event_examples(
         history_length: H, watched items kept (the most recent).
         search_history_length: S, query tokens kept (the most recent).
         history_events: where histories come from, together with `events` (default: `events` alone).
+        impressions: where impression histories come from (None: every impression history is empty).
 
     Returns:
         user_id [N] str; watch_history [N, H] str, most recent last, "" pads at the start;
-        search_history [N, S] str (same layout); gender, occupation, region [N] str ("" unknown);
-        age [N] int64 (0 unknown); request_time [N] int64 (the event time); item_id [N] str;
-        watch_time [N] float32 and rating [N] float32 (NaN = missing).
+        watch_history_times [N, H] int64 (their times, 0 pads); search_history [N, S] str (same layout);
+        impression_history [N, I] str (items shown before, most recent last; I = 1 and "" without impressions);
+        gender, occupation, region, language [N] str ("" unknown); age [N] int64 (0 unknown);
+        request_time [N] int64 (the event time); item_id [N] str; watch_time [N] float32 and rating [N]
+        float32 (NaN = missing).
     """
     _check_lengths(history_length, search_history_length)
     pool = events if history_events is None else _union(history_events, events)
@@ -53,10 +59,48 @@ def event_examples(
         events["timestamp"].to_numpy(dtype=np.int64),
         history_length,
         search_history_length,
+        impressions,
     )
     features[ITEM_ID] = events["item_id"].to_numpy(dtype=object)
     features[WATCH_TIME] = events["watch_time"].to_numpy(dtype=np.float32)
     features[RATING] = events["rating"].to_numpy(dtype=np.float32)
+    return features
+
+
+def impression_examples(
+    impressions: pd.DataFrame,
+    history_events: pd.DataFrame,
+    users: pd.DataFrame,
+    history_length: int,
+    search_history_length: int,
+) -> dict[str, np.ndarray]:
+    """One example per impression: the user's context just before it was shown, and the shown item.
+
+    Args:
+        impressions: N impressions (`schema.validate_impressions` columns).
+        history_events: the watches the histories come from (those strictly before each impression count).
+        users: the user table.
+        history_length: H.
+        search_history_length: S.
+
+    Returns:
+        The user inputs of `event_examples` (request_time = the impression's time; impression_history the
+        user's earlier impressions), item_id [N] str (the shown item), clicked [N] bool and watch_time [N]
+        float32 (0 where not clicked, NaN = unknown).
+    """
+    _check_lengths(history_length, search_history_length)
+    features = _contexts(
+        history_events,
+        users,
+        impressions["user_id"].to_numpy(dtype=object),
+        impressions["timestamp"].to_numpy(dtype=np.int64),
+        history_length,
+        search_history_length,
+        impressions,
+    )
+    features[ITEM_ID] = impressions["item_id"].to_numpy(dtype=object)
+    features[CLICKED] = impressions["clicked"].to_numpy(dtype=bool)
+    features[WATCH_TIME] = impressions["watch_time"].to_numpy(dtype=np.float32)
     return features
 
 
@@ -67,6 +111,7 @@ def query_examples(
     request_time: int,
     history_length: int,
     search_history_length: int,
+    impressions: pd.DataFrame | None = None,
 ) -> dict[str, np.ndarray]:
     """One serving request per user: the context is all of that user's events in `history_events`.
 
@@ -77,15 +122,15 @@ def query_examples(
         request_time: the request_time of every row (unix seconds).
         history_length: H.
         search_history_length: S.
+        impressions: the impressions known at request time, for the impression histories (None: none).
 
     Returns:
         The user inputs of the serving contract (see `event_examples`), B rows.
     """
     _check_lengths(history_length, search_history_length)
     user_array = np.asarray(user_ids, dtype=object)
-    features = _contexts(
-        history_events, users, user_array, np.full(len(user_array), _NEVER), history_length, search_history_length
-    )
+    features = _contexts(history_events, users, user_array, np.full(len(user_array), _NEVER), history_length,
+                         search_history_length, impressions)
     features[contract.REQUEST_TIME] = np.full(len(user_array), request_time, dtype=np.int64)
     return features
 
@@ -129,21 +174,32 @@ def _contexts(
     times: np.ndarray,
     history_length: int,
     search_history_length: int,
+    impressions: pd.DataFrame | None = None,
 ) -> dict[str, np.ndarray]:
-    """User inputs for (user_ids[i], times[i]) from the events of `pool` strictly before times[i]."""
-    user_codes = pd.Index(pd.unique(np.concatenate([pool["user_id"].to_numpy(dtype=object), user_ids])))
+    """User inputs for (user_ids[i], times[i]) from the events (and impressions) of `pool` strictly before times[i]."""
+    shown_users = np.empty(0, dtype=object) if impressions is None else impressions["user_id"].to_numpy(dtype=object)
+    user_codes = pd.Index(pd.unique(np.concatenate([pool["user_id"].to_numpy(dtype=object), user_ids, shown_users])))
     watch_codes = user_codes.get_indexer(pool["user_id"].to_numpy(dtype=object))
     target_codes = user_codes.get_indexer(user_ids)
-    watch_history = _last_before(
-        watch_codes, pool["timestamp"].to_numpy(dtype=np.int64), pool["item_id"].to_numpy(dtype=object),
-        target_codes, times, history_length,
-    )
+    watch_times = pool["timestamp"].to_numpy(dtype=np.int64)
+    watch_history = _last_before(watch_codes, watch_times, pool["item_id"].to_numpy(dtype=object),
+                                 target_codes, times, history_length)
+    history_times = _last_before(watch_codes, watch_times, watch_times, target_codes, times, history_length, pad=0)
     token_users, token_times, tokens = _query_tokens(pool, watch_codes)
     search_history = _last_before(token_users, token_times, tokens, target_codes, times, search_history_length)
+    if impressions is None:
+        impression_history = np.full((len(user_ids), 1), "", dtype=object)
+    else:
+        impression_history = _last_before(user_codes.get_indexer(shown_users),
+                                          impressions["timestamp"].to_numpy(dtype=np.int64),
+                                          impressions["item_id"].to_numpy(dtype=object), target_codes, times,
+                                          IMPRESSION_HISTORY_LENGTH)
     features = {
         contract.USER_ID: user_ids,
         contract.WATCH_HISTORY: watch_history,
+        contract.WATCH_HISTORY_TIMES: history_times.astype(np.int64),
         contract.SEARCH_HISTORY: search_history,
+        contract.IMPRESSION_HISTORY: impression_history,
         contract.REQUEST_TIME: times.copy(),
     }
     features.update(_demographics(users, user_ids))
@@ -157,8 +213,9 @@ def _last_before(
     target_owner: np.ndarray,
     target_time: np.ndarray,
     width: int,
+    pad: object = "",
 ) -> np.ndarray:
-    """[N, width]: per target, the last `width` values of its owner strictly before its time, "" pads at the start.
+    """[N, width]: per target, the last `width` values of its owner strictly before its time, `pad` at the start.
 
     `owner`/`time`/`value` are rows of a table whose order among equal (owner, time) is kept.
     """
@@ -172,9 +229,9 @@ def _last_before(
     owner_start = np.searchsorted(keys, target_owner * span, side="left")
     end = np.searchsorted(keys, target_keys, side="left")
     positions = end[:, None] - width + np.arange(width)[None, :]
-    padded = np.empty(len(value) + 1, dtype=object)  # the extra last slot holds the padding ""
+    padded = np.empty(len(value) + 1, dtype=value.dtype)  # the extra last slot holds the pad
     padded[:-1] = value
-    padded[-1] = ""
+    padded[-1] = pad
     return padded[np.where(positions >= owner_start[:, None], positions, len(value))]
 
 
@@ -190,12 +247,14 @@ def _query_tokens(pool: pd.DataFrame, user_codes: np.ndarray) -> tuple[np.ndarra
 
 
 def _demographics(users: pd.DataFrame, user_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The user table's features of `user_ids` ("" / 0 for users or columns the table lacks)."""
     index = pd.Index(users["user_id"]).get_indexer(user_ids)
     known = index >= 0
     out = {}
-    for name in (contract.GENDER, contract.OCCUPATION, contract.REGION):
+    for name in (contract.GENDER, contract.OCCUPATION, contract.REGION, contract.LANGUAGE):
         column = np.full(len(user_ids), "", dtype=object)
-        column[known] = users[name].to_numpy(dtype=object)[index[known]]
+        if name in users.columns:  # a table from before the language column was in the contract has none
+            column[known] = users[name].to_numpy(dtype=object)[index[known]]
         out[name] = column
     age = np.zeros(len(user_ids), dtype=np.int64)
     age[known] = users["age"].to_numpy(dtype=np.int64)[index[known]]

@@ -170,12 +170,14 @@ def _concatenate(parts: list[dict[str, np.ndarray]], manifest: Manifest) -> dict
 
 
 def _empty(manifest: Manifest) -> dict[str, np.ndarray]:
+    """No examples, with the features, dtypes and widths of the records `Manifest.read` gives."""
     sequences = {contract.WATCH_HISTORY: manifest.history_length,
-                 contract.SEARCH_HISTORY: manifest.search_history_length}
-    strings = (contract.USER_ID, contract.GENDER, contract.OCCUPATION, contract.REGION, ITEM_ID)
+                 contract.SEARCH_HISTORY: manifest.search_history_length, contract.IMPRESSION_HISTORY: 1}
+    strings = (contract.USER_ID, contract.GENDER, contract.OCCUPATION, contract.REGION, contract.LANGUAGE, ITEM_ID)
     empty: dict[str, np.ndarray] = {name: np.zeros(0, dtype=object) for name in strings}
     empty.update({name: np.zeros((0, width), dtype=object) for name, width in sequences.items()})
     empty.update({contract.AGE: np.zeros(0, np.int64), contract.REQUEST_TIME: np.zeros(0, np.int64),
+                  contract.WATCH_HISTORY_TIMES: np.zeros((0, manifest.history_length), np.int64),
                   WATCH_TIME: np.zeros(0, np.float32), RATING: np.zeros(0, np.float32)})
     return empty
 

@@ -1,15 +1,22 @@
-"""The data contract of docs/DESIGN.md: one event table, a user table and an item table.
+"""The data contract of docs/DESIGN.md: an event table, a user table, an item table and, optionally, impressions.
 
-Every source (synthetic, MovieLens, your own logs) is mapped onto these three pandas
-tables. A source that lacks a column leaves it missing (NaN / None), and the models use
-only what the data has (see `Dataset.available`).
+Every source (synthetic, MovieLens, your own logs) is mapped onto these pandas tables. A
+source that lacks a column leaves it missing (NaN / None / ""), and the models use only what
+the data has (see `Dataset.available`).
 
 Column dtypes after `validate_*`:
-    events: user_id str, item_id str, timestamp int64, rating float64 (NaN = missing),
-            watch_time float64 (NaN = missing), query object (str or None).
-    users:  user_id str, gender str ("" = unknown), age int64 (0 = unknown),
-            occupation str, region str.
-    items:  item_id str, title str, genres object (list[str]), release_time int64 (0 = unknown).
+    events:      user_id str, item_id str, timestamp int64, rating float64 (NaN = missing),
+                 watch_time float64 (NaN = missing), query object (str or None).
+    users:       user_id str, gender str ("" = unknown), age int64 (0 = unknown),
+                 occupation str, region str, language str.
+    items:       item_id str, title str, genres object (list[str]), release_time int64 (0 = unknown),
+                 channel str (the uploader), language str.
+    impressions: user_id str, item_id str, timestamp int64, clicked bool, watch_time float64
+                 (NaN = missing; 0 for an impression that was not clicked).
+
+An impression is an item shown to a user; the clicked ones are the watches. A source with
+impressions derives its event table from their clicked rows (`events_from_impressions`), so
+the two cannot disagree.
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ import numpy as np
 import pandas as pd
 
 EVENT_COLUMNS = ("user_id", "item_id", "timestamp", "rating", "watch_time", "query")
-USER_COLUMNS = ("user_id", "gender", "age", "occupation", "region")
-ITEM_COLUMNS = ("item_id", "title", "genres", "release_time")
+USER_COLUMNS = ("user_id", "gender", "age", "occupation", "region", "language")
+ITEM_COLUMNS = ("item_id", "title", "genres", "release_time", "channel", "language")
+IMPRESSION_COLUMNS = ("user_id", "item_id", "timestamp", "clicked", "watch_time")
+_TRUE, _FALSE = frozenset({"1", "true", "yes"}), frozenset({"0", "false", "no"})
 SECONDS_PER_DAY = 86_400  # timestamps and release times are unix seconds
 
 
@@ -40,6 +49,8 @@ class Dataset:
         users: one row per user id (every user of `events` appears).
         items: one row per item id (every item of `events` appears).
         ground_truth: for synthetic data, the planted model (see `trainer.data.synthetic`).
+        impressions: the impression table, or None when the source logs watches only; when given, `events`
+            holds exactly its clicked rows.
     """
 
     name: str
@@ -47,6 +58,7 @@ class Dataset:
     users: pd.DataFrame
     items: pd.DataFrame
     ground_truth: Any | None = None
+    impressions: pd.DataFrame | None = None
 
     def available(self) -> set[str]:
         """The optional columns that hold at least one known value."""
@@ -59,6 +71,12 @@ class Dataset:
         for column in ("gender", "occupation", "region"):
             if (self.users[column] != "").any():
                 present.add(column)
+        if (self.users["language"] != "").any() and (self.items["language"] != "").any():
+            present.add("language")
+        if (self.items["channel"] != "").any():
+            present.add("channel")
+        if self.impressions is not None:
+            present.add("impressions")
         if (self.users["age"] > 0).any():
             present.add("age")
         if (self.items["title"] != "").any():
@@ -97,7 +115,7 @@ def validate_users(users: pd.DataFrame, source: str) -> pd.DataFrame:
     _require(users, ("user_id",), "users", source)
     users = users.reset_index(drop=True)  # the columns below are rebuilt by position
     out = pd.DataFrame({"user_id": _ids(users["user_id"], "user_id", source)})
-    for column in ("gender", "occupation", "region"):
+    for column in ("gender", "occupation", "region", "language"):
         out[column] = _strings(users.get(column), len(users))
     age = users.get("age")
     out["age"] = 0 if age is None else _integers(age.fillna(0), "age", source)
@@ -115,8 +133,84 @@ def validate_items(items: pd.DataFrame, source: str) -> pd.DataFrame:
     out["genres"] = [[] for _ in range(len(items))] if genres is None else [_genre_list(g) for g in genres]
     release = items.get("release_time")
     out["release_time"] = 0 if release is None else _integers(release.fillna(0), "release_time", source)
+    for column in ("channel", "language"):
+        out[column] = _strings(items.get(column), len(items))
     _unique(out, "item_id", "items", source)
     return out[list(ITEM_COLUMNS)]
+
+
+def validate_impressions(impressions: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Checks and normalises an impression table; raises DataError naming `source`, the column and the row.
+
+    `clicked` is 1/0, true/false or yes/no (any case); `watch_time` is optional, >= 0, and must be 0 or
+    missing where the item was not clicked (a watch without a click is a logging error, not a signal).
+    """
+    _require(impressions, ("user_id", "item_id", "timestamp", "clicked"), "impressions", source)
+    impressions = impressions.reset_index(drop=True)
+    if impressions.empty:
+        raise DataError(f"{source}: the impression table is empty")
+    out = pd.DataFrame(
+        {
+            "user_id": _ids(impressions["user_id"], "user_id", source),
+            "item_id": _ids(impressions["item_id"], "item_id", source),
+            "timestamp": _integers(impressions["timestamp"], "timestamp", source),
+            "clicked": _booleans(impressions["clicked"], "clicked", source),
+            "watch_time": _floats(impressions.get("watch_time"), len(impressions), "watch_time", source),
+        }
+    )
+    watch_time = out["watch_time"].to_numpy()
+    _refuse_rows(watch_time < 0, f"{source}: watch_time must be >= 0", out["watch_time"])
+    _refuse_rows(~out["clicked"].to_numpy() & (watch_time > 0),
+                 f"{source}: watch_time must be 0 or missing where clicked is false", out["watch_time"])
+    unclicked = ~out["clicked"]
+    out.loc[unclicked, "watch_time"] = 0.0
+    return out.sort_values(["timestamp", "user_id"], kind="stable").reset_index(drop=True)
+
+
+def events_from_impressions(impressions: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The event table of a validated impression table: its clicked rows (no ratings, no queries).
+
+    Raises:
+        DataError: no impression was clicked.
+    """
+    clicked = impressions[impressions["clicked"]]
+    if clicked.empty:
+        raise DataError(f"{source}: no impression is clicked, so there are no watches to learn from")
+    return validate_events(clicked.drop(columns="clicked"), source)
+
+
+def check_watches_agree(events: pd.DataFrame, impressions: pd.DataFrame, source: str) -> None:
+    """Raises DataError unless the clicked impressions and the events are the same (user, item, timestamp) rows."""
+    key = ["user_id", "item_id", "timestamp"]
+    clicked = impressions.loc[impressions["clicked"], key]
+    merged = events[key].merge(clicked, on=key, how="outer", indicator=True)
+    only_events = merged[merged["_merge"] == "left_only"]
+    only_clicks = merged[merged["_merge"] == "right_only"]
+    for rows, where, other in ((only_events, "the event table", "a clicked impression"),
+                               (only_clicks, "a clicked impression", "the event table")):
+        if len(rows):
+            first = rows.iloc[0]
+            raise DataError(f"{source}: {len(rows)} watch(es) of {where} have no match in {other}, e.g. user "
+                            f"{first['user_id']!r} item {first['item_id']!r} at {first['timestamp']}; the events "
+                            "must be exactly the clicked impressions")
+
+
+def _booleans(column: pd.Series, name: str, source: str) -> pd.Series:
+    if column.dtype == bool:
+        return column.reset_index(drop=True)
+    text = column.map(lambda value: str(value).strip().lower(), na_action="ignore")
+    text = text.replace({"1.0": "1", "0.0": "0"})
+    bad = ~text.isin(_TRUE | _FALSE)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{source}: {name} must be 1/0 or true/false, row {row} has {column.iloc[row]!r}")
+    return text.isin(_TRUE).reset_index(drop=True)
+
+
+def _refuse_rows(bad: np.ndarray, message: str, column: pd.Series) -> None:
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{message}; row {row} has {column.iloc[row]} ({int(bad.sum())} such row(s))")
 
 
 def _require(table: pd.DataFrame, columns: tuple[str, ...], name: str, source: str) -> None:

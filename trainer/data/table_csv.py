@@ -1,7 +1,8 @@
-"""The user and item tables of the data contract as CSV files (utf-8, header required).
+"""The user, item and impression tables of the data contract as CSV files (utf-8, header required).
 
-    users.csv: user_id,gender,age,occupation,region          (all but user_id optional; "" = unknown)
-    items.csv: item_id,title,genres,release_time             (genres separated by "|")
+    users.csv:       user_id,gender,age,occupation,region,language        (all but user_id optional; "" = unknown)
+    items.csv:       item_id,title,genres,release_time,channel,language   (genres separated by "|")
+    impressions.csv: user_id,item_id,timestamp,clicked,watch_time         (clicked 1/0; watch_time optional)
 
 These tables grow with the numbers of users and items, not with the log, so they are read
 whole; the event log is what `trainer.data.event_stream` reads in chunks. A blank line is not a
@@ -14,14 +15,17 @@ import contextlib
 import io
 import logging
 import pathlib
+import re
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pandas as pd
 
-from trainer.data.schema import DataError, validate_items, validate_users
+from trainer.data.schema import DataError, validate_events, validate_impressions, validate_items, validate_users
 from trainer.run import LOGGER_NAME
+
+_ROW = re.compile(r"\brow (\d+)\b")
 
 
 def read_users(path: pathlib.Path) -> pd.DataFrame:
@@ -32,6 +36,29 @@ def read_users(path: pathlib.Path) -> pd.DataFrame:
 def read_items(path: pathlib.Path) -> pd.DataFrame:
     """The validated item table of `path` (genres split on "|"); raises DataError naming the file."""
     return validate_items(_read(path, numeric=("release_time",)), str(path))
+
+
+def read_impressions(path: pathlib.Path) -> pd.DataFrame:
+    """The validated impression table of `path`; errors name the file, the column and the line (header = line 1)."""
+    return _with_line_numbers(validate_impressions, _read(path, numeric=("timestamp", "watch_time")), path)
+
+
+def read_events(path: pathlib.Path) -> pd.DataFrame:
+    """The validated event table of `path`, in any order (`trainer.data.event_stream` streams a sorted one)."""
+    return _with_line_numbers(validate_events, _read(path, numeric=("timestamp", "rating", "watch_time")), path)
+
+
+def _with_line_numbers(validate: Callable[[pd.DataFrame, str], pd.DataFrame], table: pd.DataFrame,
+                       path: pathlib.Path) -> pd.DataFrame:
+    """`validate(table)`, its errors' 0-based data rows turned into the file's lines (the header is line 1)."""
+    try:
+        return validate(table, str(path))
+    except DataError as error:
+        raise DataError(_ROW.sub(lambda match: f"line {int(match.group(1)) + 2}", str(error))) from None
+
+
+def write_impressions(impressions: pd.DataFrame, path: pathlib.Path) -> None:
+    impressions.assign(clicked=impressions["clicked"].astype(int)).to_csv(path, index=False)
 
 
 class LineCountingReader(io.RawIOBase):

@@ -2,11 +2,15 @@
 
 One record per event, with the features of `trainer.data.examples.event_examples`:
 
-    user_id, gender, occupation, region, item_id   bytes   []
-    watch_history                                  bytes   [H]  most recent last, b"" pads at the start
-    search_history                                 bytes   [S]
-    age, request_time                              int64   []
-    watch_time, rating                             float   []   NaN = missing
+    user_id, gender, occupation, region, language, item_id   bytes   []
+    watch_history                                            bytes   [H]  most recent last, b"" pads at the start
+    watch_history_times                                      int64   [H]  their unix seconds, 0 pads
+    search_history                                           bytes   [S]
+    age, request_time                                        int64   []
+    watch_time, rating                                       float   []   NaN = missing
+
+Records written before `language` and `watch_history_times` existed read them as "" and 0s. The reader adds
+`impression_history` [B, 1] (""): preprocessed logs carry no impressions.
 
 `trainer.preprocess` writes them; `read_examples` (or `Manifest.read`) reads them back as a
 tf.data.Dataset of the same feature dicts, batched, each input pipeline of a distributed job
@@ -42,21 +46,34 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 SPLITS = ("train", "validation", "test")
 COMPRESSIONS = ("GZIP", "NONE")
-STRING_FEATURES = (contract.USER_ID, contract.GENDER, contract.OCCUPATION, contract.REGION, ITEM_ID)
+STRING_FEATURES = (contract.USER_ID, contract.GENDER, contract.OCCUPATION, contract.REGION, contract.LANGUAGE,
+                   ITEM_ID)
 SEQUENCE_FEATURES = (contract.WATCH_HISTORY, contract.SEARCH_HISTORY)
+INT_SEQUENCE_FEATURES = (contract.WATCH_HISTORY_TIMES,)
 INT_FEATURES = (contract.AGE, contract.REQUEST_TIME)
 FLOAT_FEATURES = (WATCH_TIME, RATING)
-FEATURES = STRING_FEATURES + SEQUENCE_FEATURES + INT_FEATURES + FLOAT_FEATURES
+FEATURES = STRING_FEATURES + SEQUENCE_FEATURES + INT_SEQUENCE_FEATURES + INT_FEATURES + FLOAT_FEATURES
 
 
 def feature_spec(history_length: int, search_history_length: int) -> dict[str, tf.io.FixedLenFeature]:
     """The parsing spec of a record (H = history_length, S = search_history_length)."""
     spec = {name: tf.io.FixedLenFeature([], tf.string) for name in STRING_FEATURES}
+    # language and watch_history_times came after FORMAT_VERSION 1's first records, which parse with defaults
+    spec[contract.LANGUAGE] = tf.io.FixedLenFeature([], tf.string, default_value="")
     spec[contract.WATCH_HISTORY] = tf.io.FixedLenFeature([history_length], tf.string)
+    spec[contract.WATCH_HISTORY_TIMES] = tf.io.FixedLenFeature([history_length], tf.int64,
+                                                               default_value=[0] * history_length)
     spec[contract.SEARCH_HISTORY] = tf.io.FixedLenFeature([search_history_length], tf.string)
     spec.update({name: tf.io.FixedLenFeature([], tf.int64) for name in INT_FEATURES})
     spec.update({name: tf.io.FixedLenFeature([], tf.float32) for name in FLOAT_FEATURES})
     return spec
+
+
+def parse_records(serialized: tf.Tensor, spec: dict[str, tf.io.FixedLenFeature]) -> dict[str, tf.Tensor]:
+    """A batch of serialized records [B] as feature dicts, with the empty impression history [B, 1]."""
+    features = tf.io.parse_example(serialized, spec)
+    features[contract.IMPRESSION_HISTORY] = tf.fill([tf.shape(serialized)[0], 1], "")
+    return features
 
 
 def serialize_examples(features: dict[str, np.ndarray]) -> list[bytes]:
@@ -70,7 +87,7 @@ def serialize_examples(features: dict[str, np.ndarray]) -> list[bytes]:
     """
     _check_features(features)
     strings = {name: _utf8(features[name]) for name in STRING_FEATURES + SEQUENCE_FEATURES}
-    numbers = {name: features[name].tolist() for name in INT_FEATURES + FLOAT_FEATURES}
+    numbers = {name: features[name].tolist() for name in INT_SEQUENCE_FEATURES + INT_FEATURES + FLOAT_FEATURES}
     records = []
     for row in range(len(features[contract.USER_ID])):
         example = example_pb2.Example()
@@ -79,6 +96,8 @@ def serialize_examples(features: dict[str, np.ndarray]) -> list[bytes]:
             feature[name].bytes_list.value.append(strings[name][row])
         for name in SEQUENCE_FEATURES:
             feature[name].bytes_list.value.extend(strings[name][row])
+        for name in INT_SEQUENCE_FEATURES:
+            feature[name].int64_list.value.extend(numbers[name][row])
         for name in INT_FEATURES:
             feature[name].int64_list.value.append(numbers[name][row])
         for name in FLOAT_FEATURES:
@@ -122,8 +141,8 @@ def read_examples(
         input_context: the distributed input pipeline this dataset is for.
 
     Returns:
-        A dataset of feature dicts: strings tf.string [B] (histories [B, H], [B, S]), age and request_time
-        int64 [B], watch_time and rating float32 [B].
+        A dataset of feature dicts: strings tf.string [B] (histories [B, H], [B, S], impression_history [B, 1]),
+        age and request_time int64 [B], watch_history_times int64 [B, H], watch_time and rating float32 [B].
     """
     paths = _resolve(files)
     if batch_size <= 0 or shuffle_buffer <= 0:
@@ -145,7 +164,7 @@ def read_examples(
         records = records.repeat()
     spec = feature_spec(history_length, search_history_length)
     batches = records.batch(batch_size, drop_remainder=drop_remainder)
-    return batches.map(lambda serialized: tf.io.parse_example(serialized, spec),
+    return batches.map(lambda serialized: parse_records(serialized, spec),
                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 

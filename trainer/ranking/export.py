@@ -79,7 +79,8 @@ def warmup_requests(examples: dict[str, np.ndarray], item_ids: np.ndarray, count
     chosen = np.linspace(0, rows - 1, max(count, 1)).astype(int)
     requests = []
     for index, row in enumerate(chosen):
-        request = {spec.name: np.asarray(examples[spec.name][row:row + 1]) for spec in contract.USER_INPUTS}
+        request = {spec.name: np.asarray(examples[spec.name][row:row + 1])
+                   for spec in contract.USER_INPUTS + contract.RANKING_CONTEXT_INPUTS}
         start = (index * num_candidates) % max(len(item_ids), 1)
         candidates = np.roll(np.asarray(item_ids, dtype=object), -start)[:num_candidates]
         request[contract.CANDIDATE_IDS] = candidates[None, :]

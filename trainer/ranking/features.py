@@ -15,9 +15,18 @@ Continuous features, one value per (user, candidate):
     item_age_days          days from the candidate's release to request_time (t_max when the
                            request time is unknown), >= 0; 0 with `item_age_known` = 0 when
                            the release time is unknown.
+    channel_watch_count    the user's watches of the candidate's channel (items with channels only).
+    channel_seconds_since  seconds from the user's last watch of the candidate's channel to request_time,
+                           from `watch_history_times` (aligned with watch_history); NEVER_SECONDS when
+                           never, or when the request carries no times or no request_time.
+    previous_impressions   how often the candidate is in the user's `impression_history` (logs with
+                           impressions only): the paper's count of previous impressions, which lets the
+                           ranker demote what the user keeps passing over.
+    language_match         1 when the user's `language` is the candidate's, 0 when they differ, 0.5 when
+                           either is unknown (data with user and item languages only).
     retrieval_score        the candidate generator's score, when the model holds a scorer.
-The YouTube paper's count of previous impressions or watches of the candidate itself is not a
-feature: the client never ranks an item the user has watched, so it would be 0 in serving.
+The paper's count of previous watches of the candidate itself is not a feature: the client never
+ranks an item the user has watched, so it would be 0 in serving.
 Each is normalised to [0, 1) by its training-set quantiles (the empirical CDF, linear between
 quantiles, ties at their mid-rank), and x, x^2 and sqrt(x) all enter the network.
 
@@ -48,16 +57,19 @@ from trainer.data.vocab import NUM_RESERVED, OOV_INDEX
 from trainer.layers import AgeBucket, IdEmbedding, LookupEmbedding, most_recent, string_lookup
 
 NEVER_WATCHED = 10_000.0
+NEVER_SECONDS = 10 * 365 * SECONDS_PER_DAY  # "never watched" for the seconds-since features: ten years
 _BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
 GENRE_FEATURES = ("genre_watch_count", "genre_positions_since")
+CHANNEL_FEATURES = ("channel_watch_count", "channel_seconds_since")
 DEMOGRAPHICS = ((contract.GENDER, "gender", "genders"), (contract.OCCUPATION, "occupation", "occupations"),
                 (contract.REGION, "region", "regions"))
 
 
 class CatalogTables(keras.layers.Layer):
-    """The item catalogue as lookup tables: candidate id -> genres, release time.
+    """The item catalogue as lookup tables: candidate id -> genres, release time, channel, language.
 
-    Row 0 is the padding id "", row 1 an id outside the catalogue (no genres, unknown release).
+    Row 0 is the padding id "", row 1 an id outside the catalogue (no genres, unknown release, channel
+    code 0 = none, language "").
     """
 
     def __init__(self, space: ModelContext, **kwargs: Any) -> None:
@@ -72,8 +84,13 @@ class CatalogTables(keras.layers.Layer):
         self.release_days = self._constant(
             "release_days", _with_reserved_rows(np.where(known, release_time / SECONDS_PER_DAY, 0.0)))
         self.release_known = self._constant("release_known", _with_reserved_rows(known.astype(np.float32)))
+        channels = pd.Series(catalog.channels, dtype=object)
+        channel_codes = pd.factorize(channels.mask(channels == ""))[0] + 1  # 0: no channel
+        self.channel_codes = self._constant("channel_codes", _with_reserved_rows(channel_codes.astype(np.int64)))
+        self.languages = tf.constant(_with_reserved_rows(np.asarray(catalog.languages, dtype=object).astype(str)))
 
     def _constant(self, name: str, value: np.ndarray) -> tf.Variable:
+        """A non-trainable weight holding `value`, so that the SavedModel carries the table."""
         dtype = tf.int64 if value.dtype.kind in "iu" else tf.float32
         return self.add_weight(name=name, shape=value.shape, dtype=dtype, trainable=False,
                                initializer=tf.constant_initializer(value))
@@ -168,8 +185,9 @@ class RankingFeatures(keras.layers.Layer):
         """The raw continuous features [B, N, F] (F = len(continuous_names)), before normalisation.
 
         Args:
-            inputs: watch_history [B, H] str, candidate_ids [B, N] str, request_time [B] int64, and the
-                user inputs the retrieval scorer reads.
+            inputs: watch_history [B, H] str, candidate_ids [B, N] str, request_time [B] int64, the
+                `context_inputs` (watch_history_times [B, H] int64, impression_history [B, I] str,
+                language [B] str) and the user inputs the retrieval scorer reads.
         """
         return self._continuous(inputs, self.catalog(inputs[contract.CANDIDATE_IDS]))
 
@@ -184,6 +202,14 @@ class RankingFeatures(keras.layers.Layer):
         columns["example_age"] = tf.broadcast_to(self._example_age(request_time)[:, None], tf.shape(candidates))
         if self.space.has("release_time"):
             columns["item_age_days"] = self._item_age_days(request_time, candidate_rows)
+        if self.space.has("channel"):
+            columns.update(self._channel_features(inputs, request_time, candidate_rows))
+        if self.space.has("impressions"):
+            shown = self.catalog(inputs[contract.IMPRESSION_HISTORY])
+            seen_before = (shown[:, None, :] == candidate_rows[:, :, None]) & (candidate_rows[:, :, None] > 1)
+            columns["previous_impressions"] = tf.reduce_sum(tf.cast(seen_before, tf.float32), axis=-1)
+        if self.space.has("language"):
+            columns["language_match"] = self._language_match(inputs[contract.LANGUAGE], candidate_rows)
         if self.retrieval_scorer is not None:
             columns["retrieval_score"] = tf.cast(self.retrieval_scorer(inputs), tf.float32)
         return tf.stack([tf.cast(columns[name], tf.float32) for name in self.continuous_names], axis=-1)
@@ -233,6 +259,38 @@ class RankingFeatures(keras.layers.Layer):
         positions_since = tf.reduce_min(tf.where(has_genre, since[:, None, :], NEVER_WATCHED), axis=-1)
         return {"genre_watch_count": watch_count, "genre_positions_since": positions_since}
 
+    def _channel_features(self, inputs: dict[str, tf.Tensor], request_time: tf.Tensor, candidate_rows: tf.Tensor
+                          ) -> dict[str, tf.Tensor]:
+        history_rows = most_recent(self.catalog(inputs[contract.WATCH_HISTORY]), self.space.history_length)
+        times = tf.cast(inputs[contract.WATCH_HISTORY_TIMES], tf.float64)
+        # Times align with the history entry by entry; a request without them (a client that predates the
+        # input sends one pad) leaves every time unknown.
+        times = tf.cond(tf.equal(tf.shape(times)[1], tf.shape(history_rows)[1]), lambda: times,
+                        lambda: tf.zeros(tf.shape(history_rows), tf.float64))
+        watched = tf.gather(self.catalog.channel_codes, history_rows)  # [B, H]
+        candidate = tf.gather(self.catalog.channel_codes, candidate_rows)  # [B, N]
+        same = (watched[:, None, :] == candidate[:, :, None]) & (candidate[:, :, None] > 0)  # [B, N, H]
+        count = tf.reduce_sum(tf.cast(same, tf.float32), axis=-1)
+        timed = same & (times[:, None, :] > 0)
+        last = tf.reduce_max(tf.where(timed, times[:, None, :], 0.0), axis=-1)
+        known = tf.reduce_any(timed, axis=-1) & (request_time[:, None] > 0)
+        since = tf.clip_by_value(request_time[:, None] - last, 0.0, float(NEVER_SECONDS))
+        return {"channel_watch_count": count, "channel_seconds_since": tf.where(known, since, float(NEVER_SECONDS))}
+
+    def _language_match(self, user_language: tf.Tensor, candidate_rows: tf.Tensor) -> tf.Tensor:
+        item_language = tf.gather(self.catalog.languages, candidate_rows)  # [B, N]
+        user = tf.broadcast_to(user_language[:, None], tf.shape(item_language))
+        known = (item_language != "") & (user != "")
+        return tf.where(known, tf.cast(tf.equal(item_language, user), tf.float32), 0.5)
+
+    @property
+    def context_inputs(self) -> tuple[str, ...]:
+        """The ranking-only signature inputs these features read (contract.RANKING_CONTEXT_INPUTS)."""
+        needed = {contract.WATCH_HISTORY_TIMES: self.space.has("channel"),
+                  contract.IMPRESSION_HISTORY: self.space.has("impressions"),
+                  contract.LANGUAGE: self.space.has("language")}
+        return tuple(name for name, used in needed.items() if used)
+
     def _example_age(self, request_time: tf.Tensor) -> tf.Tensor:
         age = tf.clip_by_value((float(self.space.t_max) - request_time) / float(self.space.t_span), 0.0, 1.0)
         return tf.where(request_time > 0, age, 0.0)
@@ -250,6 +308,12 @@ def continuous_feature_names(space: ModelContext, with_retrieval_score: bool) ->
     names.append("example_age")
     if space.has("release_time"):
         names.append("item_age_days")
+    if space.has("channel"):
+        names.extend(CHANNEL_FEATURES)
+    if space.has("impressions"):
+        names.append("previous_impressions")
+    if space.has("language"):
+        names.append("language_match")
     if with_retrieval_score:
         names.append("retrieval_score")
     return names

@@ -37,7 +37,8 @@ from trainer.ranking.features import RankingFeatures
 from trainer.ranking.loss import weighted_logistic_loss, weighted_logistic_task
 
 ID_INPUTS = (contract.USER_ID, contract.CANDIDATE_IDS)
-ALL_INPUTS = tuple(spec.name for spec in contract.RANKING_INPUTS)
+# The inputs of a model with features, but for the ranking-only ones its features may not read.
+ALL_INPUTS = tuple(spec.name for spec in contract.RANKING_INPUTS if spec not in contract.RANKING_CONTEXT_INPUTS)
 LABELS, WEIGHTS = "__labels", "__weights"  # the training rows' targets, next to the model inputs
 
 
@@ -192,7 +193,7 @@ class NeuMF(RankingModel):
         self.gmf = GmfBranch(space, gmf_dim, l2, name="gmf") if gmf_dim is not None else None
         self.mlp = MlpBranch(space, mlp_layers, l2, features, name="mlp") if mlp_layers is not None else None
         self.output_layer = keras.layers.Dense(1, kernel_initializer="lecun_uniform", name="prediction")
-        self.feature_keys = ALL_INPUTS if features is not None else ID_INPUTS
+        self.feature_keys = ALL_INPUTS + features.context_inputs if features is not None else ID_INPUTS
 
     @property
     def features(self) -> RankingFeatures | None:

@@ -23,15 +23,15 @@ from trainer.config import Config
 from trainer.context import ModelContext
 from trainer.data.bundle import TrainingData
 from trainer.data.catalog import ItemCatalog
-from trainer.data.examples import ITEM_ID, WATCH_TIME, event_examples, query_examples
+from trainer.data.examples import ITEM_ID, WATCH_TIME, event_examples, impression_examples, query_examples
 from trainer.data.pipeline import AGE_BUCKETS
-from trainer.data.schema import Dataset
+from trainer.data.schema import DataError, Dataset
 from trainer.data.splits import LeaveLastOut, leave_last_out, sample_negatives
 from trainer.data.tfrecord import Manifest
 from trainer.data.vocab import Vocabularies
 from trainer.ranking.rows import CandidatePools, RowScores
 
-USER_INPUT_NAMES = tuple(spec.name for spec in contract.USER_INPUTS)
+USER_INPUT_NAMES = tuple(spec.name for spec in contract.USER_INPUTS + contract.RANKING_CONTEXT_INPUTS)
 
 
 @dataclasses.dataclass
@@ -90,6 +90,8 @@ class RankingData:
             from them (`ranking.candidate_negatives`); None: uniform negatives only.
         out_of_fold: cross-fitted retrieval scores of the `train` rows (`ranking.retrieval_score_folds`);
             None: the model's own scorer scores them.
+        impressions: `impression_examples` of the training period's impressions; when given, the model
+            trains on them (and takes its feature statistics from them) instead of `train` (`ranking.train_on`).
     """
 
     name: str
@@ -102,6 +104,7 @@ class RankingData:
     train_stream: Manifest | None = None
     candidate_pools: CandidatePools | None = None
     out_of_fold: RowScores | None = None
+    impressions: dict[str, np.ndarray] | None = None
 
 
 def feature_space(vocab: Vocabularies, catalog: ItemCatalog, train_events: pd.DataFrame,
@@ -130,7 +133,30 @@ def temporal_protocol(data: TrainingData, config: Config) -> RankingData:
         test=_sampled(_subsample(data.test_examples, limit, rng), every_item, pool, negatives, rng),
         full_ranking=_future_items(data.dataset, before_test, split.test, split.test_start, pool, config, rng),
         train_stream=data.shards,
+        impressions=training_impressions(data, config, before=split.validation_start),
     )
+
+
+def training_impressions(data: TrainingData, config: Config, before: int | None = None
+                         ) -> dict[str, np.ndarray] | None:
+    """`impression_examples` of the impressions shown before `before` (None: all), with the training watches
+    as their histories; None when the ranker trains on watches (`ranking.train_on`, and logs without impressions).
+
+    Raises:
+        DataError: ranking.train_on is "impressions" and the logs hold none.
+    """
+    train_on, impressions = config.ranking.train_on, data.dataset.impressions
+    if train_on == "impressions" and impressions is None:
+        raise DataError(f"ranking.train_on: impressions, but the {data.dataset.name} logs hold no impressions; "
+                        "set it to auto or watches, or give the logs an impression table")
+    if train_on == "watches" or impressions is None:
+        return None
+    if before is not None:
+        impressions = impressions[impressions["timestamp"].to_numpy() < before]
+    if impressions.empty:
+        raise DataError(f"{data.dataset.name}: no impression falls in the training period")
+    return impression_examples(impressions, data.split.train, data.dataset.users, data.history_length,
+                               data.search_history_length)
 
 
 def ncf_protocol(dataset: Dataset, config: Config, split: LeaveLastOut | None = None) -> RankingData:
@@ -195,8 +221,11 @@ def _future_items(dataset: Dataset, before: pd.DataFrame, after: pd.DataFrame, r
         return None
     if len(users) > config.ranking.eval_max_examples:
         users = np.sort(rng.choice(users, config.ranking.eval_max_examples, replace=False))
+    shown = dataset.impressions
+    if shown is not None:
+        shown = shown[shown["timestamp"] < request_time]
     contexts = query_examples(before, dataset.users, users, request_time, config.data.history_length,
-                              config.data.search_history_length)
+                              config.data.search_history_length, shown)
     future, past = items_by_user(after), items_by_user(before)
     return FullRankingSet(
         contexts=contexts, relevant=[future[u] for u in users], exclude=[past.get(u, frozenset()) for u in users],

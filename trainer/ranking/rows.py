@@ -1,7 +1,12 @@
 """Ranking training rows: one tf.data path from training examples, in memory or in TFRecord shards, to `fit`.
 
-Each training example (`trainer.data.examples.event_examples`, or a record `trainer.preprocess` wrote) becomes
-one row: candidate_ids [1 + N] (the watched item, then N negatives), LABELS [1 + N] (1, then 0s) and WEIGHTS
+When the logs hold impressions, each training example is an impression instead
+(`trainer.data.examples.impression_examples`) and `ImpressionRecipe` makes its row: candidate_ids [1] (the shown
+item), LABELS [1] (clicked) and WEIGHTS [1] (watch_time / unit where clicked, 1 where not): the weighted logistic
+regression of Covington et al. 2016 on what users were shown, with no sampled negatives.
+
+Otherwise each training example (`trainer.data.examples.event_examples`, or a record `trainer.preprocess` wrote)
+becomes one row: candidate_ids [1 + N] (the watched item, then N negatives), LABELS [1 + N] (1, then 0s) and WEIGHTS
 [1 + N] (watch_time / unit for the watch, 1 where it is missing, and 1 for each negative; trainer.ranking.loss).
 Examples come from memory (`InMemoryExamples`, `from_tensor_slices` of the example dict) or from the shards
 (`StreamedExamples`); `RowRecipe`, which derives everything above, is the same map for both.
@@ -39,7 +44,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from recsys_common import contract
-from trainer.data.examples import ITEM_ID, WATCH_TIME
+from trainer.data.examples import CLICKED, ITEM_ID, WATCH_TIME
 from trainer.data.schema import DataError
 from trainer.data.splits import positive_codes
 from trainer.data.tfrecord import Manifest
@@ -220,12 +225,7 @@ class RowRecipe:
     def rows(self, examples: Mapping[str, np.ndarray], epoch: int, indices: np.ndarray | None = None
              ) -> dict[str, np.ndarray]:
         """The rows of in-memory examples (those at `indices`; None: all) in `epoch`, as NumPy with str ids."""
-        indices = np.arange(len(examples[contract.USER_ID])) if indices is None else np.asarray(indices)
-        batch = {key: tf.constant(np.asarray(examples[key])[indices]) for key in self.example_keys}
-        batch[EXAMPLE_ROW] = tf.constant(indices.astype(np.int64))
-        to_rows = self.in_graph()
-        rows = tf.function(lambda examples: to_rows(examples, epoch))(batch)
-        return {key: _as_numpy(value) for key, value in rows.items()}
+        return _numpy_rows(self.in_graph(), examples, self.example_keys, epoch, indices)
 
     def example_keys_with_rows(self) -> tuple[str, ...]:
         """`example_keys`, and EXAMPLE_ROW when the rows are scored out of fold."""
@@ -240,6 +240,68 @@ class RowRecipe:
 
         found = tf.numpy_function(score, [example_rows, candidate_ids], tf.float32, stateful=False)
         return tf.ensure_shape(found, candidate_ids.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImpressionRecipe:
+    """How a batch of impressions becomes training rows of one candidate each: the shown item.
+
+    Attributes:
+        feature_keys: the model's inputs (candidate_ids is made here; the rest are the examples' own).
+        watch_time_unit: the watch time of weight 1.
+        weighted: weight a click by its watch time (Covington et al. 2016); False: every row weighs 1,
+            plain logistic regression on clicks (the paper's baseline).
+    """
+
+    feature_keys: tuple[str, ...]
+    watch_time_unit: float
+    weighted: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.watch_time_unit > 0:
+            raise ValueError(f"the watch-time unit must be > 0, got {self.watch_time_unit}")
+
+    @property
+    def example_keys(self) -> tuple[str, ...]:
+        keys = [key for key in self.feature_keys if key != contract.CANDIDATE_IDS]
+        return tuple(dict.fromkeys([*keys, ITEM_ID, CLICKED, WATCH_TIME]))
+
+    def example_keys_with_rows(self) -> tuple[str, ...]:
+        return self.example_keys
+
+    def in_graph(self) -> Callable[[dict[str, tf.Tensor], int], dict[str, tf.Tensor]]:
+        kept = [key for key in self.feature_keys if key != contract.CANDIDATE_IDS]
+
+        def to_rows(examples: dict[str, tf.Tensor], epoch: int) -> dict[str, tf.Tensor]:
+            del epoch  # an impression's row is the same every epoch
+            clicked = tf.cast(examples[CLICKED], tf.float32)[:, None]
+            rows = {key: examples[key] for key in kept}
+            rows[contract.CANDIDATE_IDS] = examples[ITEM_ID][:, None]
+            rows[LABELS] = clicked
+            watch_weight = row_weights(examples[WATCH_TIME], self.watch_time_unit, 0) if self.weighted else 1.0
+            rows[WEIGHTS] = tf.where(clicked > 0, watch_weight, 1.0)
+            return rows
+
+        return to_rows
+
+    def rows(self, examples: Mapping[str, np.ndarray], epoch: int, indices: np.ndarray | None = None
+             ) -> dict[str, np.ndarray]:
+        """The rows of in-memory impressions (those at `indices`; None: all), as NumPy with str ids."""
+        return _numpy_rows(self.in_graph(), examples, self.example_keys, epoch, indices)
+
+
+class Recipe(Protocol):
+    """How examples become training rows: `RowRecipe` (watches and sampled negatives) or `ImpressionRecipe`."""
+
+    @property
+    def feature_keys(self) -> tuple[str, ...]: ...
+
+    def example_keys_with_rows(self) -> tuple[str, ...]: ...
+
+    def in_graph(self) -> Callable[[dict[str, tf.Tensor], int], dict[str, tf.Tensor]]: ...
+
+    def rows(self, examples: Mapping[str, np.ndarray], epoch: int, indices: np.ndarray | None = None
+             ) -> dict[str, np.ndarray]: ...
 
 
 class ExampleSource(Protocol):
@@ -332,7 +394,7 @@ class TrainingRows:
         ValueError: the batch does not split evenly over the replicas, or exceeds the examples.
     """
 
-    def __init__(self, examples: ExampleSource, recipe: RowRecipe, strategy: tf.distribute.Strategy,
+    def __init__(self, examples: ExampleSource, recipe: Recipe, strategy: tf.distribute.Strategy,
                  batch_size: int) -> None:
         check_global_batch_size(strategy, batch_size)
         self.examples, self.recipe, self.batch_size = examples, recipe, batch_size
@@ -376,6 +438,17 @@ def _index_table(keys: np.ndarray) -> tf.lookup.StaticHashTable:
     return tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(tf.constant(names, tf.string), tf.constant(indices)),
         default_value=_UNKNOWN)
+
+
+def _numpy_rows(to_rows: Callable[[dict[str, tf.Tensor], int], dict[str, tf.Tensor]],
+                examples: Mapping[str, np.ndarray], keys: Sequence[str], epoch: int, indices: np.ndarray | None
+                ) -> dict[str, np.ndarray]:
+    """`to_rows` of the in-memory examples at `indices` (None: all; their EXAMPLE_ROW), as NumPy with str ids."""
+    indices = np.arange(len(examples[contract.USER_ID])) if indices is None else np.asarray(indices)
+    batch = {key: tf.constant(np.asarray(examples[key])[indices]) for key in keys}
+    batch[EXAMPLE_ROW] = tf.constant(indices.astype(np.int64))
+    rows = tf.function(lambda examples: to_rows(examples, epoch))(batch)
+    return {key: _as_numpy(value) for key, value in rows.items()}
 
 
 def _as_numpy(values: tf.Tensor) -> np.ndarray:

@@ -1,10 +1,12 @@
-"""Training the ranking models: pointwise, sampled negatives, weighted logistic regression.
+"""Training the ranking models: pointwise weighted logistic regression on impressions or on sampled negatives.
 
-Each training event is one row (`trainer.ranking.rows`, the same tf.data map whether the events
-are in memory or in TFRecord shards): its context, the watched item (label 1, weight = its watch
-time / unit, trainer.ranking.loss) and `num_negatives` items the user never watched in training
-(label 0, weight 1), drawn afresh every epoch. The candidates of a row go through the model
-together as candidate_ids [B, 1 + num_negatives], exactly the serving signature's layout.
+When the logs hold impressions (`ranking.train_on`), each training-period impression is one row: the shown item,
+labelled by its click and weighted by its watch time (`trainer.ranking.rows.ImpressionRecipe`), as the YouTube
+paper trains its ranker; nothing is sampled. Otherwise each training event is one row (`trainer.ranking.rows`,
+the same tf.data map whether the events are in memory or in TFRecord shards): its context, the watched item
+(label 1, weight = its watch time / unit, trainer.ranking.loss) and `num_negatives` items the user never watched
+in training (label 0, weight 1), drawn afresh every epoch. The candidates of a row go through the model together
+as candidate_ids [B, 1 + num_negatives], exactly the serving signature's layout.
 
 Models train with Keras `fit` and the callbacks of `trainer.fitting`: a backup of model and
 optimizer every epoch in the run folder (with `ranking.resume` a killed run continues after its
@@ -41,7 +43,7 @@ from recsys_common import contract
 from trainer import fitting
 from trainer.config import Config, RankingConfig
 from trainer.context import ModelContext
-from trainer.data.examples import WATCH_TIME
+from trainer.data.examples import CLICKED, WATCH_TIME
 from trainer.optimizers import make_optimizer
 from trainer.ranking import evaluate
 from trainer.ranking.loss import negative_sampling_rate, watch_time_unit
@@ -54,12 +56,15 @@ from trainer.ranking.protocol import (
     items_by_user,
     ncf_protocol,
     temporal_protocol,
+    training_impressions,
 )
 from trainer.ranking.rows import (
     CandidatePools,
     ExampleSource,
+    ImpressionRecipe,
     InMemoryExamples,
     NegativeDraws,
+    Recipe,
     RowRecipe,
     RowScores,
     StreamedExamples,
@@ -92,11 +97,12 @@ class FitOptions:
     seed: int
     resume: bool = True
     candidate_negatives: int = 0
+    watch_time_weights: bool = True
 
     @classmethod
     def from_config(cls, config: RankingConfig, seed: int, pretrained: bool = False) -> FitOptions:
         return cls(epochs=config.epochs, batch_size=config.batch_size, num_negatives=config.num_negatives,
-                   candidate_negatives=config.candidate_negatives,
+                   candidate_negatives=config.candidate_negatives, watch_time_weights=config.watch_time_weights,
                    optimizer=config.pretrained_optimizer if pretrained else config.optimizer,
                    learning_rate=config.pretrained_learning_rate if pretrained else config.learning_rate,
                    patience=config.early_stopping_patience, seed=seed, resume=config.resume)
@@ -159,14 +165,15 @@ def _fit(model: RankingModel, data: RankingData, options: FitOptions, checkpoint
     recipe = row_recipe(data, model.feature_keys, options)
     with strategy.scope():
         model.create_weights()
+    examples = data.train if data.impressions is None else data.impressions
     if not model.learns_by_gradient:
-        model.fit_statistics(*_statistics_rows(recipe, data.train, None, options.seed))
+        model.fit_statistics(*_statistics_rows(recipe, examples, None, options.seed))
         return {}, 0
     if not options.resume:
         fitting.forget(checkpoint_dir)
     start, epochs = fitting.epochs_to_train(checkpoint_dir, options.epochs)
     if start == 0:  # a resumed model gets its statistics back with its weights
-        model.fit_statistics(*_statistics_rows(recipe, data.train, _ADAPT_ROWS, options.seed))
+        model.fit_statistics(*_statistics_rows(recipe, examples, _ADAPT_ROWS, options.seed))
     rows = _training_rows(data, recipe, options, strategy)
     with strategy.scope():
         model.compile(optimizer=make_optimizer(options.optimizer, options.learning_rate))
@@ -275,8 +282,8 @@ def train_ranking(config: Config, data: TrainingData, run: RunContext,
         comparison, f"Ranking models, NCF protocol ({data.dataset.name})"))
     run.write_json("ranking_comparison.json", comparison)
     run.record_metrics(STAGE, metrics)
-    unit = watch_time_unit(temporal.train[WATCH_TIME])
-    return RankingResult(model=model, model_name=ranking.model, space=temporal.space, watch_time_unit=unit,
+    return RankingResult(model=model, model_name=ranking.model, space=temporal.space,
+                         watch_time_unit=training_unit(temporal),
                          sampling_rate=_sampling_rate(ranking, temporal),
                          metrics=metrics, comparison=comparison, history=history, config=ranking,
                          selected_epochs=selected)
@@ -299,20 +306,20 @@ def refit_ranking(config: Config, data: TrainingData, run: RunContext, selected:
         strategy: the strategy to train under, as `train_ranking`.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    whole = whole_log_protocol(data)
+    whole = whole_log_protocol(data, config)
     whole = with_candidate_generator(whole, config, data, retrieval, run.log)
     model, history = train_model(selected.model_name, whole, config, run=run,
                                  retrieval_scorer=_retrieval_scorer(retrieval, strategy), strategy=strategy,
                                  epochs=selected.selected_epochs)
     return RankingResult(model=model, model_name=selected.model_name, space=whole.space,
-                         watch_time_unit=watch_time_unit(whole.train[WATCH_TIME]),
+                         watch_time_unit=training_unit(whole),
                          sampling_rate=_sampling_rate(selected.config, whole),
                          metrics=dict(selected.metrics),
                          comparison=selected.comparison, history=history, config=selected.config,
                          selected_epochs=dict(selected.selected_epochs))
 
 
-def whole_log_protocol(data: TrainingData) -> RankingData:
+def whole_log_protocol(data: TrainingData, config: Config) -> RankingData:
     """The refit's ranking data: every event of `data` trains, nothing is held out."""
     space = ModelContext.of_run(data)
     examples = data.train_examples
@@ -320,7 +327,7 @@ def whole_log_protocol(data: TrainingData) -> RankingData:
     inputs[contract.CANDIDATE_IDS] = np.zeros((0, 1), dtype=object)
     return RankingData(name="refit", space=space, train=examples, seen=items_by_user(data.split.train),
                        validation=None, test=SampledSet(inputs, np.zeros(0, np.float32)), full_ranking=None,
-                       train_stream=data.shards)
+                       train_stream=data.shards, impressions=training_impressions(data, config))
 
 
 def with_candidate_generator(ranking_data: RankingData, config: Config, data: TrainingData,
@@ -328,6 +335,11 @@ def with_candidate_generator(ranking_data: RankingData, config: Config, data: Tr
     """`ranking_data` (whose training rows are `data.train_examples`) with what the candidate generator
     gives its training rows: the candidate pools of ranking.candidate_negatives and the cross-fitted
     scores of ranking.retrieval_score_folds (each None when off or without a generator)."""
+    if ranking_data.impressions is not None:  # no negatives to draw; cross-fitting covers watch rows only
+        if config.ranking.retrieval_score_folds >= 2:
+            log.warning("ranking.retrieval_score_folds: the ranker trains on impressions, whose retrieval scores "
+                        "are not cross-fitted; the generator scores them in-sample")
+        return ranking_data
     return dataclasses.replace(ranking_data, candidate_pools=_candidate_pools(config, data, retrieval),
                                out_of_fold=_out_of_fold(config, data, retrieval, log))
 
@@ -408,26 +420,39 @@ def score(result: RankingResult, features: Mapping[str, Any]) -> tuple[np.ndarra
     return result.signature()(features)
 
 
-def row_recipe(data: RankingData, feature_keys: tuple[str, ...], options: FitOptions) -> RowRecipe:
-    """How `data`'s training examples become the rows of `options` (negatives, weights, out-of-fold scores)."""
+def row_recipe(data: RankingData, feature_keys: tuple[str, ...], options: FitOptions) -> Recipe:
+    """How `data`'s training examples become the rows of `options`: its impressions as they were shown, else
+    its watches with sampled negatives (and out-of-fold scores)."""
+    if data.impressions is not None:
+        return ImpressionRecipe(feature_keys, training_unit(data), options.watch_time_weights)
     pools = data.candidate_pools
     negatives = NegativeDraws(data.space.vocab.item_ids, data.seen, options.num_negatives, options.seed, pools,
                               options.candidate_negatives if pools is not None else 0)
-    return RowRecipe(negatives, feature_keys, watch_time_unit(data.train[WATCH_TIME]), data.out_of_fold)
+    return RowRecipe(negatives, feature_keys, training_unit(data), data.out_of_fold)
 
 
-def _training_rows(data: RankingData, recipe: RowRecipe, options: FitOptions, strategy: tf.distribute.Strategy
+def training_unit(data: RankingData) -> float:
+    """The watch time of weight 1: the mean known watch time of the training watches (or clicked impressions)."""
+    if data.impressions is not None:
+        return watch_time_unit(data.impressions[WATCH_TIME][data.impressions[CLICKED]])
+    return watch_time_unit(data.train[WATCH_TIME])
+
+
+def _training_rows(data: RankingData, recipe: Recipe, options: FitOptions, strategy: tf.distribute.Strategy
                    ) -> TrainingRows:
-    """The training rows, streamed from the shards when the data has them, else from memory."""
+    """The training rows: the impressions when the data has them, else the watches, streamed from the shards
+    when the data has them, else from memory."""
     examples: ExampleSource
-    if data.train_stream is not None:
+    if data.impressions is not None:
+        examples = InMemoryExamples(data.impressions, recipe.example_keys_with_rows(), options.seed)
+    elif data.train_stream is not None:
         examples = StreamedExamples(data.train_stream, options.seed)
     else:
         examples = InMemoryExamples(data.train, recipe.example_keys_with_rows(), options.seed)
     return TrainingRows(examples, recipe, strategy, options.batch_size)
 
 
-def _statistics_rows(recipe: RowRecipe, examples: dict[str, np.ndarray], limit: int | None, seed: int
+def _statistics_rows(recipe: Recipe, examples: dict[str, np.ndarray], limit: int | None, seed: int
                      ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Epoch 0's rows of at most `limit` random examples (None: all), in order: (inputs, labels [R, C])."""
     total = len(examples[contract.USER_ID])
@@ -441,6 +466,9 @@ def _statistics_rows(recipe: RowRecipe, examples: dict[str, np.ndarray], limit: 
 
 
 def _sampling_rate(config: RankingConfig, data: RankingData) -> float:
+    """How often training met a given unwatched item as a negative: 1 for impressions, which are not sampled."""
+    if data.impressions is not None:
+        return 1.0
     pools = data.candidate_pools
     from_candidates = config.candidate_negatives if pools is not None else 0
     return negative_sampling_rate(config.num_negatives, data.train[contract.USER_ID], data.seen,

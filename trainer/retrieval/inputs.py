@@ -33,7 +33,7 @@ from trainer.data.schema import DataError
 from trainer.data.tfrecord import Manifest
 from trainer.retrieval.features import CANDIDATE_PROBABILITY, EXAMPLE_AGE
 
-NOT_MODEL_INPUTS = (WATCH_TIME, RATING)
+NOT_MODEL_INPUTS = (WATCH_TIME, RATING) + tuple(spec.name for spec in contract.RANKING_CONTEXT_INPUTS)
 
 
 class TrainingInput(Protocol):
