@@ -157,10 +157,7 @@ class InProcessRecommender:
         seen = set(user.get(contract.WATCH_HISTORY) or ())
         unseen = [item.decode() for item in retrieved if item.decode() not in seen]
         candidates = unseen + [""] * (len(retrieved) - len(unseen))
-        context = {spec.name: tf.fill([1, 1] if spec.rank == 2 else [1],
-                                      tf.constant(spec.default, tf.dtypes.as_dtype(spec.dtype)))
-                   for spec in contract.RANKING_CONTEXT_INPUTS}
-        scores = self._rank(**features, **context, candidate_ids=tf.constant([candidates]))[contract.SCORES].numpy()[0]
+        scores = self._rank(**features, candidate_ids=tf.constant([candidates]))[contract.SCORES].numpy()[0]
         order = np.argsort(-scores[: len(unseen)], kind="stable")[:K]
         return [(unseen[i], float(scores[i])) for i in order]
 

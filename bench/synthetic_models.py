@@ -2,7 +2,7 @@
 
 For tests and benchmarks of the serving path (export layout, server configs, model server,
 client) at any catalogue size, independent of the trainer. The models follow the serving
-contract exactly (`contract.RETRIEVAL_INPUTS` / `RANKING_INPUTS` in, the contract outputs out):
+contract exactly (`contract.RETRIEVAL_INPUTS` / `RANKING_SIGNATURE` in, the contract outputs out):
 
     user vector  u = U[hash(user_id) mod H] + mean(E[watched items])   ("" and unknown items ignored)
     retrieval    scores = u . E[item], top K                            -> item_ids [B, K], scores [B, K]
@@ -123,12 +123,16 @@ def default_scann_params(num_items: int, k: int) -> ScannParams:
     return ScannParams(brute_force=False, num_leaves=leaves, num_leaves_to_search=max(leaves // 20, 1), reorder=4 * k)
 
 
+# The ranking signature of a model that reads none of the ranking-only inputs, as this one.
+RANKING_SIGNATURE = contract.ranking_inputs()
+
+
 class _Ranking(_UserTower):
     def __init__(self, catalog: SyntheticCatalog, scale: float) -> None:
         super().__init__(catalog)
         self.scale = tf.constant(scale, tf.float32)
 
-    @tf.function(input_signature=[layout.tf_input_signature(contract.RANKING_INPUTS)])
+    @tf.function(input_signature=[layout.tf_input_signature(RANKING_SIGNATURE)])
     def serve(self, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         candidates, known = self.item_rows(features[contract.CANDIDATE_IDS])
         dot = tf.einsum("bd,bnd->bn", self.user_vector(features), candidates)
@@ -159,7 +163,7 @@ def export_synthetic_models(
     for name in models:
         is_ranking = name == contract.RANKING
         module = _module(name, catalog, k, ranking_scale)
-        inputs = contract.RANKING_INPUTS if is_ranking else contract.RETRIEVAL_INPUTS
+        inputs = RANKING_SIGNATURE if is_ranking else contract.RETRIEVAL_INPUTS
         outputs = contract.RANKING_OUTPUTS if is_ranking else contract.RETRIEVAL_OUTPUTS
         metadata = {**layout.signature_metadata(inputs, outputs), contract.METADATA_ITEM_TITLES: catalog.titles,
                     "source": "synthetic_models", "num_items": len(catalog.item_ids)}

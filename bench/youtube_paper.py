@@ -118,7 +118,7 @@ def top_k_figures(ranked: np.ndarray, truth: Any, value: np.ndarray, pool: np.nd
             "watch_time_per_user": float(np.take_along_axis(value, index, axis=1).sum(axis=1).mean())}
 
 
-def ranking_experiments(seed: int, quick: bool, work: pathlib.Path) -> list[dict[str, Any]]:
+def ranking_experiments(seed: int, quick: bool) -> list[dict[str, Any]]:
     """Experiments 2 and 3 on one seed's world: one row per ranker, and the planted ceiling."""
     from trainer.data.bundle import prepare
     from trainer.ranking.evaluate import top_k_full
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     retrieval: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as scratch:
         for seed in range(1, seeds + 1):
-            ranking += ranking_experiments(seed, args.quick, pathlib.Path(scratch))
+            ranking += ranking_experiments(seed, args.quick)
             retrieval += retrieval_experiments(seed, args.quick, pathlib.Path(scratch))
     result.payload.update({
         "baseline": "the planted model's own ordering (ceiling) on the same world; unweighted LR against weighted",

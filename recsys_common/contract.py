@@ -8,6 +8,7 @@ thin client can use it without TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from typing import Literal
 
 SIGNATURE_NAME = "serving_default"
@@ -44,8 +45,9 @@ REGION = "region"
 AGE = "age"
 REQUEST_TIME = "request_time"
 CANDIDATE_IDS = "candidate_ids"
-# Ranking-only user inputs (the YouTube ranking features); optional: a client that does not send them
-# sends their defaults, which the model reads as "unknown".
+# Ranking-only user inputs (the YouTube ranking features): in a ranking signature only when the model
+# reads them (`ranking_inputs`), and then optional: a request that leaves them out gets their defaults,
+# which the model reads as "unknown".
 WATCH_HISTORY_TIMES = "watch_history_times"  # [B, H] unix seconds of each watch_history item, aligned with it
 IMPRESSION_HISTORY = "impression_history"  # [B, I] items shown to the user before, most recent last
 LANGUAGE = "language"  # [B] the user's language
@@ -91,9 +93,29 @@ RANKING_CONTEXT_INPUTS: tuple[TensorSpec, ...] = (
     TensorSpec(IMPRESSION_HISTORY, "string", 2, ""),
     TensorSpec(LANGUAGE, "string", 1, ""),
 )
+CANDIDATE_INPUT = TensorSpec(CANDIDATE_IDS, "string", 2, "")
 RETRIEVAL_INPUTS = USER_INPUTS
-RANKING_INPUTS: tuple[TensorSpec, ...] = (
-    USER_INPUTS + RANKING_CONTEXT_INPUTS + (TensorSpec(CANDIDATE_IDS, "string", 2, ""),))
+
+
+def ranking_inputs(context: Collection[str] = ()) -> tuple[TensorSpec, ...]:
+    """The inputs of the ranking signature of a model that reads the ranking-only inputs in `context`.
+
+    A model that reads none of them has the signature of the models before they existed, so clients
+    built for that one keep working. The exporter gives the ones a model reads defaults in its
+    SignatureDef, which TF Serving feeds for an input a request leaves out.
+
+    Raises:
+        ValueError: a name in `context` that is not one of RANKING_CONTEXT_INPUTS.
+    """
+    known = [spec.name for spec in RANKING_CONTEXT_INPUTS]
+    unknown = sorted(set(context) - set(known))
+    if unknown:
+        raise ValueError(f"unknown ranking-only input(s) {unknown}; they are {known}")
+    return USER_INPUTS + tuple(spec for spec in RANKING_CONTEXT_INPUTS if spec.name in context) + (CANDIDATE_INPUT,)
+
+
+# Every input a ranking signature may have (a model reading every ranking-only input has them all).
+RANKING_INPUTS = ranking_inputs([spec.name for spec in RANKING_CONTEXT_INPUTS])
 
 RETRIEVAL_OUTPUTS: tuple[TensorSpec, ...] = (
     TensorSpec(ITEM_IDS, "string", 2, ""),

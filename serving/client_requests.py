@@ -176,10 +176,14 @@ def output(response: predict_pb2.PredictResponse, model: str, name: str, batch: 
 def check_features(rows: Sequence[Mapping[str, Any]], signatures: Sequence[ModelSignature]) -> None:
     """Rejects feature names that no signature takes (a typo would otherwise be dropped silently).
 
+    The contract's ranking-only inputs are accepted even where the served ranker does not read them
+    (its signature then lacks them, and they are not sent).
+
     Raises:
         InvalidRequestError: naming the unknown features and listing the accepted ones.
     """
-    accepted = {name for signature in signatures for name in signature.inputs} - {contract.CANDIDATE_IDS}
+    accepted = ({name for signature in signatures for name in signature.inputs} - {contract.CANDIDATE_IDS}) | {
+        spec.name for spec in contract.RANKING_CONTEXT_INPUTS}
     unknown = sorted({name for row in rows for name in row} - accepted)
     if unknown:
         raise InvalidRequestError(f"unknown feature(s) {unknown}; the served models accept {sorted(accepted)}")

@@ -77,10 +77,7 @@ def _in_process(base, user: UserContext, k: int, version: int) -> list[tuple[str
     features[contract.SEARCH_HISTORY] = tf.constant([[""]])
     retrieved = retrieval.signatures[contract.SIGNATURE_NAME](**features)[contract.ITEM_IDS].numpy()[0]
     unseen = [item.decode() for item in retrieved if item.decode() not in set(user.watch_history)]
-    context = {spec.name: tf.fill([1, 1] if spec.rank == 2 else [1],
-                                  tf.constant(spec.default, tf.dtypes.as_dtype(spec.dtype)))
-               for spec in contract.RANKING_CONTEXT_INPUTS}
-    ranked = ranking.signatures[contract.SIGNATURE_NAME](**features, **context, candidate_ids=tf.constant([unseen]))
+    ranked = ranking.signatures[contract.SIGNATURE_NAME](**features, candidate_ids=tf.constant([unseen]))
     scores = ranked[contract.SCORES].numpy()[0]
     watch_time = ranked[contract.EXPECTED_WATCH_TIME].numpy()[0]
     order = np.argsort(-scores, kind="stable")[:k]
@@ -103,6 +100,18 @@ def test_served_recommendations_equal_the_in_process_models(deployment, label, v
                            version_label=label, timeout=10) as client:
         for user in USERS:
             _assert_close(_tuples(client.recommend(user, k=8)), _in_process(base, user, 8, version))
+
+
+def test_ranking_only_inputs_are_not_sent_to_a_ranker_that_does_not_read_them(deployment):
+    """The synthetic ranker's signature lacks them, as a default model's: the client answers as without them."""
+    base, _, server = deployment
+    bob = USERS[1]
+    extra = {contract.WATCH_HISTORY_TIMES: [100, 200, 300], contract.IMPRESSION_HISTORY: ["i7"],
+             contract.LANGUAGE: "en"}
+    with_extra = UserContext(user_id=bob.user_id, watch_history=bob.watch_history, age=bob.age, gender=bob.gender,
+                             extra=extra)
+    with RecommenderClient(server.grpc_target, retrieval_model=contract.RETRIEVAL_BRUTEFORCE, timeout=10) as client:
+        _assert_close(_tuples(client.recommend(with_extra, k=8)), _in_process(base, bob, 8, 2))
 
 
 def test_concurrent_batched_requests_get_their_own_answers(deployment):

@@ -12,6 +12,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from recsys_common import contract
+from serving.session_model import SessionModel
 from trainer.export import layout
 
 
@@ -208,6 +209,42 @@ def test_save_signature_model_serves_the_function_under_serving_default(tmp_path
     outputs = signature(**features)
     np.testing.assert_allclose(outputs[contract.SCORES].numpy(), [[2 * 2 + 5, 2 * 4 + 5, 5]])
     assert layout.read_metadata(version)[contract.METADATA_INPUTS]["age"]["default"] == 0
+
+
+AGE_SPEC, HISTORY_SPEC = contract.TensorSpec("age", "int64", 1, 7), contract.TensorSpec("history", "string", 2, "x")
+COUNT_SPEC = contract.TensorSpec("count", "int64", 2, 3)
+
+
+def _sum_of_inputs(inputs):
+    """[B]: age + count summed over its row + the number of "x" in the history row, each broadcast to the batch."""
+    batch = tf.shape(inputs["age"])[0]
+    count = tf.reduce_sum(tf.broadcast_to(inputs["count"], [batch, tf.shape(inputs["count"])[1]]), axis=1)
+    xs = tf.reduce_sum(tf.cast(tf.equal(inputs["history"], "x"), tf.int64), axis=1)
+    return {"total": inputs["age"] + count + tf.broadcast_to(xs, [batch])}
+
+
+@pytest.mark.parametrize(("sent", "expected"), [
+    ({"age": [1, 2]}, [1 + 3 + 1, 2 + 3 + 1]),  # both optional inputs from the SignatureDef's one-row defaults
+    ({"age": [1, 2], "count": [[1, 1], [0, 5]]}, [1 + 2 + 1, 2 + 5 + 1]),
+    ({"age": [1, 2], "count": [[4], [0]], "history": [["x", "x"], ["y", ""]]}, [1 + 4 + 2, 2 + 0 + 0]),
+])
+def test_signature_function_gives_optional_inputs_signature_defaults(tmp_path, sent, expected):
+    module = tf.Module()
+    module.serve = layout.signature_function(_sum_of_inputs, (AGE_SPEC, HISTORY_SPEC, COUNT_SPEC),
+                                             optional=("history", "count"))
+    layout.save_signature_model(module, module.serve, tmp_path / "model")
+    with SessionModel.load(tmp_path / "model") as served:  # fed by name as TF Serving feeds it
+        signature = served.signature_def()
+        assert {name: tf.make_ndarray(proto).tolist() for name, proto in signature.defaults.items()} == {
+            "history": [[b"x"]], "count": [[3]]}
+        inputs = {name: np.array(value, dtype=object if name == "history" else np.int64)
+                  for name, value in sent.items()}
+        np.testing.assert_array_equal(served.run(contract.SIGNATURE_NAME, inputs)["total"], expected)
+
+
+def test_signature_function_refuses_an_optional_name_it_does_not_take():
+    with pytest.raises(ValueError, match=r"optional input\(s\) \['language'\] are not signature inputs"):
+        layout.signature_function(_sum_of_inputs, (AGE_SPEC, HISTORY_SPEC), optional=("language",))
 
 
 MODELS = ("retrieval", "retrieval_bruteforce", "ranking")

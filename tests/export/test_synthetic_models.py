@@ -61,11 +61,8 @@ def test_retrieval_returns_the_exact_top_k(exported, model):
 def test_ranking_scores_candidates_and_pads(exported):
     catalog, paths = exported
     candidates = [["i1", "i2", ""], ["i9", "nope", "i3"], ["", "", "i119"]]
-    context = {spec.name: tf.fill([3, 1] if spec.rank == 2 else [3],
-                                  tf.constant(spec.default, tf.dtypes.as_dtype(spec.dtype)))
-               for spec in contract.RANKING_CONTEXT_INPUTS}
     outputs = tf.saved_model.load(str(paths[contract.RANKING])).signatures[contract.SIGNATURE_NAME](
-        **_features(candidate_ids=tf.constant(candidates), **context))
+        **_features(candidate_ids=tf.constant(candidates)))
     _, logits = _reference_scores(catalog, ranking_scale=0.5)
     index = {item: row for row, item in enumerate(catalog.item_ids)}
     expected = np.array([[logits[b, index[c]] if c in index else -20.0 for c in row]
@@ -79,7 +76,7 @@ def test_each_export_carries_metadata_and_warmup(exported):
     for name, version_dir in paths.items():
         metadata = layout.read_metadata(version_dir)
         assert metadata[contract.METADATA_ITEM_TITLES]["i5"] == catalog.titles["i5"]
-        expected_inputs = contract.INPUTS_BY_MODEL[name]
+        expected_inputs = contract.ranking_inputs() if name == contract.RANKING else contract.RETRIEVAL_INPUTS
         assert list(metadata[contract.METADATA_INPUTS]) == [spec.name for spec in expected_inputs]
         (warmup,) = layout.read_warmup_requests(version_dir)
         assert set(warmup.predict_log.request.inputs) == {spec.name for spec in expected_inputs}

@@ -3,7 +3,8 @@
 The ranker of this module trains on impressions and reads the ranking-only inputs (watch history
 times, impression history, language). Served through the client with those inputs, it answers as
 in process; a client that sends none of them (one built for the signature before they existed)
-is still answered, as in process with their defaults.
+is still answered, as in process with their defaults; so is a raw Predict request that leaves them
+out (a hand-written client built for that signature), from the defaults in the SignatureDef.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from recsys_common import contract
 from serving.client import RecommenderClient, UserContext
 from tests.integration.test_trained_models_served import TIMEOUT_S, Expected, K, _python, assert_matches
+from tests.serving_server.server_test_models import grpc_stubs, predict_request
 from trainer.ranking.train import score
 from trainer.retrieval import retrieve
 
@@ -55,6 +59,34 @@ def test_served_answers_equal_the_in_process_models(server, trained, user, with_
     asked = user if with_new_inputs else UserContext(**{**_fields(user), "extra": {}})
     with RecommenderClient(server.grpc_target, timeout=TIMEOUT_S) as client:
         assert_matches(client.recommend(asked, k=K), _in_process(trained, asked))
+
+
+def test_the_signature_gives_the_new_inputs_one_row_defaults(server, trained) -> None:
+    saved_model = saved_model_pb2.SavedModel.FromString(
+        (trained.saved_models / contract.RANKING / "1" / "saved_model.pb").read_bytes())
+    signature = saved_model.meta_graphs[0].signature_def[contract.SIGNATURE_NAME]
+    assert set(signature.inputs) == {spec.name for spec in contract.RANKING_INPUTS}
+    defaults = {name: tf.make_ndarray(proto).tolist() for name, proto in signature.defaults.items()}
+    assert defaults == {contract.WATCH_HISTORY_TIMES: [[0]], contract.IMPRESSION_HISTORY: [[b""]],
+                        contract.LANGUAGE: [b""]}
+
+
+def test_a_raw_request_without_the_new_inputs_takes_the_signature_defaults(server, trained, user) -> None:
+    """Two users (one unknown) in one request: each one-row default is broadcast to the batch."""
+    features = {spec.name: np.concatenate([_one_row(spec, getattr(user, spec.name)), _one_row(spec, spec.default)])
+                for spec in contract.USER_INPUTS if spec.rank == 1}
+    features.update({spec.name: np.array([[*getattr(user, spec.name)], [""] * len(getattr(user, spec.name))],
+                                         dtype=object) for spec in contract.USER_INPUTS if spec.rank == 2})
+    candidates = np.asarray(trained.data.catalog.item_ids[:6], dtype=object)
+    request = {**features, contract.CANDIDATE_IDS: np.stack([candidates, candidates[::-1]])}
+    channel, predict, _ = grpc_stubs(server.grpc_target)
+    with channel:
+        response = predict.Predict(predict_request(contract.RANKING, request), timeout=TIMEOUT_S)
+    expected_scores, expected_watch_time = score(trained.ranking, request)  # in process: [B, 1] defaults
+    np.testing.assert_allclose(tf.make_ndarray(response.outputs[contract.SCORES]), expected_scores,
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(tf.make_ndarray(response.outputs[contract.EXPECTED_WATCH_TIME]), expected_watch_time,
+                               rtol=1e-4, atol=1e-6)
 
 
 def _fields(user: UserContext) -> dict[str, Any]:

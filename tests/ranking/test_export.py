@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from recsys_common import contract
 from trainer.export.layout import read_metadata, read_warmup_requests
@@ -30,8 +31,6 @@ INPUTS = {
     "search_history": {**STRING_INPUT, "rank": 2},
     "gender": STRING_INPUT, "occupation": STRING_INPUT, "region": STRING_INPUT,
     "age": {"dtype": "int64", "rank": 1, "default": 0}, "request_time": {"dtype": "int64", "rank": 1, "default": 0},
-    "watch_history_times": {"dtype": "int64", "rank": 2, "default": 0},
-    "impression_history": {**STRING_INPUT, "rank": 2}, "language": STRING_INPUT,
     "candidate_ids": {**STRING_INPUT, "rank": 2},
 }
 OUTPUTS = {"scores": {"dtype": "float32", "rank": 2, "default": 0.0},
@@ -78,7 +77,7 @@ def request_batch(data) -> dict[str, np.ndarray]:
     """Four real test contexts (one made an unknown user) with catalogue, unknown and padding candidates."""
     rows = slice(0, 4)
     request = {spec.name: np.asarray(data.test_examples[spec.name][rows])
-               for spec in contract.USER_INPUTS + contract.RANKING_CONTEXT_INPUTS}
+               for spec in contract.USER_INPUTS}
     request[contract.USER_ID] = request[contract.USER_ID].copy()
     request[contract.USER_ID][3] = "a-user-nobody-knows"
     catalogue = np.asarray(data.catalog.item_ids[:5], dtype=object)
@@ -226,6 +225,14 @@ def test_export_uses_stock_ops_and_records_its_metadata(exported, run_folder, da
     assert metadata["metrics"] == pytest.approx(run_folder.metrics()["ranking"])
     assert [row["model"] for row in metadata["comparison"]] == ["itempop", "neumf_pretrained", "full"]
     assert metadata["config"]["num_negatives"] == config.ranking.num_negatives
+
+
+def test_a_model_reading_no_ranking_only_input_keeps_the_signature_without_them(exported):
+    """A client built before the ranking-only inputs existed sends exactly these, and TF Serving takes no more."""
+    saved_model = saved_model_pb2.SavedModel.FromString((exported / "saved_model.pb").read_bytes())
+    signature = saved_model.meta_graphs[0].signature_def[contract.SIGNATURE_NAME]
+    assert set(signature.inputs) == set(INPUTS) == {spec.name for spec in contract.USER_INPUTS} | {"candidate_ids"}
+    assert not signature.defaults
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -114,10 +114,7 @@ def test_the_chiefs_export_loads_and_serves(cluster_run: dict) -> None:
     merged_ids = np.concatenate([answer[contract.ITEM_IDS] for answer in shard_answers], axis=1)
     best = np.argsort(-merged_scores, axis=1, kind="stable")[:, :ids.shape[1]]
     np.testing.assert_array_equal(np.take_along_axis(merged_ids, best, axis=1), ids)
-    context = {spec.name: np.full((2, 1) if spec.rank == 2 else 2, spec.default,
-                                  dtype=object if spec.dtype == "string" else np.int64)
-               for spec in contract.RANKING_CONTEXT_INPUTS}  # the ranking-only inputs, at their defaults
     with SessionModel.load(saved / contract.RANKING / "1") as ranking:
-        ranked = ranking.run(contract.SIGNATURE_NAME, {**request, **context, contract.CANDIDATE_IDS: ids})
+        ranked = ranking.run(contract.SIGNATURE_NAME, {**request, contract.CANDIDATE_IDS: ids})
     assert ranked[contract.SCORES].shape == ids.shape
     assert np.all((ranked[contract.SCORES] > 0) & (ranked[contract.SCORES] < 1))

@@ -83,7 +83,6 @@ def test_exports_load_in_a_fresh_process_and_answer(tiny_run):
             answers[name + "_scores"] = outputs[contract.SCORES].tolist()
         request[contract.CANDIDATE_IDS] = np.array(
             [answers[contract.RETRIEVAL][0][:5], ["never-seen", "", "", "", ""]], dtype=object)
-        request.update({{spec.name: column(spec) for spec in contract.RANKING_CONTEXT_INPUTS}})
         with SessionModel.load(saved / contract.RANKING / "1") as model:
             outputs = model.run(contract.SIGNATURE_NAME, request)
         answers["ranking"] = outputs[contract.SCORES].tolist()

@@ -57,10 +57,6 @@ def _with_line_numbers(validate: Callable[[pd.DataFrame, str], pd.DataFrame], ta
         raise DataError(_ROW.sub(lambda match: f"line {int(match.group(1)) + 2}", str(error))) from None
 
 
-def write_impressions(impressions: pd.DataFrame, path: pathlib.Path) -> None:
-    impressions.assign(clicked=impressions["clicked"].astype(int)).to_csv(path, index=False)
-
-
 class LineCountingReader(io.RawIOBase):
     """A binary file that counts the lines read through it, so that a parser reading it counts them in its pass."""
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import inspect
 import json
 import logging
 import os
@@ -332,6 +333,47 @@ def signature_metadata(
 def tf_input_signature(inputs: Sequence[contract.TensorSpec]) -> dict[str, tf.TensorSpec]:
     """tf.TensorSpecs for a signature's inputs: [B] for rank 1, [B, N] for rank 2, both dims free."""
     return {spec.name: tf.TensorSpec([None] * spec.rank, tf.dtypes.as_dtype(spec.dtype), spec.name) for spec in inputs}
+
+
+def signature_function(fn: Callable[[dict[str, tf.Tensor]], Any], inputs: Sequence[contract.TensorSpec],
+                       optional: Iterable[str] = ()) -> Any:
+    """`fn` over a dict of `inputs`, as a tf.function whose SignatureDef gives the `optional` ones defaults.
+
+    TensorFlow writes the tensor default arguments of a signature function into SignatureDef.defaults,
+    and TF Serving (like serving.session_model) feeds those for an input a request leaves out. So each
+    input is an argument named after it, the optional ones last, each defaulting to one row of its
+    spec's default value ([1] or [1, 1]); `fn` must broadcast that row against the batch.
+
+    Args:
+        fn: takes {input name: tensor} (every input, defaults filled in) and returns the outputs.
+        inputs: the signature's inputs.
+        optional: the names of the inputs a request may leave out.
+
+    Raises:
+        ValueError: an optional name that is not one of `inputs`.
+    """
+    names, optional_names = [spec.name for spec in inputs], set(optional)
+    if not optional_names <= set(names):
+        raise ValueError(f"optional input(s) {sorted(optional_names - set(names))} are not signature inputs {names}")
+    ordered = sorted(inputs, key=lambda spec: spec.name in optional_names)  # Python wants defaulted arguments last
+    required = inspect.Parameter.empty
+    parameters = [inspect.Parameter(spec.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                    default=_default_row(spec) if spec.name in optional_names else required)
+                  for spec in ordered]
+    python_signature = inspect.Signature(parameters)
+
+    def serve(*args: tf.Tensor, **kwargs: tf.Tensor) -> Any:
+        bound = python_signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return fn(dict(bound.arguments))
+
+    serve.__signature__ = python_signature  # type: ignore[attr-defined]
+    specs = tf_input_signature(ordered)
+    return tf.function(serve, input_signature=[specs[spec.name] for spec in ordered])
+
+
+def _default_row(spec: contract.TensorSpec) -> tf.Tensor:
+    return tf.constant(spec.default, tf.dtypes.as_dtype(spec.dtype), shape=[1] * spec.rank)
 
 
 def save_signature_model(

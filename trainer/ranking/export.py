@@ -1,7 +1,7 @@
 """Exports the ranking model as `saved_models/ranking/<version>/` (TF Serving layout, stock ops only).
 
 The SavedModel's only signature is `serving_default` of trainer.ranking.signature (the
-contract's RANKING_INPUTS -> scores, expected_watch_time). The version carries its export
+contract's ranking inputs the model reads -> scores, expected_watch_time). The version carries its export
 metadata (signature inputs with defaults, data, config, metrics, the comparison table) and
 warmup requests built from real test contexts, written and published atomically through
 trainer.export.layout.
@@ -31,7 +31,7 @@ def export_ranking(result: RankingResult, data: TrainingData, export: ExportConf
     """
     signature = result.signature()
     examples = data.test_examples if len(data.test_examples[contract.USER_ID]) else data.train_examples
-    requests = warmup_requests(examples, data.catalog.item_ids,
+    requests = warmup_requests(examples, data.catalog.item_ids, signature.inputs,
                                export.warmup_requests, min(export.max_k, len(data.catalog.item_ids)))
     metadata = export_metadata(result, data)
 
@@ -48,7 +48,7 @@ def export_metadata(result: RankingResult, data: TrainingData) -> dict[str, Any]
     """The version's metadata asset: how to call it, what it was trained on, how well it did."""
     return {
         "model": contract.RANKING,
-        **layout.signature_metadata(contract.RANKING_INPUTS, contract.RANKING_OUTPUTS),
+        **layout.signature_metadata(result.signature().inputs, contract.RANKING_OUTPUTS),
         "ranking_model": result.model_name,
         "watch_time_unit": result.watch_time_unit,
         "sampling_rate": result.sampling_rate,
@@ -63,13 +63,15 @@ def export_metadata(result: RankingResult, data: TrainingData) -> dict[str, Any]
     }
 
 
-def warmup_requests(examples: dict[str, np.ndarray], item_ids: np.ndarray, count: int, num_candidates: int
+def warmup_requests(examples: dict[str, np.ndarray], item_ids: np.ndarray,
+                    inputs: tuple[contract.TensorSpec, ...], count: int, num_candidates: int
                     ) -> list[dict[str, np.ndarray]]:
     """`count` single-user requests from real contexts, each ranking `num_candidates` catalogue items.
 
     Args:
         examples: event_examples (any split); their user inputs are reused.
         item_ids: [M] the catalogue.
+        inputs: the signature's inputs (RankingSignature.inputs); all but candidate_ids come from `examples`.
         count: number of requests (at least 1).
         num_candidates: N, candidates per request.
     """
@@ -80,7 +82,7 @@ def warmup_requests(examples: dict[str, np.ndarray], item_ids: np.ndarray, count
     requests = []
     for index, row in enumerate(chosen):
         request = {spec.name: np.asarray(examples[spec.name][row:row + 1])
-                   for spec in contract.USER_INPUTS + contract.RANKING_CONTEXT_INPUTS}
+                   for spec in inputs if spec.name != contract.CANDIDATE_IDS}
         start = (index * num_candidates) % max(len(item_ids), 1)
         candidates = np.roll(np.asarray(item_ids, dtype=object), -start)[:num_candidates]
         request[contract.CANDIDATE_IDS] = candidates[None, :]

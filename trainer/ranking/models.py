@@ -71,6 +71,12 @@ class RankingModel(tfrs.models.Model):
         # The optimizer sums the replicas' gradients: each contributes its share of the global mean.
         return loss / tf.distribute.get_replica_context().num_replicas_in_sync
 
+    @property
+    def context_inputs(self) -> tuple[str, ...]:
+        """The ranking-only signature inputs (contract.RANKING_CONTEXT_INPUTS) among `feature_keys`."""
+        names = {spec.name for spec in contract.RANKING_CONTEXT_INPUTS}
+        return tuple(key for key in self.feature_keys if key in names)
+
     def fit_statistics(self, inputs: dict[str, np.ndarray], labels: np.ndarray) -> None:
         """Fits what is counted rather than learnt, on training inputs (candidate_ids [R, C]) and labels [R, C]."""
 

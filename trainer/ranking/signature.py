@@ -1,6 +1,8 @@
 """The `ranking` serving signature: one function for the export and for in-memory scoring.
 
-    inputs:  the user inputs of recsys_common/contract.py and candidate_ids [B, N] ("" pads)
+    inputs:  contract.ranking_inputs(the ranking-only inputs the model reads): the user inputs, those
+             (each optional: the SignatureDef's default is one row of "unknown", broadcast to the
+             batch) and candidate_ids [B, N] ("" pads)
     outputs: scores [B, N] = sigmoid(logit), the watch probability;
              expected_watch_time [B, N] = exp(logit) * watch_time_unit * sampling_rate: the watch time, in
              the source's unit, that the user's next watch spends on the candidate (calibrated for
@@ -21,7 +23,7 @@ import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
 from recsys_common import contract
-from trainer.export.layout import tf_input_signature
+from trainer.export.layout import signature_function
 from trainer.ranking.models import RankingModel
 
 MAX_LOGIT = 80.0  # exp(80) ~ 5.5e34 still fits float32; larger logits would overflow to inf
@@ -52,12 +54,20 @@ class RankingSignature(tf.Module):
                                   if variable.synchronization != tf.VariableSynchronization.ON_READ]
         self.watch_time_unit = float(watch_time_unit)
         self.sampling_rate = float(sampling_rate)
-        self.serve = tf.function(self._serve, input_signature=[tf_input_signature(contract.RANKING_INPUTS)])
+        self.serve = signature_function(self._serve, self.inputs, optional=model.context_inputs)
+
+    @property
+    def inputs(self) -> tuple[contract.TensorSpec, ...]:
+        """The signature's inputs: the contract's ranking inputs less the ranking-only ones the model ignores."""
+        return contract.ranking_inputs(self._model.value.context_inputs)
 
     def _serve(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         candidates = inputs[contract.CANDIDATE_IDS]
+        batch = tf.shape(candidates)[0]
         model = self._model.value
-        logits = model({key: inputs[key] for key in model.feature_keys}, training=False)
+        features = {key: _batched(inputs[key], batch) if key in model.context_inputs else inputs[key]
+                    for key in model.feature_keys}
+        logits = model(features, training=False)
         padding = tf.equal(candidates, "")
         watch_probability = tf.sigmoid(logits)
         watch_time = tf.exp(tf.minimum(logits, MAX_LOGIT)) * (self.watch_time_unit * self.sampling_rate)
@@ -68,15 +78,25 @@ class RankingSignature(tf.Module):
 
     def __call__(self, features: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """Scores a request in memory: (scores [B, N], expected_watch_time [B, N]); see `request_tensors`."""
-        outputs = self.serve(request_tensors(features))
+        outputs = self.serve(**request_tensors(features, self.inputs))
         return outputs[contract.SCORES].numpy(), outputs[contract.EXPECTED_WATCH_TIME].numpy()
 
 
-def request_tensors(features: Mapping[str, Any]) -> dict[str, tf.Tensor]:
+def _batched(value: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
+    """An optional input [B, ...] or its one-row default [1, ...], as [B, ...]."""
+    return tf.broadcast_to(value, tf.concat([[batch], tf.shape(value)[1:]], axis=0))
+
+
+def request_tensors(features: Mapping[str, Any],
+                    inputs: tuple[contract.TensorSpec, ...] = contract.RANKING_INPUTS) -> dict[str, tf.Tensor]:
     """Checks a request and fills the inputs it leaves out with their defaults, as the client does.
+
+    Ranking-only inputs that are not among `inputs` (a model that does not read them) are left out,
+    as the client leaves out what the signature lacks.
 
     Args:
         features: candidate_ids [B, N] (required) and any of the user inputs ([B] or [B, H]).
+        inputs: the signature's inputs (RankingSignature.inputs).
 
     Raises:
         ValueError: a missing candidate_ids, an unknown input name, a wrong rank or dtype, or inputs
@@ -89,7 +109,7 @@ def request_tensors(features: Mapping[str, Any]) -> dict[str, tf.Tensor]:
     if contract.CANDIDATE_IDS not in features:
         raise ValueError(f"ranking: the request has no {contract.CANDIDATE_IDS!r} [B, N]")
     batch = np.asarray(features[contract.CANDIDATE_IDS]).shape[0]
-    return {spec.name: _tensor(spec, features.get(spec.name), batch) for spec in contract.RANKING_INPUTS}
+    return {spec.name: _tensor(spec, features.get(spec.name), batch) for spec in inputs}
 
 
 def _tensor(spec: contract.TensorSpec, value: Any, batch: int) -> tf.Tensor:
