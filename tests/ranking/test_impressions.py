@@ -10,13 +10,14 @@ import pytest
 from recsys_common import contract
 from tests.ranking.conftest import small_config, strings
 from trainer.data.bundle import TrainingData, prepare
-from trainer.data.examples import CLICKED, ITEM_ID, WATCH_TIME
+from trainer.data.examples import CLICKED, ITEM_ID, WATCH_TIME, impression_examples
 from trainer.data.schema import DataError
 from trainer.data.synthetic import PlantedModel
 from trainer.ranking.evaluate import top_k_full
-from trainer.ranking.models import LABELS, WEIGHTS
-from trainer.ranking.protocol import temporal_protocol, training_impressions
+from trainer.ranking.models import LABELS, WEIGHTS, RankingModel
+from trainer.ranking.protocol import RankingData, temporal_protocol, training_impressions
 from trainer.ranking.rows import ImpressionRecipe
+from trainer.ranking.signature import RankingSignature
 from trainer.ranking.train import FitOptions, row_recipe, train_model
 
 WORLD = {"synthetic.slate_size": 6, "synthetic.clickbait_fraction": 0.1, "synthetic.freshness_days": 2.0,
@@ -72,17 +73,55 @@ def test_train_on_watches_or_impressions_is_chosen_by_config(world: TrainingData
         training_impressions(watches_only, small_config(**WORLD, **{"ranking.train_on": "impressions"}))
 
 
-def _clickbait_share_of_top(world: TrainingData, weighted: bool, k: int = 10) -> float:
+@dataclasses.dataclass
+class Ranker:
+    model: RankingModel
+    data: RankingData
+    watch_time_unit: float
+
+
+def _train(world: TrainingData, weighted: bool) -> Ranker:
     config = small_config(**WORLD, **{"ranking.watch_time_weights": weighted})
     data = temporal_protocol(world, config)
     model, _ = train_model("full", data, config)
+    recipe = row_recipe(data, model.feature_keys, FitOptions.from_config(config.ranking, 1))
+    assert isinstance(recipe, ImpressionRecipe)
+    return Ranker(model, data, recipe.watch_time_unit)
+
+
+@pytest.fixture(scope="module")
+def weighted_ranker(world: TrainingData) -> Ranker:
+    return _train(world, weighted=True)
+
+
+def _clickbait_share_of_top(world: TrainingData, ranker: Ranker, k: int = 10) -> float:
     truth = world.dataset.ground_truth
-    assert isinstance(truth, PlantedModel) and data.full_ranking is not None
-    ranked = top_k_full(model, data.full_ranking, k)
+    assert isinstance(truth, PlantedModel) and ranker.data.full_ranking is not None
+    ranked = top_k_full(ranker.model, ranker.data.full_ranking, k)
     return float(np.isin(ranked, truth.item_ids[truth.world.clickbait]).mean())
 
 
-def test_watch_time_weights_demote_clickbait(world: TrainingData) -> None:
-    weighted, unweighted = _clickbait_share_of_top(world, True), _clickbait_share_of_top(world, False)
+def test_watch_time_weights_demote_clickbait(world: TrainingData, weighted_ranker: Ranker) -> None:
+    weighted = _clickbait_share_of_top(world, weighted_ranker)
+    unweighted = _clickbait_share_of_top(world, _train(world, weighted=False))
     assert unweighted > 0.1, "clicks alone favour the clickbait (10% of items)"
     assert weighted < 0.5 * unweighted
+
+
+def test_expected_watch_time_has_the_level_of_the_held_out_watch_time(world: TrainingData,
+                                                                       weighted_ranker: Ranker) -> None:
+    """exp(logit) x unit is the weighted odds: sum of watch time / number of passed-over impressions, i.e.
+    E[watch time per impression] / (1 - P(click)) (the paper's approximation). Over the test period's
+    impressions, times (1 - CTR), it is the watch time per impression the world gave."""
+    shown = world.dataset.impressions
+    assert shown is not None
+    test = shown[shown["timestamp"].to_numpy() >= world.split.test_start]
+    examples = impression_examples(test, world.split.train, world.dataset.users, world.history_length,
+                                   world.search_history_length)
+    signature = RankingSignature(weighted_ranker.model, weighted_ranker.watch_time_unit, sampling_rate=1.0)
+    request = {spec.name: examples[spec.name] for spec in contract.RANKING_INPUTS if spec.name in examples}
+    _, expected_watch_time = signature({**request, contract.CANDIDATE_IDS: examples[ITEM_ID].astype(object)[:, None]})
+    clicked = examples[CLICKED].astype(bool)
+    watched = np.where(clicked, np.nan_to_num(examples[WATCH_TIME]), 0.0)
+    assert 0.05 < clicked.mean() < 0.5 and len(watched) > 1000
+    assert expected_watch_time.mean() * (1 - clicked.mean()) == pytest.approx(watched.mean(), rel=0.15)
