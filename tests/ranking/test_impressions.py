@@ -18,7 +18,7 @@ from trainer.ranking.models import LABELS, WEIGHTS, RankingModel
 from trainer.ranking.protocol import RankingData, temporal_protocol, training_impressions
 from trainer.ranking.rows import ImpressionRecipe
 from trainer.ranking.signature import RankingSignature
-from trainer.ranking.train import FitOptions, row_recipe, train_model
+from trainer.ranking.train import FitOptions, row_recipe, train_model, training_unit
 
 WORLD = {"synthetic.slate_size": 6, "synthetic.clickbait_fraction": 0.1, "synthetic.freshness_days": 2.0,
          "synthetic.num_channels": 10, "synthetic.num_languages": 3, "ranking.compare": ["itempop"],
@@ -84,9 +84,7 @@ def _train(world: TrainingData, weighted: bool) -> Ranker:
     config = small_config(**WORLD, **{"ranking.watch_time_weights": weighted})
     data = temporal_protocol(world, config)
     model, _ = train_model("full", data, config)
-    recipe = row_recipe(data, model.feature_keys, FitOptions.from_config(config.ranking, 1))
-    assert isinstance(recipe, ImpressionRecipe)
-    return Ranker(model, data, recipe.watch_time_unit)
+    return Ranker(model, data, training_unit(data))
 
 
 @pytest.fixture(scope="module")
