@@ -24,6 +24,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from recsys_common import contract
 from serving._protos.tensorflow_serving.config import batching_parameters_pb2, monitoring_config_pb2
+from trainer import config as config_lib
 from trainer import task
 from trainer.distribute import role_from_env
 from trainer.export import server_configs
@@ -286,6 +287,8 @@ def test_parameter_server_variant_describes_one_cluster(stand_in_python: pathlib
             if task_type == "chief":
                 tf_config, *args = _run_pod_command(container, stand_in_python, HOSTNAME=f"{name}-{index}")
                 _check_task_args(args)
+                overrides = config_lib.overrides_from_args(task.build_parser().parse_args(args))
+                assert overrides["retrieval.optimizer"] == "adagrad", overrides  # see tests/scale/ps_cluster_runner.py
             else:  # the servers run until deleted: run the command up to the server's start
                 server = "exec python -m trainer.distribute server"
                 assert container["args"][0].endswith(server)
