@@ -26,10 +26,10 @@ from trainer.run import RunContext
 MIN_SHARD_BYTES = 1 << 10
 # Asynchronous parameter-server training lags a little behind synchronous training when a
 # worker is starved for CPU: three epochs keep the learned model clearly above popularity.
-# Adagrad, as for asynchronous training in the Wide & Deep and YouTube papers: Keras' sparse
-# Adam update is five separate ops (decay m and v over the whole table, scatter-add, divide by
-# sqrt(v) + 1e-7), which two workers interleave on the ps: its loss spiked to 12-87 in 3 of 16
-# runs (recall@50 once at popularity's level, in CI). Adagrad's update is one fused kernel.
+# Adagrad (as Wide & Deep trains its deep part): Keras' sparse Adam update is five separate ops
+# (decay m and v over the whole table, two scatter-adds, divide by sqrt(v) + 1e-7), which two
+# workers interleave on the ps: its loss spiked to 12-87 in 3 of 16 runs (recall@50 once at
+# popularity's level, in CI). Adagrad's update is one fused kernel.
 PS_OVERRIDES = {"retrieval.epochs": 3, "retrieval.optimizer": "adagrad", "retrieval.learning_rate": 0.1}
 
 
