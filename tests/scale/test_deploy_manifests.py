@@ -8,6 +8,7 @@ commands run with a stand-in `python` that records what `trainer.task` would be 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pathlib
@@ -28,6 +29,8 @@ from trainer import config as config_lib
 from trainer import task
 from trainer.distribute import role_from_env
 from trainer.export import server_configs
+
+from .ps_cluster_runner import PS_OVERRIDES
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -242,12 +245,14 @@ def _run_pod_command(container: dict[str, Any], bin_dir: pathlib.Path, **env: st
     return done.stdout.splitlines()
 
 
-def _check_task_args(args: list[str]) -> None:
+def _check_task_args(args: list[str]) -> argparse.Namespace:
+    """Checks the trainer.task flags of a pod; returns them parsed."""
     parsed = task.build_parser().parse_args(args)
     config = pathlib.PurePosixPath(parsed.config)
     assert config.parts[:3] == ("/", "app", "configs") and (ROOT / "configs" / config.name).is_file()
     assert "COPY configs/ configs/" in (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
     assert parsed.output_dir == "/saved_models" and parsed.run_name
+    return parsed
 
 
 def test_multi_worker_job_gives_each_pod_its_tf_config(stand_in_python: pathlib.Path) -> None:
@@ -286,9 +291,10 @@ def test_parameter_server_variant_describes_one_cluster(stand_in_python: pathlib
         for index in range(replicas):
             if task_type == "chief":
                 tf_config, *args = _run_pod_command(container, stand_in_python, HOSTNAME=f"{name}-{index}")
-                _check_task_args(args)
-                overrides = config_lib.overrides_from_args(task.build_parser().parse_args(args))
-                assert overrides["retrieval.optimizer"] == "adagrad", overrides  # see tests/scale/ps_cluster_runner.py
+                overrides = config_lib.overrides_from_args(_check_task_args(args))
+                optimizer = {key: overrides.get(key) for key in ("retrieval.optimizer", "retrieval.learning_rate")}
+                assert optimizer == {key: PS_OVERRIDES[key] for key in optimizer}  # what the PS test trains with
+                assert optimizer["retrieval.optimizer"] == "adagrad", overrides
             else:  # the servers run until deleted: run the command up to the server's start
                 server = "exec python -m trainer.distribute server"
                 assert container["args"][0].endswith(server)
