@@ -112,6 +112,20 @@ def role_from_env(environ: Mapping[str, str] | None = None) -> ClusterRole:
     return ClusterRole(task_type, task_id, cluster)
 
 
+def optimizer_warning(role: ClusterRole, optimizer: str) -> str | None:
+    """Why `optimizer` is a poor choice for the retrieval embeddings under `role`'s strategy, or None.
+
+    Keras' sparse Adam update is five separate ops on the parameter servers (decay both moments over the
+    whole table, two scatter-adds, the step), which asynchronous workers interleave: the loss can spike
+    and the model end no better than popularity. Adagrad's sparse update is one fused kernel.
+    """
+    if role.uses_parameter_servers and optimizer == "adam":
+        return ("retrieval.optimizer adam under parameter servers: asynchronous workers interleave the parts of "
+                "Keras' sparse Adam update, which can make training diverge; use --retrieval.optimizer adagrad "
+                "--retrieval.learning_rate 0.1 (deploy/README.md, parameter servers)")
+    return None
+
+
 def strategy_for(role: ClusterRole, min_shard_bytes: int = DEFAULT_MIN_SHARD_BYTES) -> tf.distribute.Strategy:
     """The tf.distribute strategy of `role` (see the module docstring).
 

@@ -98,6 +98,9 @@ def _run_stages(config: config_lib.Config, run_name: str, export: bool, role: di
     handler = attach_log_file(run)
     try:
         run.write_config(config.to_dict())
+        warning = distribute.optimizer_warning(role, config.retrieval.optimizer)
+        if warning is not None:
+            run.log.warning(warning)
         with _stage(run, "data"):
             data = load_prepared(config) if config.data.prepared_dir else bundle.prepare(config)
         with _stage(run, "retrieval"):

@@ -99,3 +99,18 @@ def test_distribute_examples_reads_the_split_through_the_strategy(tiny_prepared:
     expected = concat_batches(list(tiny_prepared.read("validation", 64).as_numpy_iterator()))
     assert_same_features(concat_batches([as_numpy(batch) for batch in distributed]), as_numpy(expected))
     assert len(expected["item_id"]) == tiny_prepared.examples("validation") > 0
+
+
+PS_CLUSTER = {"chief": ["h:1"], "worker": ["h:2", "h:3"], "ps": ["h:4"]}
+
+
+@pytest.mark.parametrize(("cluster", "optimizer", "warned"), [
+    (PS_CLUSTER, "adam", True), (PS_CLUSTER, "adagrad", False), ({"worker": ["h:1", "h:2"]}, "adam", False),
+    ({}, "adam", False),
+])
+def test_adam_under_parameter_servers_is_warned_about(cluster: dict[str, list[str]], optimizer: str,
+                                                       warned: bool) -> None:
+    warning = distribute.optimizer_warning(ClusterRole("chief", 0, cluster), optimizer)
+    assert (warning is not None) == warned
+    if warned:
+        assert warning is not None and "--retrieval.optimizer adagrad" in warning

@@ -1,14 +1,22 @@
-"""ContextStream: chunk-by-chunk examples equal `event_examples` on the whole log, with bounded state."""
+"""ContextStream and ImpressionContextStream: chunk-by-chunk examples equal the whole log's, with bounded state."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from trainer.data.examples import event_examples
-from trainer.data.schema import DataError, validate_events, validate_users
-from trainer.data.streaming_examples import ContextStream, carried_events
+from trainer.data.examples import IMPRESSION_HISTORY_LENGTH, event_examples, impression_examples
+from trainer.data.schema import (
+    DataError,
+    events_from_impressions,
+    validate_events,
+    validate_impressions,
+    validate_users,
+)
+from trainer.data.streaming_examples import ContextStream, ImpressionContextStream, carried_events, time_slices
 from trainer.data.vocab import tokenize
 
 from .conftest import assert_same_features
@@ -106,3 +114,64 @@ def test_an_event_logged_twice_across_a_chunk_boundary_stays_twice_in_history() 
     got = _streamed(log, 2)  # chunks [w, x] and [x, y]: the second x repeats a carried event
     assert got["watch_history"][-1].tolist() == ["w", "x", "x"]
     assert_same_features(got, event_examples(log, USERS, H, S))
+
+
+def _impression_log(seed: int, n: int = 1200, distinct_times: int = 60) -> pd.DataFrame:
+    """Slates shown to four users, many per second; the clicked rows are the watches."""
+    rng = np.random.default_rng(seed)
+    clicked = rng.random(n) < 0.3
+    return validate_impressions(pd.DataFrame({
+        "user_id": rng.choice(["a", "b", "c", "d"], n), "item_id": [f"i{k}" for k in rng.integers(0, 30, n)],
+        "timestamp": np.sort(rng.integers(0, distinct_times, n)), "clicked": clicked,
+        "watch_time": np.where(clicked, rng.random(n) * 100, 0.0)}), "test")
+
+
+def _chunks(table: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
+    return (table.iloc[start:start + size].reset_index(drop=True) for start in range(0, len(table), size))
+
+
+@pytest.mark.parametrize(("event_chunk", "impression_chunk"), [(1, 1), (5, 50), (64, 7), (10_000, 3)])
+def test_time_slices_cut_both_streams_at_common_times(event_chunk: int, impression_chunk: int) -> None:
+    shown = _impression_log(0)
+    events = events_from_impressions(shown, "test")
+    slices = list(time_slices(_chunks(events, event_chunk), _chunks(shown, impression_chunk)))
+    for (earlier_events, earlier_shown), (later_events, later_shown) in zip(slices, slices[1:]):
+        last = max([*earlier_events["timestamp"], *earlier_shown["timestamp"]])
+        assert min([*later_events["timestamp"], *later_shown["timestamp"]]) > last
+    pd.testing.assert_frame_equal(pd.concat([part for part, _ in slices], ignore_index=True), events)
+    pd.testing.assert_frame_equal(pd.concat([part for _, part in slices], ignore_index=True), shown)
+
+
+@pytest.mark.parametrize("chunk_size", [3, 40, 5000])
+def test_sliced_impression_examples_equal_the_whole_log(chunk_size: int) -> None:
+    shown = _impression_log(1)
+    events = events_from_impressions(shown, "test")
+    stream = ImpressionContextStream(USERS, H, S)
+    parts = [stream.examples(watched, impressions)
+             for watched, impressions in time_slices(_chunks(events, chunk_size), _chunks(shown, chunk_size))]
+    got_events = {name: np.concatenate([p[0][name] for p in parts if p[0]]) for name in parts[0][0]}
+    got_shown = {name: np.concatenate([p[1][name] for p in parts if p[1]]) for name in parts[0][1]}
+    assert_same_features(got_events, event_examples(events, USERS, H, S, impressions=shown))
+    assert_same_features(got_shown, impression_examples(shown, events, USERS, H, S))
+    assert got_shown["impression_history"].shape == (len(shown), IMPRESSION_HISTORY_LENGTH)
+
+
+def test_carried_impressions_are_bounded_by_users_times_histories() -> None:
+    shown = _impression_log(2, n=6000, distinct_times=6000)
+    events = events_from_impressions(shown, "test")
+    stream = ImpressionContextStream(USERS, H, S)
+    largest = 0
+    for watched, impressions in time_slices(_chunks(events, 100), _chunks(shown, 100)):
+        stream.examples(watched, impressions)
+        largest = max(largest, stream.carried_rows)
+    users = shown["user_id"].nunique()
+    assert users * IMPRESSION_HISTORY_LENGTH <= largest <= users * (H + S + IMPRESSION_HISTORY_LENGTH) + 8
+
+
+def test_a_slice_that_overlaps_the_last_is_an_error() -> None:
+    shown = _impression_log(3, n=100)
+    events = events_from_impressions(shown, "test")
+    stream = ImpressionContextStream(USERS, H, S)
+    stream.examples(events.iloc[len(events) // 2:], shown.iloc[:0])
+    with pytest.raises(DataError, match="not after the previous slice's last row"):
+        stream.examples(events.iloc[:0], shown)

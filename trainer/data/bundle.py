@@ -44,6 +44,9 @@ class TrainingData:
             (`trainer.data.prepared`); None = train from `train_examples`.
         trained_on: what the models trained on this data see (`trained_on`), for metrics.json and the
             export metadata.
+        impression_sample: with `shards` whose log had impressions, `impression_examples` of a sample of the
+            training impressions (the ranking statistics; the ranker streams them all from the shards);
+            otherwise None (impressions in memory are `dataset.impressions`).
     """
 
     dataset: Dataset
@@ -60,6 +63,12 @@ class TrainingData:
     available_features: set[str]
     shards: Manifest | None = None
     trained_on: dict[str, Any] = dataclasses.field(default_factory=dict)
+    impression_sample: dict[str, np.ndarray] | None = None
+
+    @property
+    def has_impressions(self) -> bool:
+        """Whether the logs hold impressions (in memory or in the shards)."""
+        return self.dataset.impressions is not None or self.impression_sample is not None
 
 
 def prepare(config: Config) -> TrainingData:

@@ -1,4 +1,4 @@
-"""The event log read in chunks: a CSV file in the data contract's columns, or a loaded table.
+"""The event log (or impression log) read in chunks: a CSV file in the data contract's columns, or a loaded table.
 
 A streaming reader never holds the whole log, so it needs the log in time order (the order
 a logging system appends it in): every chunk is validated like `schema.validate_events`,
@@ -9,6 +9,9 @@ comes back sorted by (timestamp, user_id) with the file order kept among ties, e
 CSV layout (header required; extra columns are ignored):
     user_id,item_id,timestamp,rating,watch_time,query
 An empty rating, watch_time or query is missing; ids and timestamps must be present.
+An impression log (`CsvImpressionSource`) has the impression table's columns instead
+(user_id,item_id,timestamp,clicked,watch_time, see `trainer.data.schema.validate_impressions`), is read the
+same way, and `ClickedEventSource` turns it into the event log of its clicked rows.
 Line numbers in errors count the header as line 1 (a quoted field spanning lines shifts them).
 """
 
@@ -18,16 +21,16 @@ import dataclasses
 import pathlib
 import re
 import warnings
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
 
-from trainer.data.schema import EVENT_COLUMNS, DataError, validate_events
+from trainer.data.schema import EVENT_COLUMNS, IMPRESSION_COLUMNS, DataError, validate_events, validate_impressions
 from trainer.data.table_csv import csv_errors
 
-_OPTIONAL_COLUMNS = ("rating", "watch_time", "query")
+Validate = Callable[[pd.DataFrame, str], pd.DataFrame]
 _ROW = re.compile(r"\brow (\d+)\b")
 
 
@@ -63,13 +66,17 @@ class CsvEventSource:
 
     path: pathlib.Path
     chunk_size: int = 100_000
+    log: ClassVar[str] = "event log"
+    columns: ClassVar[tuple[str, ...]] = EVENT_COLUMNS
+    optional_columns: ClassVar[tuple[str, ...]] = ("rating", "watch_time", "query")
+    validate: ClassVar[Validate] = staticmethod(validate_events)
 
     def __post_init__(self) -> None:
         self.path = pathlib.Path(self.path)
         if self.chunk_size <= 0:
             raise DataError(f"chunk_size must be > 0, got {self.chunk_size}")
         if not self.path.is_file():
-            raise DataError(f"event log {self.path} does not exist")
+            raise DataError(f"{self.log} {self.path} does not exist")
 
     @property
     def name(self) -> str:
@@ -79,21 +86,31 @@ class CsvEventSource:
         order = _OrderCheck(self.name)
         first_row = 0
         for raw in self._raw_chunks():
-            events = _validated(raw, self.name, first_row)
+            events = _validated(type(self).validate, raw, self.name, first_row)
             order.check(raw, first_row)
             yield EventChunk(events, first_row)
             first_row += len(raw)
         if first_row == 0:
-            raise DataError(f"{self.name}: the event log has no rows")
+            raise DataError(f"{self.name}: the {self.log} has no rows")
 
     def _raw_chunks(self) -> Iterator[pd.DataFrame]:
-        with csv_errors(self.name, f"expected a header {','.join(EVENT_COLUMNS)}"):
+        with csv_errors(self.name, f"expected a header {','.join(self.columns)}"):
             reader = pd.read_csv(self.path, chunksize=self.chunk_size, dtype=str, keep_default_na=False,
-                                 na_values={column: [""] for column in _OPTIONAL_COLUMNS}, encoding="utf-8",
+                                 na_values={column: [""] for column in self.optional_columns}, encoding="utf-8",
                                  index_col=False)
             with reader:
                 while (chunk := _next_chunk(reader)) is not None:
                     yield chunk
+
+
+@dataclasses.dataclass
+class CsvImpressionSource(CsvEventSource):
+    """A CSV impression log on disk (utf-8, the impression table's columns), read `chunk_size` rows at a time."""
+
+    log: ClassVar[str] = "impression log"
+    columns: ClassVar[tuple[str, ...]] = IMPRESSION_COLUMNS
+    optional_columns: ClassVar[tuple[str, ...]] = ("watch_time",)
+    validate: ClassVar[Validate] = staticmethod(validate_impressions)
 
 
 @dataclasses.dataclass
@@ -103,15 +120,46 @@ class FrameEventSource:
     events: pd.DataFrame
     name: str = "events"
     chunk_size: int = 100_000
+    validate: ClassVar[Validate] = staticmethod(validate_events)
 
     def __post_init__(self) -> None:
         if self.chunk_size <= 0:
             raise DataError(f"chunk_size must be > 0, got {self.chunk_size}")
-        self.events = validate_events(self.events, self.name)
+        self.events = type(self).validate(self.events, self.name)
 
     def chunks(self) -> Iterator[EventChunk]:
         for start in range(0, len(self.events), self.chunk_size):
             yield EventChunk(self.events.iloc[start:start + self.chunk_size].reset_index(drop=True), start)
+
+
+@dataclasses.dataclass
+class FrameImpressionSource(FrameEventSource):
+    """A loaded impression table (e.g. `Dataset.impressions`) in chunks (`EventChunk.events` holds impressions)."""
+
+    name: str = "impressions"
+    validate: ClassVar[Validate] = staticmethod(validate_impressions)
+
+
+@dataclasses.dataclass
+class ClickedEventSource:
+    """The event log of an impression log: its clicked impressions (no ratings, no queries), as
+    `schema.events_from_impressions` makes the event table of a loaded impression table."""
+
+    impressions: EventSource
+
+    @property
+    def name(self) -> str:
+        return self.impressions.name
+
+    def chunks(self) -> Iterator[EventChunk]:
+        clicks = 0
+        for chunk in self.impressions.chunks():
+            clicked = chunk.events[chunk.events["clicked"].to_numpy()]
+            if len(clicked):
+                clicks += len(clicked)
+                yield EventChunk(validate_events(clicked.drop(columns="clicked"), self.name), chunk.first_row)
+        if not clicks:
+            raise DataError(f"{self.name}: no impression is clicked, so there are no watches to learn from")
 
 
 class _OrderCheck:
@@ -142,10 +190,10 @@ def _next_chunk(reader: Iterator[pd.DataFrame]) -> pd.DataFrame | None:
         return next(reader, None)
 
 
-def _validated(raw: pd.DataFrame, name: str, first_row: int) -> pd.DataFrame:
-    """`validate_events` of one chunk, with its row numbers turned into the log's line numbers."""
+def _validated(validate: Validate, raw: pd.DataFrame, name: str, first_row: int) -> pd.DataFrame:
+    """`validate` of one chunk, with its row numbers turned into the log's line numbers."""
     try:
-        return validate_events(raw, name)
+        return validate(raw, name)
     except DataError as error:
         message = _ROW.sub(lambda match: f"line {_line(first_row + int(match.group(1)))}", str(error))
         raise DataError(message) from None

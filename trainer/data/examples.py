@@ -73,6 +73,7 @@ def impression_examples(
     users: pd.DataFrame,
     history_length: int,
     search_history_length: int,
+    shown: pd.DataFrame | None = None,
 ) -> dict[str, np.ndarray]:
     """One example per impression: the user's context just before it was shown, and the shown item.
 
@@ -82,6 +83,7 @@ def impression_examples(
         users: the user table.
         history_length: H.
         search_history_length: S.
+        shown: the impressions the impression histories come from (default: `impressions`).
 
     Returns:
         The user inputs of `event_examples` (request_time = the impression's time; impression_history the
@@ -96,7 +98,7 @@ def impression_examples(
         impressions["timestamp"].to_numpy(dtype=np.int64),
         history_length,
         search_history_length,
-        impressions,
+        impressions if shown is None else shown,
     )
     features[ITEM_ID] = impressions["item_id"].to_numpy(dtype=object)
     features[CLICKED] = impressions["clicked"].to_numpy(dtype=bool)

@@ -8,8 +8,8 @@
 At least one of impressions.csv and events.csv must be there. With impressions only, the watches
 are the clicked impressions; with both, they must agree row for row (`schema.check_watches_agree`),
 which lets events.csv carry what impressions cannot (ratings, search queries). Users and items that
-the tables lack get rows of unknown features. For a log too large for memory, stream its events with
-`python -m trainer.preprocess --events` instead (impressions are not streamed yet).
+the tables lack get rows of unknown features. For a log too large for memory, stream it with
+`python -m trainer.preprocess --events events.csv --impressions impressions.csv` instead.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ the validation and test examples (small), and a uniform random sample of at most
 `data.prepared_sample_examples` training examples, from which the ranking stage takes its feature
 statistics and its NCF comparison table (the ranking model itself streams the shards,
 `trainer.ranking.rows.StreamedExamples`). The event tables are rebuilt from those examples (one event per
-example; the events' own queries are not stored, so `query` is empty).
+example; the events' own queries are not stored, so `query` is empty). When the log had impressions, a
+sample of at most as many training impressions (`TrainingData.impression_sample`) gives the statistics of
+the ranker, which streams every training impression from their shards.
 
 `whole_log_prepared` is the refit's view of the same folder (`export.refit`): every shard is training data.
 """
@@ -25,10 +27,10 @@ from recsys_common import contract
 from trainer.config import Config
 from trainer.data.bundle import TrainingData, empty_after, no_examples, trained_on
 from trainer.data.catalog import ItemCatalog
-from trainer.data.examples import ITEM_ID, RATING, WATCH_TIME
+from trainer.data.examples import CLICKED, ITEM_ID, RATING, WATCH_TIME
 from trainer.data.schema import Dataset, validate_events
 from trainer.data.splits import TemporalSplit
-from trainer.data.tfrecord import SPLITS, Manifest
+from trainer.data.tfrecord import EVENTS, IMPRESSIONS, SPLITS, Manifest, Shard
 from trainer.data.vocab import Vocabularies
 from trainer.run import LOGGER_NAME
 
@@ -62,6 +64,8 @@ def load_prepared(config: Config) -> TrainingData:
         available_features=set(manifest.available_features), shards=manifest,
         trained_on=trained_on(("train",), manifest.examples("train"), manifest.t_max - manifest.t_span,
                               manifest.t_max, manifest.vocab, refit=False),
+        impression_sample=(sample_examples(manifest, "train", cap, config.data.seed, IMPRESSIONS)
+                           if manifest.has_impressions else None),
     )
 
 
@@ -88,19 +92,27 @@ def whole_log_prepared(data: TrainingData, seed: int) -> TrainingData:
     vocab = _extended_vocabularies(manifest.vocab, later, item_counts, data.dataset.users, data.dataset.items)
     t_min = manifest.t_max - manifest.t_span
     t_max = int(max([manifest.t_max, *later[contract.REQUEST_TIME].tolist()]))
-    everything = [shard for split in SPLITS for shard in manifest.shards.get(split, [])]
     whole = dataclasses.replace(
-        manifest, shards={"train": everything, "validation": [], "test": []}, vocab=vocab, t_max=t_max,
-        t_span=max(1, t_max - t_min), validation_start=t_max + 1, test_start=t_max + 1,
-        train_item_counts=dict(item_counts))
+        manifest, shards=_all_as_training(manifest.shards), impression_shards=_all_as_training(
+            manifest.impression_shards), vocab=vocab, t_max=t_max, t_span=max(1, t_max - t_min),
+        validation_start=t_max + 1, test_start=t_max + 1, train_item_counts=dict(item_counts))
     sample = _concatenate([data.train_examples, _at_rate(later, len(data.train_examples[ITEM_ID]) / max(
         1, manifest.examples("train")), seed)], manifest)
+    shown = data.impression_sample
+    if shown is not None:
+        rate = len(shown[ITEM_ID]) / max(1, manifest.examples("train", IMPRESSIONS))
+        shown = _concatenate([shown, *(sample_examples(manifest, split, round(rate * manifest.examples(
+            split, IMPRESSIONS)), seed, IMPRESSIONS) for split in SPLITS[1:])], manifest, IMPRESSIONS)
     periods = [split for split in SPLITS if manifest.examples(split)]
     return dataclasses.replace(
         data, split=empty_after(events_of(sample, manifest.source), t_max), vocab=vocab, t_max=t_max,
         t_span=whole.t_span, train_examples=sample, validation_examples=no_examples(sample),
-        test_examples=no_examples(sample), shards=whole,
+        test_examples=no_examples(sample), shards=whole, impression_sample=shown,
         trained_on=trained_on(periods, whole.examples("train"), t_min, t_max, vocab, refit=True))
+
+
+def _all_as_training(shards: dict[str, list[Shard]]) -> dict[str, list[Shard]]:
+    return {"train": [shard for split in SPLITS for shard in shards.get(split, [])], "validation": [], "test": []}
 
 
 def _extended_vocabularies(vocab: Vocabularies, later: dict[str, np.ndarray], item_counts: Counter[str],
@@ -122,28 +134,32 @@ def _at_rate(examples: dict[str, np.ndarray], rate: float, seed: int) -> dict[st
     return {name: values[keep] for name, values in examples.items()}
 
 
-def read_split(manifest: Manifest, split: str) -> dict[str, np.ndarray]:
-    """Every example of `split` in file order, as `event_examples` arrays (str columns as object arrays)."""
-    if not manifest.examples(split):
-        return _empty(manifest)
-    return _concatenate([_numpy(batch) for batch in manifest.read(split, READ_BATCH).as_numpy_iterator()], manifest)
+def read_split(manifest: Manifest, split: str, kind: str = EVENTS) -> dict[str, np.ndarray]:
+    """Every example (or impression) of `split` in file order, as `event_examples` (`impression_examples`)
+    arrays (str columns as object arrays)."""
+    if not manifest.examples(split, kind):
+        return _empty(manifest, kind)
+    return _concatenate([_numpy(batch) for batch in manifest.read(split, READ_BATCH, kind).as_numpy_iterator()],
+                        manifest, kind)
 
 
-def sample_examples(manifest: Manifest, split: str, limit: int, seed: int) -> dict[str, np.ndarray]:
-    """A uniform random sample of at most `limit` examples of `split`, in one streaming pass (memory ~ limit)."""
-    total = manifest.examples(split)
+def sample_examples(manifest: Manifest, split: str, limit: int, seed: int, kind: str = EVENTS
+                    ) -> dict[str, np.ndarray]:
+    """A uniform random sample of at most `limit` examples (or impressions) of `split`, in one streaming pass
+    (memory ~ limit)."""
+    total = manifest.examples(split, kind)
     if total <= limit:
-        return read_split(manifest, split)
+        return read_split(manifest, split, kind)
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.choice(total, limit, replace=False))
     parts, start = [], 0
-    for batch in manifest.read(split, READ_BATCH).as_numpy_iterator():
+    for batch in manifest.read(split, READ_BATCH, kind).as_numpy_iterator():
         size = len(batch[ITEM_ID])
         rows = keep[(keep >= start) & (keep < start + size)] - start
         if len(rows):
             parts.append({name: values[rows] for name, values in _numpy(batch).items()})
         start += size
-    return _concatenate(parts, manifest)
+    return _concatenate(parts, manifest, kind)
 
 
 def events_of(examples: dict[str, np.ndarray], source: str) -> pd.DataFrame:
@@ -159,26 +175,31 @@ def events_of(examples: dict[str, np.ndarray], source: str) -> pd.DataFrame:
 
 
 def _numpy(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {name: (values.astype(str).astype(object) if values.dtype.kind in "SO" else values)
+    """A parsed batch with str columns as object arrays and clicked as bool, as the in-memory examples hold them."""
+    return {name: (values.astype(str).astype(object) if values.dtype.kind in "SO" else
+                   values.astype(bool) if name == CLICKED else values)
             for name, values in batch.items()}
 
 
-def _concatenate(parts: list[dict[str, np.ndarray]], manifest: Manifest) -> dict[str, np.ndarray]:
+def _concatenate(parts: list[dict[str, np.ndarray]], manifest: Manifest, kind: str = EVENTS) -> dict[str, np.ndarray]:
     if not parts:
-        return _empty(manifest)
+        return _empty(manifest, kind)
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
-def _empty(manifest: Manifest) -> dict[str, np.ndarray]:
+def _empty(manifest: Manifest, kind: str = EVENTS) -> dict[str, np.ndarray]:
     """No examples, with the features, dtypes and widths of the records `Manifest.read` gives."""
     sequences = {contract.WATCH_HISTORY: manifest.history_length,
-                 contract.SEARCH_HISTORY: manifest.search_history_length, contract.IMPRESSION_HISTORY: 1}
+                 contract.SEARCH_HISTORY: manifest.search_history_length,
+                 contract.IMPRESSION_HISTORY: manifest.impression_history_length or 1}
     strings = (contract.USER_ID, contract.GENDER, contract.OCCUPATION, contract.REGION, contract.LANGUAGE, ITEM_ID)
     empty: dict[str, np.ndarray] = {name: np.zeros(0, dtype=object) for name in strings}
     empty.update({name: np.zeros((0, width), dtype=object) for name, width in sequences.items()})
     empty.update({contract.AGE: np.zeros(0, np.int64), contract.REQUEST_TIME: np.zeros(0, np.int64),
                   contract.WATCH_HISTORY_TIMES: np.zeros((0, manifest.history_length), np.int64),
                   WATCH_TIME: np.zeros(0, np.float32), RATING: np.zeros(0, np.float32)})
+    if kind == IMPRESSIONS:
+        empty[CLICKED] = np.zeros(0, dtype=bool)
     return empty
 
 

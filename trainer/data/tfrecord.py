@@ -9,8 +9,13 @@ One record per event, with the features of `trainer.data.examples.event_examples
     age, request_time                                        int64   []
     watch_time, rating                                       float   []   NaN = missing
 
-Records written before `language` and `watch_history_times` existed read them as "" and 0s. The reader adds
-`impression_history` [B, 1] (""): preprocessed logs carry no impressions.
+Records written before `language` and `watch_history_times` existed read them as "" and 0s.
+
+When the log has impressions, every record also holds `impression_history` bytes [I] (the user's last I
+impressions, most recent last, b"" pads; I = `examples.IMPRESSION_HISTORY_LENGTH`), and the impressions get
+shards of their own, `impressions-{train,validation,test}-NNNNN`, one record per impression: the same
+features (`request_time` the impression's, `rating` NaN) plus `clicked` int64 [] (1/0), `watch_time` 0 where
+not clicked. Without impressions the reader fills `impression_history` [B, 1] with "".
 
 `trainer.preprocess` writes them; `read_examples` (or `Manifest.read`) reads them back as a
 tf.data.Dataset of the same feature dicts, batched, each input pipeline of a distributed job
@@ -37,7 +42,7 @@ import tensorflow as tf
 from tensorflow.core.example import example_pb2
 
 from recsys_common import contract
-from trainer.data.examples import ITEM_ID, RATING, WATCH_TIME
+from trainer.data.examples import CLICKED, ITEM_ID, RATING, WATCH_TIME
 from trainer.data.schema import DataError
 from trainer.data.table_csv import read_items, read_users
 from trainer.data.vocab import Vocabularies
@@ -53,10 +58,14 @@ INT_SEQUENCE_FEATURES = (contract.WATCH_HISTORY_TIMES,)
 INT_FEATURES = (contract.AGE, contract.REQUEST_TIME)
 FLOAT_FEATURES = (WATCH_TIME, RATING)
 FEATURES = STRING_FEATURES + SEQUENCE_FEATURES + INT_SEQUENCE_FEATURES + INT_FEATURES + FLOAT_FEATURES
+EVENTS, IMPRESSIONS = "events", "impressions"
+KINDS = (EVENTS, IMPRESSIONS)
 
 
-def feature_spec(history_length: int, search_history_length: int) -> dict[str, tf.io.FixedLenFeature]:
-    """The parsing spec of a record (H = history_length, S = search_history_length)."""
+def feature_spec(history_length: int, search_history_length: int, impression_history_length: int = 0,
+                 kind: str = EVENTS) -> dict[str, tf.io.FixedLenFeature]:
+    """The parsing spec of a record (H = history_length, S = search_history_length, I = impression_history_length,
+    0 when the records hold no impression history; `kind` "impressions" adds `clicked`)."""
     spec = {name: tf.io.FixedLenFeature([], tf.string) for name in STRING_FEATURES}
     # language and watch_history_times came after FORMAT_VERSION 1's first records, which parse with defaults
     spec[contract.LANGUAGE] = tf.io.FixedLenFeature([], tf.string, default_value="")
@@ -66,39 +75,50 @@ def feature_spec(history_length: int, search_history_length: int) -> dict[str, t
     spec[contract.SEARCH_HISTORY] = tf.io.FixedLenFeature([search_history_length], tf.string)
     spec.update({name: tf.io.FixedLenFeature([], tf.int64) for name in INT_FEATURES})
     spec.update({name: tf.io.FixedLenFeature([], tf.float32) for name in FLOAT_FEATURES})
+    if impression_history_length:
+        spec[contract.IMPRESSION_HISTORY] = tf.io.FixedLenFeature([impression_history_length], tf.string)
+    if kind == IMPRESSIONS:
+        spec[CLICKED] = tf.io.FixedLenFeature([], tf.int64)
     return spec
 
 
 def parse_records(serialized: tf.Tensor, spec: dict[str, tf.io.FixedLenFeature]) -> dict[str, tf.Tensor]:
-    """A batch of serialized records [B] as feature dicts, with the empty impression history [B, 1]."""
+    """A batch of serialized records [B] as feature dicts; the impression history [B, 1] of "" when they hold none."""
     features = tf.io.parse_example(serialized, spec)
-    features[contract.IMPRESSION_HISTORY] = tf.fill([tf.shape(serialized)[0], 1], "")
+    if contract.IMPRESSION_HISTORY not in features:
+        features[contract.IMPRESSION_HISTORY] = tf.fill([tf.shape(serialized)[0], 1], "")
     return features
 
 
-def serialize_examples(features: dict[str, np.ndarray]) -> list[bytes]:
+def serialize_examples(features: dict[str, np.ndarray], with_impressions: bool = False) -> list[bytes]:
     """Serialized tf.train.Example records, one per row.
 
     Args:
-        features: the `event_examples` dict: every name of FEATURES, [N] (histories [N, H] and [N, S]).
+        features: the `event_examples` dict: every name of FEATURES, [N] (histories [N, H] and [N, S]); with
+            `with_impressions`, also impression_history [N, I]; an `impression_examples` dict also holds
+            clicked [N] bool, which is written too.
+        with_impressions: write the impression history (the log has impressions).
 
     Returns:
         N serialized records.
     """
     _check_features(features)
-    strings = {name: _utf8(features[name]) for name in STRING_FEATURES + SEQUENCE_FEATURES}
-    numbers = {name: features[name].tolist() for name in INT_SEQUENCE_FEATURES + INT_FEATURES + FLOAT_FEATURES}
+    sequences = SEQUENCE_FEATURES + ((contract.IMPRESSION_HISTORY,) if with_impressions else ())
+    strings = {name: _utf8(features[name]) for name in STRING_FEATURES + sequences}
+    int_features = INT_FEATURES + ((CLICKED,) if CLICKED in features else ())
+    numbers = {name: np.asarray(features[name]).astype(np.int64).tolist() if name == CLICKED
+               else features[name].tolist() for name in INT_SEQUENCE_FEATURES + int_features + FLOAT_FEATURES}
     records = []
     for row in range(len(features[contract.USER_ID])):
         example = example_pb2.Example()
         feature = example.features.feature
         for name in STRING_FEATURES:
             feature[name].bytes_list.value.append(strings[name][row])
-        for name in SEQUENCE_FEATURES:
+        for name in sequences:
             feature[name].bytes_list.value.extend(strings[name][row])
         for name in INT_SEQUENCE_FEATURES:
             feature[name].int64_list.value.extend(numbers[name][row])
-        for name in INT_FEATURES:
+        for name in int_features:
             feature[name].int64_list.value.append(numbers[name][row])
         for name in FLOAT_FEATURES:
             feature[name].float_list.value.append(numbers[name][row])
@@ -113,6 +133,8 @@ def read_examples(
     search_history_length: int,
     *,
     compression: str = "GZIP",
+    impression_history_length: int = 0,
+    kind: str = EVENTS,
     shuffle: bool = False,
     seed: int = 0,
     shuffle_buffer: int = 10_000,
@@ -133,6 +155,8 @@ def read_examples(
         history_length: H of the records.
         search_history_length: S of the records.
         compression: "GZIP" or "NONE", as written.
+        impression_history_length: I of the records (0: they hold no impression history).
+        kind: "events", or "impressions" for impression records (which add clicked).
         shuffle: shuffle file order and records (a buffer of `shuffle_buffer` records), anew every epoch.
         seed: the shuffle seed.
         shuffle_buffer: records held for shuffling (bounds memory).
@@ -141,8 +165,9 @@ def read_examples(
         input_context: the distributed input pipeline this dataset is for.
 
     Returns:
-        A dataset of feature dicts: strings tf.string [B] (histories [B, H], [B, S], impression_history [B, 1]),
-        age and request_time int64 [B], watch_history_times int64 [B, H], watch_time and rating float32 [B].
+        A dataset of feature dicts: strings tf.string [B] (histories [B, H], [B, S], impression_history [B, I]
+        or [B, 1] of ""), age and request_time int64 [B], watch_history_times int64 [B, H], watch_time and
+        rating float32 [B]; impression records also clicked int64 [B].
     """
     paths = _resolve(files)
     if batch_size <= 0 or shuffle_buffer <= 0:
@@ -162,7 +187,7 @@ def read_examples(
         records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         records = records.repeat()
-    spec = feature_spec(history_length, search_history_length)
+    spec = feature_spec(history_length, search_history_length, impression_history_length, kind)
     batches = records.batch(batch_size, drop_remainder=drop_remainder)
     return batches.map(lambda serialized: parse_records(serialized, spec),
                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -198,20 +223,28 @@ class Manifest:
     train_item_counts: dict[str, int] = dataclasses.field(default_factory=dict)
     users_file: str = "users.csv"
     items_file: str = "items.csv"
+    impression_shards: dict[str, list[Shard]] = dataclasses.field(default_factory=dict)
+    impression_history_length: int = 0
 
-    def files(self, split: str) -> list[str]:
-        """The absolute paths of the shards of `split` ("train", "validation" or "test")."""
-        return [str(self.directory / shard.file) for shard in self._split(split)]
+    @property
+    def has_impressions(self) -> bool:
+        """Whether the log had impressions (then every record holds an impression history)."""
+        return self.impression_history_length > 0
 
-    def examples(self, split: str) -> int:
-        return sum(shard.examples for shard in self._split(split))
+    def files(self, split: str, kind: str = EVENTS) -> list[str]:
+        """The absolute paths of the `kind` shards of `split` ("train", "validation" or "test")."""
+        return [str(self.directory / shard.file) for shard in self._split(split, kind)]
 
-    def read(self, split: str, batch_size: int, **options: Any) -> tf.data.Dataset:
-        """`read_examples` of the shards of `split` (options: shuffle, seed, input_context, ...)."""
-        if not self._split(split):
-            raise DataError(f"{self.directory / MANIFEST}: split {split!r} has no examples")
-        return read_examples(self.files(split), batch_size, self.history_length, self.search_history_length,
-                             compression=self.compression, **options)
+    def examples(self, split: str, kind: str = EVENTS) -> int:
+        return sum(shard.examples for shard in self._split(split, kind))
+
+    def read(self, split: str, batch_size: int, kind: str = EVENTS, **options: Any) -> tf.data.Dataset:
+        """`read_examples` of the `kind` shards of `split` (options: shuffle, seed, input_context, ...)."""
+        if not self._split(split, kind):
+            raise DataError(f"{self.directory / MANIFEST}: split {split!r} has no {kind}")
+        return read_examples(self.files(split, kind), batch_size, self.history_length, self.search_history_length,
+                             compression=self.compression, impression_history_length=self.impression_history_length,
+                             kind=kind, **options)
 
     def users(self) -> pd.DataFrame:
         return read_users(self.directory / self.users_file)
@@ -240,15 +273,18 @@ class Manifest:
             manifest = cls._from_json(directory, raw)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise DataError(f"{path}: not a manifest of format {FORMAT_VERSION}: {error!r}") from None
-        missing = [name for split in SPLITS for name in manifest.files(split) if not pathlib.Path(name).is_file()]
+        missing = [name for kind in KINDS for split in SPLITS for name in manifest.files(split, kind)
+                   if not pathlib.Path(name).is_file()]
         if missing:
             raise DataError(f"{path}: listed shard file(s) missing: {missing[:5]}")
         return manifest
 
-    def _split(self, split: str) -> list[Shard]:
+    def _split(self, split: str, kind: str = EVENTS) -> list[Shard]:
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-        return self.shards.get(split, [])
+        if kind not in KINDS:
+            raise DataError(f"unknown record kind {kind!r}; choose one of {', '.join(KINDS)}")
+        return (self.shards if kind == EVENTS else self.impression_shards).get(split, [])
 
     def _to_json(self) -> dict[str, Any]:
         return {
@@ -257,9 +293,9 @@ class Manifest:
             "history_length": self.history_length,
             "search_history_length": self.search_history_length,
             "compression": self.compression,
-            "splits": {split: {"examples": self.examples(split),
-                               "shards": [dataclasses.asdict(shard) for shard in self._split(split)]}
-                       for split in SPLITS},
+            "splits": self._splits_json(EVENTS),
+            "impression_splits": self._splits_json(IMPRESSIONS),
+            "impression_history_length": self.impression_history_length,
             "t_max": self.t_max,
             "t_span": self.t_span,
             "validation_start": self.validation_start,
@@ -274,6 +310,11 @@ class Manifest:
             "vocabularies": json.loads(self.vocab.to_json()),
         }
 
+    def _splits_json(self, kind: str) -> dict[str, Any]:
+        return {split: {"examples": self.examples(split, kind),
+                        "shards": [dataclasses.asdict(shard) for shard in self._split(split, kind)]}
+                for split in SPLITS}
+
     @classmethod
     def _from_json(cls, directory: pathlib.Path, raw: dict[str, Any]) -> Manifest:
         if raw["format_version"] != FORMAT_VERSION:
@@ -284,8 +325,7 @@ class Manifest:
             history_length=int(raw["history_length"]),
             search_history_length=int(raw["search_history_length"]),
             compression=str(raw["compression"]),
-            shards={split: [Shard(str(s["file"]), int(s["examples"])) for s in raw["splits"][split]["shards"]]
-                    for split in SPLITS},
+            shards=_shards_of(raw["splits"]),
             vocab=Vocabularies.from_json(json.dumps(raw["vocabularies"])),
             t_max=int(raw["t_max"]),
             t_span=int(raw["t_span"]),
@@ -298,7 +338,14 @@ class Manifest:
             train_item_counts={str(item): int(count) for item, count in raw["train_item_counts"].items()},
             users_file=str(raw["users_file"]),
             items_file=str(raw["items_file"]),
+            # manifests written before impressions were streamed hold neither key
+            impression_shards=_shards_of(raw["impression_splits"]) if "impression_splits" in raw else {},
+            impression_history_length=int(raw.get("impression_history_length", 0)),
         )
+
+
+def _shards_of(splits: dict[str, Any]) -> dict[str, list[Shard]]:
+    return {split: [Shard(str(s["file"]), int(s["examples"])) for s in splits[split]["shards"]] for split in SPLITS}
 
 
 def _records(file_names: tf.data.Dataset, compression: str, shuffle: bool, seed: int,

@@ -141,16 +141,21 @@ def training_impressions(data: TrainingData, config: Config, before: int | None 
                          ) -> dict[str, np.ndarray] | None:
     """`impression_examples` of the impressions shown before `before` (None: all), with the training watches
     as their histories; None when the ranker trains on watches (`ranking.train_on`, and logs without impressions).
+    From preprocessed shards: the in-memory sample of their training impressions (the ranker streams them all).
 
     Raises:
         DataError: ranking.train_on is "impressions" and the logs hold none.
     """
-    train_on, impressions = config.ranking.train_on, data.dataset.impressions
-    if train_on == "impressions" and impressions is None:
+    train_on = config.ranking.train_on
+    if train_on == "impressions" and not data.has_impressions:
         raise DataError(f"ranking.train_on: impressions, but the {data.dataset.name} logs hold no impressions; "
                         "set it to auto or watches, or give the logs an impression table")
-    if train_on == "watches" or impressions is None:
+    if train_on == "watches" or not data.has_impressions:
         return None
+    if data.impression_sample is not None:  # the shards' training split is the training period
+        return data.impression_sample
+    impressions = data.dataset.impressions
+    assert impressions is not None
     if before is not None:
         impressions = impressions[impressions["timestamp"].to_numpy() < before]
     if impressions.empty:

@@ -47,7 +47,7 @@ from recsys_common import contract
 from trainer.data.examples import CLICKED, ITEM_ID, WATCH_TIME
 from trainer.data.schema import DataError
 from trainer.data.splits import positive_codes
-from trainer.data.tfrecord import Manifest
+from trainer.data.tfrecord import EVENTS, Manifest
 from trainer.ranking.loss import row_weights
 from trainer.ranking.models import LABELS, WEIGHTS
 
@@ -358,26 +358,27 @@ class InMemoryExamples:
 
 
 class StreamedExamples:
-    """Examples read from a manifest's training shards, whatever the log's length, shuffled anew every epoch.
+    """Examples (or, with `kind` "impressions", impressions) read from a manifest's training shards, whatever the
+    log's length, shuffled anew every epoch.
 
     With one replica every example once (the last batch smaller). With R replicas each input pipeline reads
     its share of the shards (`Manifest.read` with the input context) and takes exactly `steps` per-replica
     batches per local replica, so every replica takes the same number of steps, as the all-reduce needs.
     """
 
-    def __init__(self, manifest: Manifest, seed: int) -> None:
-        self.manifest, self.seed = manifest, seed
-        self.count = manifest.examples("train")
+    def __init__(self, manifest: Manifest, seed: int, kind: str = EVENTS) -> None:
+        self.manifest, self.seed, self.kind = manifest, seed, kind
+        self.count = manifest.examples("train", kind)
         if self.count == 0:
-            raise DataError(f"{manifest.directory}: the training split has no examples")
+            raise DataError(f"{manifest.directory}: the training split has no {kind}")
 
     def read(self, epoch: int, batch_size: int, steps: int, context: tf.distribute.InputContext,
              replicas: int) -> tf.data.Dataset:
         per_replica = context.get_per_replica_batch_size(batch_size)
         if replicas == 1:
-            return self.manifest.read("train", per_replica, shuffle=True, seed=self.seed + epoch)
+            return self.manifest.read("train", per_replica, self.kind, shuffle=True, seed=self.seed + epoch)
         local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
-        return self.manifest.read("train", per_replica, shuffle=True, seed=self.seed + epoch, repeat=True,
+        return self.manifest.read("train", per_replica, self.kind, shuffle=True, seed=self.seed + epoch, repeat=True,
                                   drop_remainder=True, input_context=context).take(steps * local_replicas)
 
 

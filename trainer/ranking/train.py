@@ -44,6 +44,7 @@ from trainer import fitting
 from trainer.config import Config, RankingConfig
 from trainer.context import ModelContext
 from trainer.data.examples import CLICKED, WATCH_TIME
+from trainer.data.tfrecord import IMPRESSIONS
 from trainer.optimizers import make_optimizer
 from trainer.ranking import evaluate
 from trainer.ranking.loss import negative_sampling_rate, watch_time_unit
@@ -440,10 +441,12 @@ def training_unit(data: RankingData) -> float:
 
 def _training_rows(data: RankingData, recipe: Recipe, options: FitOptions, strategy: tf.distribute.Strategy
                    ) -> TrainingRows:
-    """The training rows: the impressions when the data has them, else the watches, streamed from the shards
-    when the data has them, else from memory."""
+    """The training rows: the impressions when the data has them, else the watches; each streamed from the
+    shards when the data has them, else from memory."""
     examples: ExampleSource
-    if data.impressions is not None:
+    if data.impressions is not None and data.train_stream is not None and data.train_stream.has_impressions:
+        examples = StreamedExamples(data.train_stream, options.seed, IMPRESSIONS)
+    elif data.impressions is not None:
         examples = InMemoryExamples(data.impressions, recipe.example_keys_with_rows(), options.seed)
     elif data.train_stream is not None:
         examples = StreamedExamples(data.train_stream, options.seed)
