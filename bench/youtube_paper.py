@@ -16,7 +16,10 @@ the planted model's own ordering (the ceiling). Four experiments:
    trained on impressions, clicks weighted by watch time or not. On the held-out slates (each test-period
    watch and the items shown beside it and passed over), the weighted per-user loss (`trainer.metrics`);
    on each test user's top-K of the whole catalogue, the share of clickbait and the planted watch time per
-   recommendation (planted choice probability x planted watch time, summed over the top K).
+   recommendation (planted choice probability x planted watch time, summed over the top K). And the level
+   of the exported `expected_watch_time` (seconds per impression, Covington et al.'s approximation
+   E[T] / (1 - P(click))): on every held-out impression, mean expected_watch_time x (1 - click rate)
+   against the mean watch time the users spent (0 where they did not click), as a ratio (1 = the right level).
 3. Ranking depth and width against the weighted per-user loss (table 1), RANKING_SHAPES.
 4. Candidate-generation features and depth against hold-out recall (figure 6): watches only or every
    feature, towers RETRIEVAL_SHAPES deep; test-period Recall@K of the temporal protocol.
@@ -129,6 +132,7 @@ def ranking_experiments(seed: int, quick: bool) -> list[dict[str, Any]]:
     data = prepare(config)
     temporal = temporal_protocol(data, config)
     slates = held_out_slates(data)
+    held_out = held_out_impressions(data)
     full = temporal.full_ranking
     assert full is not None
     truth = data.dataset.ground_truth
@@ -149,8 +153,38 @@ def ranking_experiments(seed: int, quick: bool) -> list[dict[str, Any]]:
         model, _ = train_model("full", temporal, variant)
         rows.append({"seed": seed, "model": name, "mlp_layers": list(shape), "weighted": weighted,
                      "weighted_per_user_loss": slate_loss(model, slates),
+                     "watch_time_level": watch_time_level(model, temporal, held_out),
                      **top_k_figures(top_k_full(model, full, K), truth, value, pool)})
     return rows
+
+
+def held_out_impressions(data: Any) -> dict[str, np.ndarray]:
+    """The test period's impressions with their contexts (every earlier watch), as a client would send them."""
+    from trainer.data.examples import impression_examples
+
+    shown = data.dataset.impressions
+    shown = shown[shown["timestamp"].to_numpy() >= data.split.test_start]
+    return impression_examples(shown, data.dataset.events, data.dataset.users, data.history_length,
+                               data.search_history_length)
+
+
+def watch_time_level(model: Any, temporal: Any, held_out: Mapping[str, np.ndarray], batch: int = 8192) -> float:
+    """Mean exported expected_watch_time x (1 - click rate) over the held-out impressions, over their mean
+    watch time: 1 when expected_watch_time is in seconds per impression (to the paper's approximation)."""
+    from recsys_common import contract
+    from trainer.ranking.signature import RankingSignature
+    from trainer.ranking.train import training_unit
+
+    signature = RankingSignature(model, training_unit(temporal), sampling_rate=1.0)  # impressions: none sampled
+    names = [spec.name for spec in signature.inputs if spec.name != contract.CANDIDATE_IDS]
+    expected = []
+    for start in range(0, len(held_out["item_id"]), batch):
+        request = {name: held_out[name][start:start + batch] for name in names}
+        request[contract.CANDIDATE_IDS] = held_out["item_id"][start:start + batch].astype(object)[:, None]
+        expected.append(signature(request)[1][:, 0])
+    clicked = held_out["clicked"].astype(np.float64)
+    watched = np.nan_to_num(held_out["watch_time"].astype(np.float64))
+    return float(np.concatenate(expected).mean() * (1.0 - clicked.mean()) / watched.mean())
 
 
 def retrieval_experiments(seed: int, quick: bool, work: pathlib.Path) -> list[dict[str, Any]]:
@@ -262,14 +296,15 @@ def medians(rows: Sequence[Mapping[str, Any]], figures: Sequence[str]) -> list[d
     return out
 
 
-RANKING_FIGURES = ("weighted_per_user_loss", "clickbait_share", "watch_time_per_user")
+RANKING_FIGURES = ("weighted_per_user_loss", "clickbait_share", "watch_time_per_user", "watch_time_level")
 RETRIEVAL_FIGURES = ("fresh_top_k_share", "fresh_probability_share", "fresh_catalogue_share", f"recall@{RECALL_K}")
 
 
 def tables(ranking: Sequence[Mapping[str, Any]], retrieval: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [
         {"title": f"Ranking on impressions: weighted per-user loss on held-out slates, clickbait share and planted "
-                  f"watch time of the top {K} (medians over seeds)",
+                  f"watch time of the top {K}, and the level of expected_watch_time on the held-out impressions "
+                  "(1 = seconds per impression; medians over seeds)",
          "columns": ["model", "seeds", *RANKING_FIGURES], "rows": medians(ranking, RANKING_FIGURES)},
         {"title": f"Candidate generation: share of the top {K} and of the probability on items uploaded in the last "
                   f"{FRESH_DAYS} days, and test Recall@{RECALL_K} (medians over seeds)",

@@ -6,7 +6,9 @@
     python -m trainer.preprocess --config configs/default.yaml --events logs/events.csv \\
         --users logs/users.csv --items logs/items.csv --output-dir prepared/ --shard-size 200000
     # with what was shown: an impression log (user_id,item_id,timestamp,clicked,watch_time, in time order),
-    # alone (the watches are its clicked rows) or beside --events (whose rows must be the clicked impressions):
+    # alone (the watches are its clicked rows) or beside --events (whose rows must be the clicked impressions);
+    # either log may be a TFRecord file of tf.train.Example records instead (.tfrecord[.gz], see
+    # trainer/data/record_logs.py):
     python -m trainer.preprocess --config configs/default.yaml --impressions logs/impressions.csv \\
         --users logs/users.csv --items logs/items.csv --output-dir prepared/
 
@@ -55,20 +57,23 @@ import pandas as pd
 import tensorflow as tf
 
 from trainer import config as config_lib
-from trainer.data.event_stream import (
-    ClickedEventSource,
-    CsvEventSource,
-    CsvImpressionSource,
-    EventSource,
-    FrameEventSource,
-    FrameImpressionSource,
-)
+from trainer.data.event_stream import ClickedEventSource, EventSource, FrameEventSource, FrameImpressionSource
 from trainer.data.examples import IMPRESSION_HISTORY_LENGTH
+from trainer.data.record_logs import open_log
 from trainer.data.schema import DataError, Dataset, validate_items, validate_users
 from trainer.data.splits import split_positions
 from trainer.data.streaming_examples import ContextStream, ImpressionContextStream, time_slices
 from trainer.data.table_csv import read_items, read_users, with_missing_rows, write_items, write_users
-from trainer.data.tfrecord import COMPRESSIONS, IMPRESSIONS, MANIFEST, SPLITS, Manifest, Shard, serialize_examples
+from trainer.data.tfrecord import (
+    COMPRESSIONS,
+    EVENTS,
+    IMPRESSIONS,
+    MANIFEST,
+    SPLITS,
+    Manifest,
+    Shard,
+    serialize_examples,
+)
 from trainer.data.vocab_counts import VocabularyCounter
 
 Examples = dict[str, np.ndarray]
@@ -76,10 +81,12 @@ Examples = dict[str, np.ndarray]
 
 @dataclasses.dataclass(frozen=True)
 class LogSummary:
-    """What the first pass learns: events per user, every item id, and a checksum of the (user, item, time) rows."""
+    """What the first pass learns: events per user, every user and item id, and a checksum of the events'
+    (user, item, time) rows."""
 
     events_per_user: dict[str, int]
     item_ids: set[str]
+    user_ids: set[str] = dataclasses.field(default_factory=set)
     checksum: int = 0
 
     def kept_users(self, min_events_per_user: int) -> set[str]:
@@ -131,15 +138,17 @@ def summarize(source: EventSource, clicked_only: bool = False) -> LogSummary:
     counted and checksummed, the item ids are those of every row)."""
     per_user: collections.Counter[str] = collections.Counter()
     item_ids: set[str] = set()
+    user_ids: set[str] = set()
     checksum = 0
     for chunk in source.chunks():
         item_ids.update(chunk.events["item_id"].unique())
+        user_ids.update(chunk.events["user_id"].unique())
         rows = chunk.events[chunk.events["clicked"].to_numpy()] if clicked_only else chunk.events
         per_user.update(rows["user_id"].value_counts().to_dict())
         checksum = (checksum + _row_checksum(rows)) % 2**64
     if not per_user and not clicked_only:
         raise DataError(f"{source.name}: the event log has no events")
-    return LogSummary(dict(per_user), item_ids, checksum)
+    return LogSummary(dict(per_user), item_ids, user_ids, checksum)
 
 
 def _row_checksum(rows: pd.DataFrame) -> int:
@@ -223,11 +232,12 @@ def _preprocess(source: EventSource, impressions: EventSource | None, users: pd.
                 ) -> Manifest:
     """Three passes over `source` (and `impressions`): count and check, fix the split boundaries, write."""
     summary = summarize(source)
-    shown_users, shown_items = set(summary.events_per_user), set(summary.item_ids)
+    every_user, every_item = set(summary.user_ids), set(summary.item_ids)
     if impressions is not None:
         shown = summarize(impressions, clicked_only=True)
         check_clicks_are_events(summary, shown, source.name, impressions.name)
-        shown_items |= shown.item_ids
+        every_user |= shown.user_ids
+        every_item |= shown.item_ids
     kept = summary.kept_users(data.min_events_per_user)
     kept_events = sum(summary.events_per_user[user] for user in kept)
     if not kept:
@@ -235,13 +245,13 @@ def _preprocess(source: EventSource, impressions: EventSource | None, users: pd.
                         "(data.min_events_per_user)")
     validation_start, test_start = split_boundaries(source, kept, kept_events, data.validation_fraction,
                                                     data.test_fraction)
-    users, items = with_missing_rows(users, items, shown_users | _users_of(impressions), shown_items)
+    users, items = with_missing_rows(users, items, every_user, every_item)
     writers = {split: ShardWriter(output_dir, split, shard_size, compression) for split in SPLITS}
     shown_writers = {split: ShardWriter(output_dir, f"{IMPRESSIONS}-{split}", shard_size, compression)
                      for split in SPLITS}
     counter, witnesses, train_range = _write_splits(
         _slices(source, impressions, kept), _example_maker(users, data, impressions is not None),
-        {"events": writers, IMPRESSIONS: shown_writers}, validation_start, test_start)
+        {EVENTS: writers, IMPRESSIONS: shown_writers}, validation_start, test_start)
     write_users(users, output_dir / "users.csv")
     write_items(items, output_dir / "items.csv")
     manifest = Manifest(
@@ -266,13 +276,6 @@ def _preprocess(source: EventSource, impressions: EventSource | None, users: pd.
     )
     manifest.write()
     return manifest
-
-
-def _users_of(impressions: EventSource | None) -> set[str]:
-    """Every user of the impression log (which pass 1 has validated); none without one."""
-    if impressions is None:
-        return set()
-    return {str(user) for chunk in impressions.chunks() for user in chunk.events["user_id"].unique()}
 
 
 ExampleMaker = Callable[[pd.DataFrame, "pd.DataFrame | None"], tuple[Examples, Examples]]
@@ -319,7 +322,7 @@ def _write_splits(slices: Iterable[tuple[pd.DataFrame, pd.DataFrame | None]], ex
             witnesses.add_impressions(shown)
         if events.empty:
             continue
-        split_of = _write_by_split(writers["events"], event_examples, events, boundaries, shown is not None)
+        split_of = _write_by_split(writers[EVENTS], event_examples, events, boundaries, shown is not None)
         train = events[split_of == 0]
         counter.add(train)
         witnesses.add(events)
@@ -385,9 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", type=pathlib.Path, required=True, help="a new or empty folder")
     parser.add_argument("--shard-size", type=int, default=100_000, help="records per TFRecord file")
     parser.add_argument("--chunk-size", type=int, default=100_000, help="log rows read at a time")
-    parser.add_argument("--events", type=pathlib.Path, help="CSV event log (default: the configured source)")
+    parser.add_argument("--events", type=pathlib.Path,
+                        help="event log, CSV or TFRecord (.tfrecord[.gz]), in time order (default: the configured "
+                             "source)")
     parser.add_argument("--impressions", type=pathlib.Path,
-                        help="CSV impression log, in time order (alone: the watches are its clicked rows)")
+                        help="impression log, CSV or TFRecord, in time order (alone: the watches are its clicked "
+                             "rows)")
     parser.add_argument("--users", type=pathlib.Path, help="CSV user table (with --events/--impressions; optional)")
     parser.add_argument("--items", type=pathlib.Path, help="CSV item table (with --events/--impressions; optional)")
     parser.add_argument("--compression", choices=COMPRESSIONS, default="GZIP")
@@ -421,9 +427,9 @@ def open_source(args: argparse.Namespace, config: config_lib.Config) -> Inputs:
     users = read_users(args.users) if args.users else validate_users(pd.DataFrame({"user_id": []}), "users")
     items = read_items(args.items) if args.items else validate_items(pd.DataFrame({"item_id": []}), "items")
     if args.impressions is None:
-        return Inputs(CsvEventSource(args.events, args.chunk_size), None, users, items)
-    impressions = CsvImpressionSource(args.impressions, args.chunk_size)
-    events = CsvEventSource(args.events, args.chunk_size) if args.events else ClickedEventSource(impressions)
+        return Inputs(open_log(args.events, False, args.chunk_size), None, users, items)
+    impressions = open_log(args.impressions, True, args.chunk_size)
+    events = open_log(args.events, False, args.chunk_size) if args.events else ClickedEventSource(impressions)
     return Inputs(events, impressions, users, items)
 
 

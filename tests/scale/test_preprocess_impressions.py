@@ -21,6 +21,7 @@ from trainer.data.event_stream import (
     FrameImpressionSource,
 )
 from trainer.data.examples import CLICKED, IMPRESSION_HISTORY_LENGTH, impression_examples
+from trainer.data.record_logs import open_log, write_records
 from trainer.data.schema import DataError
 from trainer.data.table_csv import write_items, write_users
 from trainer.data.tfrecord import EVENTS, IMPRESSIONS, SPLITS, Manifest
@@ -55,6 +56,8 @@ def world_csv(world: TrainingData, tmp_path_factory: pytest.TempPathFactory) -> 
     shown.assign(clicked=shown["clicked"].astype(int)).to_csv(paths["impressions"], index=False)
     write_users(world.dataset.users, paths["users"])
     write_items(world.dataset.items, paths["items"])
+    paths["impression_records"] = write_records(shown, paths["events"].parent / "impressions.tfrecord.gz")
+    paths["event_records"] = write_records(world.dataset.events, paths["events"].parent / "events.tfrecord")
     return paths
 
 
@@ -73,6 +76,8 @@ def _sources(world: TrainingData, paths: dict[str, pathlib.Path], layout: str, c
     if layout == "frames":
         return (FrameEventSource(dataset.events, "events", chunk_size),
                 FrameImpressionSource(dataset.impressions, "impressions", chunk_size + 17))
+    if layout == "records-both":
+        return open_log(paths["event_records"], False, chunk_size), open_log(paths["impression_records"], True, 555)
     impressions = CsvImpressionSource(paths["impressions"], chunk_size)
     if layout == "csv-both":
         return CsvEventSource(paths["events"], chunk_size + 31), impressions
@@ -80,7 +85,7 @@ def _sources(world: TrainingData, paths: dict[str, pathlib.Path], layout: str, c
 
 
 @pytest.mark.parametrize(("layout", "chunk_size"), [("frames", 250), ("csv-both", 1000), ("csv-impressions", 777),
-                                                    ("csv-impressions", 100_000)])
+                                                    ("csv-impressions", 100_000), ("records-both", 400)])
 def test_streamed_records_equal_the_in_memory_examples(world_config: Config, world: TrainingData,
                                                        world_csv: dict[str, pathlib.Path], tmp_path: pathlib.Path,
                                                        layout: str, chunk_size: int) -> None:
@@ -129,7 +134,7 @@ def _impression_csv(folder: pathlib.Path, body: str) -> pathlib.Path:
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ("u1,a,10,1,5\nu1,b,5,0,\n", r"impressions\.csv: line 3: timestamp 5 is earlier than the line before"),
+    ("u1,a,10,1,5\nu1,b,5,0,\n", r"impressions\.csv: line 3: timestamp 5 is earlier than the row before"),
     ("u1,a,10,1,5\nu1,b,11,maybe,\n", r"clicked must be 1/0 or true/false, line 3 has 'maybe'"),
     ("u1,a,10,0,4\n", r"watch_time must be 0 or missing where clicked is false; line 2"),
     ("u1,a,10,0,\nu1,b,11,0,\n", r"no impression is clicked"),

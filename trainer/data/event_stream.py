@@ -83,10 +83,10 @@ class CsvEventSource:
         return str(self.path)
 
     def chunks(self) -> Iterator[EventChunk]:
-        order = _OrderCheck(self.name)
+        order = OrderCheck(self.name, csv_line)
         first_row = 0
         for raw in self._raw_chunks():
-            events = _validated(type(self).validate, raw, self.name, first_row)
+            events = validated(type(self).validate, raw, self.name, first_row, csv_line)
             order.check(raw, first_row)
             yield EventChunk(events, first_row)
             first_row += len(raw)
@@ -162,11 +162,16 @@ class ClickedEventSource:
             raise DataError(f"{self.name}: no impression is clicked, so there are no watches to learn from")
 
 
-class _OrderCheck:
-    """Remembers the last timestamp seen, so that the whole log is checked to be in time order."""
+class OrderCheck:
+    """Remembers the last timestamp seen, so that the whole log is checked to be in time order.
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    Args:
+        name: what errors call the log.
+        place: 0-based row -> where errors say it is ("line 7", "record 5").
+    """
+
+    def __init__(self, name: str, place: Callable[[int], str]) -> None:
+        self.name, self.place = name, place
         self.last: int | None = None
 
     def check(self, raw: pd.DataFrame, first_row: int) -> None:
@@ -177,8 +182,8 @@ class _OrderCheck:
         if len(backwards):
             at = int(backwards[0]) + 1
             raise DataError(
-                f"{self.name}: line {_line(first_row + at - offset)}: timestamp {joined[at]} is earlier than the "
-                f"line before ({joined[at - 1]}); streaming needs the log in time order (sort it by timestamp first)"
+                f"{self.name}: {self.place(first_row + at - offset)}: timestamp {joined[at]} is earlier than the "
+                f"row before ({joined[at - 1]}); streaming needs the log in time order (sort it by timestamp first)"
             )
         self.last = int(times[-1])
 
@@ -190,15 +195,16 @@ def _next_chunk(reader: Iterator[pd.DataFrame]) -> pd.DataFrame | None:
         return next(reader, None)
 
 
-def _validated(validate: Validate, raw: pd.DataFrame, name: str, first_row: int) -> pd.DataFrame:
-    """`validate` of one chunk, with its row numbers turned into the log's line numbers."""
+def validated(validate: Validate, raw: pd.DataFrame, name: str, first_row: int,
+              place: Callable[[int], str]) -> pd.DataFrame:
+    """`validate` of one chunk, with its row numbers turned into the log's places (`place` of the log's row)."""
     try:
         return validate(raw, name)
     except DataError as error:
-        message = _ROW.sub(lambda match: f"line {_line(first_row + int(match.group(1)))}", str(error))
+        message = _ROW.sub(lambda match: place(first_row + int(match.group(1))), str(error))
         raise DataError(message) from None
 
 
-def _line(row: int) -> int:
+def csv_line(row: int) -> str:
     """The file line of 0-based data row `row` (line 1 is the header)."""
-    return row + 2
+    return f"line {row + 2}"

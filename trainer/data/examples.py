@@ -184,9 +184,9 @@ def _contexts(
     watch_codes = user_codes.get_indexer(pool["user_id"].to_numpy(dtype=object))
     target_codes = user_codes.get_indexer(user_ids)
     watch_times = pool["timestamp"].to_numpy(dtype=np.int64)
-    watch_history = _last_before(watch_codes, watch_times, pool["item_id"].to_numpy(dtype=object),
-                                 target_codes, times, history_length)
-    history_times = _last_before(watch_codes, watch_times, watch_times, target_codes, times, history_length, pad=0)
+    watch_history, history_times = _last_with_times_before(watch_codes, watch_times,
+                                                           pool["item_id"].to_numpy(dtype=object), target_codes,
+                                                           times, history_length)
     token_users, token_times, tokens = _query_tokens(pool, watch_codes)
     search_history = _last_before(token_users, token_times, tokens, target_codes, times, search_history_length)
     if impressions is None:
@@ -199,7 +199,7 @@ def _contexts(
     features = {
         contract.USER_ID: user_ids,
         contract.WATCH_HISTORY: watch_history,
-        contract.WATCH_HISTORY_TIMES: history_times.astype(np.int64),
+        contract.WATCH_HISTORY_TIMES: history_times,
         contract.SEARCH_HISTORY: search_history,
         contract.IMPRESSION_HISTORY: impression_history,
         contract.REQUEST_TIME: times.copy(),
@@ -215,14 +215,35 @@ def _last_before(
     target_owner: np.ndarray,
     target_time: np.ndarray,
     width: int,
-    pad: object = "",
 ) -> np.ndarray:
-    """[N, width]: per target, the last `width` values of its owner strictly before its time, `pad` at the start.
+    """[N, width]: per target, the last `width` values of its owner strictly before its time, "" at the start.
 
     `owner`/`time`/`value` are rows of a table whose order among equal (owner, time) is kept.
     """
+    order, chosen = _last_positions(owner, time, target_owner, target_time, width)
+    return np.append(value[order], np.array([""], dtype=value.dtype))[chosen]
+
+
+def _last_with_times_before(
+    owner: np.ndarray,
+    time: np.ndarray,
+    value: np.ndarray,
+    target_owner: np.ndarray,
+    target_time: np.ndarray,
+    width: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_last_before` and the times of those values ([N, width] int64, 0 pads), from one search."""
+    order, chosen = _last_positions(owner, time, target_owner, target_time, width)
+    return (np.append(value[order], np.array([""], dtype=value.dtype))[chosen],
+            np.append(time[order], 0).astype(np.int64)[chosen])
+
+
+def _last_positions(owner: np.ndarray, time: np.ndarray, target_owner: np.ndarray, target_time: np.ndarray,
+                    width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(order [M], chosen [N, width]): the rows sorted by (owner, time), and per target the sorted positions of
+    its owner's last `width` rows strictly before its time, M (one past the end: the pad) where there are fewer."""
     order = np.lexsort((time, owner))
-    owner, time, value = owner[order], time[order], value[order]
+    owner, time = owner[order], time[order]
     # Dense time ranks turn the (owner, time) search into one int64 key search.
     distinct_times = np.unique(time)
     span = len(distinct_times) + 1
@@ -231,10 +252,7 @@ def _last_before(
     owner_start = np.searchsorted(keys, target_owner * span, side="left")
     end = np.searchsorted(keys, target_keys, side="left")
     positions = end[:, None] - width + np.arange(width)[None, :]
-    padded = np.empty(len(value) + 1, dtype=value.dtype)  # the extra last slot holds the pad
-    padded[:-1] = value
-    padded[-1] = pad
-    return padded[np.where(positions >= owner_start[:, None], positions, len(value))]
+    return order, np.where(positions >= owner_start[:, None], positions, len(order))
 
 
 def _query_tokens(pool: pd.DataFrame, user_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,6 +5,8 @@
     <data_dir>/users.csv         optional: user_id,gender,age,occupation,region,language
     <data_dir>/items.csv         optional: item_id,title,genres,release_time,channel,language
 
+Either log may instead be a TFRecord file of tf.train.Example records, impressions.tfrecord[.gz] or
+events.tfrecord[.gz] (`trainer.data.record_logs`; any order, errors name the record).
 At least one of impressions.csv and events.csv must be there. With impressions only, the watches
 are the clicked impressions; with both, they must agree row for row (`schema.check_watches_agree`),
 which lets events.csv carry what impressions cannot (ratings, search queries). Users and items that
@@ -15,9 +17,11 @@ the tables lack get rows of unknown features. For a log too large for memory, st
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Callable
 
 import pandas as pd
 
+from trainer.data.record_logs import RecordEventSource, RecordImpressionSource, is_record_file
 from trainer.data.schema import (
     DataError,
     Dataset,
@@ -30,6 +34,7 @@ from trainer.data.table_csv import read_events, read_impressions, read_items, re
 
 IMPRESSIONS_FILE = "impressions.csv"
 EVENTS_FILE = "events.csv"
+RECORD_NAMES = (".tfrecord", ".tfrecord.gz")  # impressions.tfrecord(.gz), events.tfrecord(.gz) instead of the CSV
 USERS_FILE = "users.csv"
 ITEMS_FILE = "items.csv"
 _NO_ROWS = pd.DataFrame({"user_id": pd.Series([], dtype=object), "item_id": pd.Series([], dtype=object)})
@@ -45,14 +50,16 @@ def load_logs(data_dir: str | pathlib.Path) -> Dataset:
     folder = pathlib.Path(data_dir).expanduser()
     if not folder.is_dir():
         raise DataError(f"data.data_dir {str(folder)!r} is not a folder (data.source logs reads its CSV files)")
-    impressions_path, events_path = folder / IMPRESSIONS_FILE, folder / EVENTS_FILE
-    if not impressions_path.is_file() and not events_path.is_file():
-        raise DataError(f"{folder}: holds neither {IMPRESSIONS_FILE} nor {EVENTS_FILE}; data.source logs needs one")
-    impressions = read_impressions(impressions_path) if impressions_path.is_file() else None
+    impressions_path, events_path = _log_file(folder, IMPRESSIONS_FILE), _log_file(folder, EVENTS_FILE)
+    if impressions_path is None and events_path is None:
+        raise DataError(f"{folder}: holds neither {IMPRESSIONS_FILE} nor {EVENTS_FILE} (nor their .tfrecord[.gz] "
+                        "forms); data.source logs needs one")
+    impressions = None if impressions_path is None else _read_log(impressions_path, read_impressions, True)
     if impressions is None:
-        events = read_events(events_path)
-    elif events_path.is_file():
-        events = read_events(events_path)
+        assert events_path is not None
+        events = _read_log(events_path, read_events, False)
+    elif events_path is not None:
+        events = _read_log(events_path, read_events, False)
         check_watches_agree(events, impressions, str(folder))
     else:
         events = events_from_impressions(impressions, str(impressions_path))
@@ -61,3 +68,20 @@ def load_logs(data_dir: str | pathlib.Path) -> Dataset:
     shown = events if impressions is None else impressions
     users, items = with_missing_rows(users, items, shown["user_id"], shown["item_id"])
     return Dataset(name="logs", events=events, users=users, items=items, impressions=impressions)
+
+
+def _log_file(folder: pathlib.Path, csv_name: str) -> pathlib.Path | None:
+    """The one file of a log in `folder`: its CSV or TFRecord form (None: neither); two forms are an error."""
+    stem = csv_name.removesuffix(".csv")
+    found = [path for path in [folder / csv_name, *(folder / f"{stem}{suffix}" for suffix in RECORD_NAMES)]
+             if path.is_file()]
+    if len(found) > 1:
+        raise DataError(f"{folder}: holds {' and '.join(path.name for path in found)}; keep one form of the {stem} log")
+    return found[0] if found else None
+
+
+def _read_log(path: pathlib.Path, read_csv: Callable[[pathlib.Path], pd.DataFrame], impressions: bool
+              ) -> pd.DataFrame:
+    if not is_record_file(path):
+        return read_csv(path)
+    return (RecordImpressionSource(path) if impressions else RecordEventSource(path)).read_all()

@@ -84,8 +84,9 @@ class RankingData:
         seen: user -> items of their training events (never sampled as their negatives).
         validation, test: held-out sets with sampled negatives.
         full_ranking: the test users for full-corpus ranking.
-        train_stream: the preprocessed shards to train from (`data.prepared_dir`); `train` is then a
-            sample of them, used for the feature statistics and the watch-time unit.
+        train_stream: the preprocessed shards to train from (`data.prepared_dir`): their events, or their
+            impressions when the model trains on those; `train` (or `impressions`) is then a sample of them,
+            used for the feature statistics and the watch-time unit.
         candidate_pools: per user, the candidate generator's top unseen items, for the negatives drawn
             from them (`ranking.candidate_negatives`); None: uniform negatives only.
         out_of_fold: cross-fitted retrieval scores of the `train` rows (`ranking.retrieval_score_folds`);
@@ -105,6 +106,11 @@ class RankingData:
     candidate_pools: CandidatePools | None = None
     out_of_fold: RowScores | None = None
     impressions: dict[str, np.ndarray] | None = None
+
+    @property
+    def training_examples(self) -> dict[str, np.ndarray]:
+        """What the training rows come from, in memory: the impressions when given, else the watches."""
+        return self.train if self.impressions is None else self.impressions
 
 
 def feature_space(vocab: Vocabularies, catalog: ItemCatalog, train_events: pd.DataFrame,

@@ -49,6 +49,7 @@ class RankingSignature(tf.Module):
         if watch_time_unit <= 0 or sampling_rate <= 0:
             raise ValueError(f"watch_time_unit and sampling_rate must be > 0, got {watch_time_unit}, {sampling_rate}")
         self._model = _Untracked(model)
+        self._inputs = _Untracked(contract.ranking_inputs(model.context_inputs))
         self.layers = list(model.layers)
         self.serving_variables = [variable for variable in model.variables
                                   if variable.synchronization != tf.VariableSynchronization.ON_READ]
@@ -59,7 +60,8 @@ class RankingSignature(tf.Module):
     @property
     def inputs(self) -> tuple[contract.TensorSpec, ...]:
         """The signature's inputs: the contract's ranking inputs less the ranking-only ones the model ignores."""
-        return contract.ranking_inputs(self._model.value.context_inputs)
+        inputs: tuple[contract.TensorSpec, ...] = self._inputs.value
+        return inputs
 
     def _serve(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         candidates = inputs[contract.CANDIDATE_IDS]

@@ -44,7 +44,7 @@ from trainer import fitting
 from trainer.config import Config, RankingConfig
 from trainer.context import ModelContext
 from trainer.data.examples import CLICKED, WATCH_TIME
-from trainer.data.tfrecord import IMPRESSIONS
+from trainer.data.tfrecord import EVENTS, IMPRESSIONS
 from trainer.optimizers import make_optimizer
 from trainer.ranking import evaluate
 from trainer.ranking.loss import negative_sampling_rate, watch_time_unit
@@ -166,7 +166,7 @@ def _fit(model: RankingModel, data: RankingData, options: FitOptions, checkpoint
     recipe = row_recipe(data, model.feature_keys, options)
     with strategy.scope():
         model.create_weights()
-    examples = data.train if data.impressions is None else data.impressions
+    examples = data.training_examples
     if not model.learns_by_gradient:
         model.fit_statistics(*_statistics_rows(recipe, examples, None, options.seed))
         return {}, 0
@@ -434,9 +434,9 @@ def row_recipe(data: RankingData, feature_keys: tuple[str, ...], options: FitOpt
 
 def training_unit(data: RankingData) -> float:
     """The watch time of weight 1: the mean known watch time of the training watches (or clicked impressions)."""
-    if data.impressions is not None:
-        return watch_time_unit(data.impressions[WATCH_TIME][data.impressions[CLICKED]])
-    return watch_time_unit(data.train[WATCH_TIME])
+    examples = data.training_examples
+    watched = examples[CLICKED] if data.impressions is not None else slice(None)
+    return watch_time_unit(examples[WATCH_TIME][watched])
 
 
 def _training_rows(data: RankingData, recipe: Recipe, options: FitOptions, strategy: tf.distribute.Strategy
@@ -444,14 +444,11 @@ def _training_rows(data: RankingData, recipe: Recipe, options: FitOptions, strat
     """The training rows: the impressions when the data has them, else the watches; each streamed from the
     shards when the data has them, else from memory."""
     examples: ExampleSource
-    if data.impressions is not None and data.train_stream is not None and data.train_stream.has_impressions:
-        examples = StreamedExamples(data.train_stream, options.seed, IMPRESSIONS)
-    elif data.impressions is not None:
-        examples = InMemoryExamples(data.impressions, recipe.example_keys_with_rows(), options.seed)
-    elif data.train_stream is not None:
-        examples = StreamedExamples(data.train_stream, options.seed)
+    if data.train_stream is not None:
+        kind = IMPRESSIONS if data.impressions is not None else EVENTS
+        examples = StreamedExamples(data.train_stream, options.seed, kind)
     else:
-        examples = InMemoryExamples(data.train, recipe.example_keys_with_rows(), options.seed)
+        examples = InMemoryExamples(data.training_examples, recipe.example_keys_with_rows(), options.seed)
     return TrainingRows(examples, recipe, strategy, options.batch_size)
 
 
