@@ -16,7 +16,8 @@
    ScaNN auto-tuned to the export's recall target, or with `--retrieval retrieval_bruteforce` exact
    search; ranking is a synthetic contract-conforming model over the same catalogue
    (`trainer.export.synthetic_models`: a dot product, so its cost but not its quality is a ranker's):
-   - through `python -m serving.server` (gRPC on localhost, a subprocess, no server-side batching);
+   - through `python -m serving.server` (gRPC on localhost, a subprocess, no server-side batching, the
+     deploy manifests' thread flags: bench.machine.serving_thread_flags);
    - the baseline: the same SavedModels loaded in this process (`tf.saved_model.load`) and the
      same steps called directly (no RPC, no serialisation), in the same run.
    Figures: p50 / p99 latency (ms) and throughput (requests/s) per concurrency level.
@@ -40,6 +41,7 @@ import numpy as np
 
 from bench.cli import SectionResult, section_parser
 from bench.harness import REPO_ROOT
+from bench.machine import serving_thread_flags
 from bench.realistic_export import TrainedSetup, corpus_note, export_realistic, train_small
 from recsys_common import contract
 
@@ -191,7 +193,7 @@ def latency(setup: TrainedSetup, num_items: int, retrieval: str, requests_per_le
     users = users_of(setup.requests, 256)
     started = time.perf_counter()
     with testing.running_server(wait_for=models, model_config_file=paths[server_configs.LOCAL_MODELS_CONFIG],
-                                timeout=300, log_dir=work / f"server_{num_items}") as server:
+                                timeout=300, log_dir=work / f"server_{num_items}", **serving_thread_flags()) as server:
         load_s = time.perf_counter() - started
         with RecommenderClient(server.grpc_target, retrieval_model=retrieval, timeout=60,
                                num_candidates=CANDIDATES) as client:

@@ -50,6 +50,12 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def serving_thread_flags() -> dict[str, int]:
+    """The TF Serving thread flags the deploy manifests use (deploy/k8s/serving-*.yaml), sized to this machine:
+    intra-op threads = the usable cores, and each request's ops run in the request's own thread (inter-op -1)."""
+    return {"tensorflow_intra_op_parallelism": usable_cores(), "tensorflow_inter_op_parallelism": -1}
+
+
 def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str | None]:
     """Installed version of each distribution, None where it is not installed."""
     versions: dict[str, str | None] = {}

@@ -7,7 +7,8 @@ For each corpus size N its catalogue is replaced by a realistic corpus of N item
 spectrum and norm spread of a trained two-tower model's item embeddings, placed in this model's
 frame; bench.realistic_export), and `export_retrieval` exports both models exactly as the task does
 (ScaNN auto-tuned to export.scann_target_recall). Each version is then loaded the way TF Serving
-loads it (serving.session_model.SessionModel: a session, signature tensors fed by name) and queried
+loads it (serving.session_model.SessionModel: a session with the deploy manifests' thread flags,
+bench.machine.serving_thread_flags; signature tensors fed by name, strings as bytes) and queried
 with real requests: recall@100 of `retrieval` against `retrieval_bruteforce` (the baseline, same
 run), and QPS for single requests (sequential, batch 1) and batched requests (batch 64). The third
 variant is raw ScaNN: the pybind searcher built with the exported setting over the same items, fed
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from bench.cli import SectionResult, section_parser
+from bench.machine import serving_thread_flags
 from bench.realistic_export import K, TrainedSetup, corpus_note, export_realistic, train_small
 
 BATCH = 64
@@ -78,7 +80,7 @@ def measure(sizes: Sequence[int], single_requests: int, batched_requests: int) -
 def measure_size(setup: TrainedSetup, size: int, single_requests: int, base_dir: pathlib.Path) -> dict[str, Any]:
     """Exports a realistic corpus of `size` items, loads both versions in sessions and measures all variants."""
     from recsys_common import contract
-    from serving.session_model import SessionModel
+    from serving.session_model import SessionModel, serving_session_config
     from trainer.export.layout import read_metadata
     from trainer.retrieval.model import embed_queries
     from trainer.retrieval.scann_tuning import exact_top_k, recall_against
@@ -89,7 +91,10 @@ def measure_size(setup: TrainedSetup, size: int, single_requests: int, base_dir:
     requests = setup.requests
     queries = embed_queries(corpus.model.query_tower, requests)
     raw = raw_searcher(corpus.item_embeddings, params, centre=metadata["index"]["scann"].get("centred", False))
-    models = {name: SessionModel.load(path) for name, path in paths.items()}
+    threads = serving_thread_flags()
+    config = serving_session_config(threads["tensorflow_intra_op_parallelism"],
+                                    threads["tensorflow_inter_op_parallelism"])
+    models = {name: SessionModel.load(path, session_config=config) for name, path in paths.items()}
     try:
         answers = {name: _run(model, requests)[contract.ITEM_IDS] for name, model in models.items()}
         runners: dict[str, Callable[[int, int], None]] = {
@@ -139,7 +144,10 @@ def _run(model: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _feed(values: np.ndarray) -> np.ndarray:
-    return values.astype(str) if values.dtype == object else values
+    """Strings as UTF-8 bytes, the form a server decodes them to from a request's TensorProto."""
+    if values.dtype != object:
+        return values
+    return np.vectorize(lambda value: str(value).encode("utf-8"), otypes=[object])(values) if values.size else values
 
 
 def _session_runner(model: Any, requests: dict[str, np.ndarray]) -> Callable[[int, int], None]:

@@ -7,7 +7,8 @@ two-tower model's, default M=200k, --quick 20k) with a hashed-user query tower o
 drawn from the same fitted model is split into S shards by `trainer.retrieval.sharding.split_corpus`
 (crc32 of the item id); each shard is a `retrieval` SavedModel over its items with its own ScaNN
 searcher tuned by `tune_scann` to recall@K >= 0.95 (S = 1: the unsharded index, the baseline). For
-each S, `python -m serving.server` serves the shards (and a trivial ranking model) and
+each S, `python -m serving.server` (with the deploy manifests' thread flags, bench.machine.serving_thread_flags)
+serves the shards (and a trivial ranking model) and
 `serving.client.RecommenderClient` (shards queried concurrently, top-K lists merged by score)
 answers one user per call, as in production:
 - latency: median and p90 of recommend(k=K) over the request users, after warmup;
@@ -33,6 +34,7 @@ import tensorflow as tf
 
 from bench.cli import SectionResult, section_parser
 from bench.corpus import describe, generate, generate_queries, load_params
+from bench.machine import serving_thread_flags
 from bench.synthetic_models import export_synthetic_models, make_catalog
 from recsys_common import contract
 from serving.client import RecommenderClient
@@ -147,7 +149,7 @@ def serve_and_query(base: pathlib.Path, models: list[str], users: np.ndarray, it
     export_synthetic_models(base, make_catalog(10, dim=4), (contract.RANKING,), k=5)
     written = write_server_configs(base, [*models, contract.RANKING])
     with running_server(model_config_file=written[LOCAL_MODELS_CONFIG], wait_for=[*models, contract.RANKING],
-                        timeout=300) as server, \
+                        timeout=300, **serving_thread_flags()) as server, \
             RecommenderClient(server.grpc_target, retrieval_model=models, timeout=30) as client:
         for user in users[:5]:
             client.recommend(user_id=str(user), k=K)

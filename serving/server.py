@@ -45,7 +45,7 @@ from serving.model_config import (
 from serving.model_manager import LoadPolicy, ModelManager
 from serving.monitoring import Metrics
 from serving.rest import RestOptions, RestServer
-from serving.session_model import SessionModel
+from serving.session_model import SessionModel, serving_session_config
 from serving.warmup import replay_warmup
 
 LOG = logging.getLogger("serving.server")
@@ -110,7 +110,8 @@ FLAG_HELP = {
     "max_num_load_retries": "further attempts after a version fails to load",
     "load_retry_interval_micros": "wait between load attempts",
     "tensorflow_intra_op_parallelism": "TF intra-op threads per session; 0 lets TF choose",
-    "tensorflow_inter_op_parallelism": "TF inter-op threads per session; 0 lets TF choose",
+    "tensorflow_inter_op_parallelism": ("TF inter-op threads per session; 0 lets TF choose; -1 runs a request's ops "
+                                        "in its own thread (with a positive intra-op count only, as in TF Serving)"),
     "rest_api_num_threads": "REST requests worked on at once; 0 means 4 per CPU (as TF Serving)",
     "rest_api_timeout_in_ms": "REST request timeout (then 504); also closes a connection idle this long",
     "rest_api_max_request_bytes": "largest REST request body; a larger one is refused with 413",
@@ -161,6 +162,7 @@ class ModelServer:
         if self.metrics_path and not options.rest_api_port:
             LOG.warning("Monitoring is configured but --rest_api_port is not: no metrics page will be served")
         self.batcher = BatchScheduler(self._batching_options()) if options.enable_batching else None
+        self.session_config = self._session_config()
         policy = LoadPolicy(max_retries=options.max_num_load_retries,
                             retry_interval_s=options.load_retry_interval_micros / 1e6)
         self.manager = ModelManager(models, self._load, options.file_system_poll_wait_seconds, policy, self.metrics)
@@ -193,11 +195,14 @@ class ModelServer:
         return limits
 
     def _session_config(self) -> config_pb2.ConfigProto:
-        return config_pb2.ConfigProto(intra_op_parallelism_threads=self.options.tensorflow_intra_op_parallelism,
-                                      inter_op_parallelism_threads=self.options.tensorflow_inter_op_parallelism)
+        intra, inter = self.options.tensorflow_intra_op_parallelism, self.options.tensorflow_inter_op_parallelism
+        if inter < 0 and intra <= 0:
+            LOG.warning("--tensorflow_inter_op_parallelism=%d is ignored (as TF Serving ignores it) unless "
+                        "--tensorflow_intra_op_parallelism is positive; TF chooses both thread pools", inter)
+        return serving_session_config(intra, inter)
 
     def _load(self, version_dir: Path) -> SessionModel:
-        model = SessionModel.load(version_dir, session_config=self._session_config())
+        model = SessionModel.load(version_dir, session_config=self.session_config)
         if not self.options.enable_model_warmup:
             return model
         try:

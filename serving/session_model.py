@@ -64,6 +64,20 @@ def register_custom_ops() -> bool:
     return True
 
 
+def serving_session_config(intra_op_parallelism: int = 0, inter_op_parallelism: int = 0) -> config_pb2.ConfigProto:
+    """The session options TF Serving's model server derives from --tensorflow_{intra,inter}_op_parallelism.
+
+    As in TF Serving (model_servers/server.cc), the two flags are used as given when either is positive, and
+    otherwise both thread pools are left to TF (0). So inter_op_parallelism=-1, which runs every op of a request
+    in the request's own thread (TF's DirectSession), takes effect only beside a positive intra_op_parallelism;
+    for graphs as small as the retrieval and ranking signatures that saves the thread hand-offs per op.
+    """
+    if intra_op_parallelism > 0 or inter_op_parallelism > 0:
+        return config_pb2.ConfigProto(intra_op_parallelism_threads=intra_op_parallelism,
+                                      inter_op_parallelism_threads=inter_op_parallelism)
+    return config_pb2.ConfigProto()
+
+
 def _shape_dims(tensor_info: meta_graph_pb2.TensorInfo) -> list[int] | None:
     """The declared dims (-1 for unknown), or None when the rank is unknown."""
     shape = tensor_info.tensor_shape
@@ -92,6 +106,7 @@ class SessionModel:
         self.meta_graph_def = meta_graph_def
         self.export_dir = export_dir
         self._endpoint_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[list[Any], list[Any]]] = {}
+        self._dtype_cache: dict[str, dict[str, tf.DType]] = {}
         session._extend_graph()  # the loaded graph, handed to the C session once (what session.run would do)
         self._lock = threading.Lock()
         self._closed = False
@@ -163,10 +178,11 @@ class SessionModel:
                 DEADLINE_EXCEEDED when `timeout_s` runs out.
         """
         signature = self.signature_def(signature_name)
+        dtypes = self._input_dtypes(signature_name or contract.SIGNATURE_NAME, signature)
         _check_input_names(signature, inputs)
         inputs = _with_defaults(signature, inputs)
         aliases = sorted(inputs)
-        feeds = [_as_feed(alias, signature.inputs[alias], inputs[alias]) for alias in aliases]
+        feeds = [_as_feed(alias, dtypes[alias], inputs[alias]) for alias in aliases]
         output_aliases = _select_outputs(signature, output_filter)
         feed_outputs, fetch_outputs = self._endpoints(tuple(signature.inputs[a].name for a in aliases),
                                                       tuple(signature.outputs[a].name for a in output_aliases))
@@ -192,6 +208,14 @@ class SessionModel:
         finally:
             if options is not None:
                 tf_session.TF_DeleteBuffer(options)
+
+    def _input_dtypes(self, signature_name: str, signature: meta_graph_pb2.SignatureDef) -> dict[str, tf.DType]:
+        """Input alias -> declared dtype of a signature, read from the proto once (the per-request path is hot)."""
+        with self._lock:
+            if signature_name not in self._dtype_cache:
+                self._dtype_cache[signature_name] = {
+                    alias: tf.dtypes.as_dtype(info.dtype) for alias, info in signature.inputs.items()}
+            return self._dtype_cache[signature_name]
 
     def _endpoints(self, feed_names: tuple[str, ...], fetch_names: tuple[str, ...]) -> tuple[list[Any], list[Any]]:
         """The C API endpoints (TF_Output) of the named feed and fetch tensors, cached per name set."""
@@ -268,9 +292,8 @@ def _select_outputs(signature: meta_graph_pb2.SignatureDef, output_filter: Seque
     return list(output_filter)
 
 
-def _as_feed(alias: str, tensor_info: meta_graph_pb2.TensorInfo, value: Any) -> np.ndarray:
-    """Converts one input to the array fed to the session, checking its dtype against the signature."""
-    want = tf.dtypes.as_dtype(tensor_info.dtype)
+def _as_feed(alias: str, want: tf.DType, value: Any) -> np.ndarray:
+    """Converts one input to the array fed to the session, checking its dtype against the signature's `want`."""
     if want == tf.string:
         array = value if isinstance(value, np.ndarray) else np.asarray(value, dtype=object)
         return _as_string_feed(alias, array)

@@ -27,7 +27,9 @@ events (an order-free checksum of their (user, item, timestamp) rows), and pass 
 the impressions together (`trainer.data.streaming_examples.time_slices`): every record then carries the
 user's impression history, and each impression of a kept user gets a record of its own in its split's
 `impressions-*` shards (`trainer.data.tfrecord`), which the ranker trains on. Memory adds
-O(users x I), I = the impression history length.
+O(users x I), I = the impression history length. An impression log alone (its clicked rows are the
+events, `ClickedEventSource`) is read three times as well: once in pass 1, with nothing to check, and
+once in pass 3, which takes each slice's events from its impressions.
 
 The folder then holds `{train,validation,test}-NNNNN.tfrecord[.gz]`, users.csv, items.csv (the
 tables, completed with every user and item of the log) and manifest.json, written last: see
@@ -60,7 +62,14 @@ from trainer import config as config_lib
 from trainer.data.event_stream import ClickedEventSource, EventSource, FrameEventSource, FrameImpressionSource
 from trainer.data.examples import IMPRESSION_HISTORY_LENGTH
 from trainer.data.record_logs import open_log
-from trainer.data.schema import DataError, Dataset, validate_items, validate_users
+from trainer.data.schema import (
+    DataError,
+    Dataset,
+    events_from_impressions,
+    no_clicks_error,
+    validate_items,
+    validate_users,
+)
 from trainer.data.splits import split_positions
 from trainer.data.streaming_examples import ContextStream, ImpressionContextStream, time_slices
 from trainer.data.table_csv import read_items, read_users, with_missing_rows, write_items, write_users
@@ -166,6 +175,29 @@ def check_clicks_are_events(events: LogSummary, shown: LogSummary, events_name: 
                         "; the events must be exactly the clicked impressions (or leave out the event log)")
 
 
+def _summarize_logs(source: EventSource, impressions: EventSource | None) -> LogSummary:
+    """Pass 1: `summarize` of the events, with the impression log's user and item ids too, once its clicked rows
+    are checked to be the events (an impression log alone, whose clicked rows are the events, is read once)."""
+    if impressions is not None and _are_clicks_of(source, impressions):
+        shown = summarize(impressions, clicked_only=True)
+        if not shown.events_per_user:
+            raise no_clicks_error(source.name)
+        return shown
+    summary = summarize(source)
+    if impressions is None:
+        return summary
+    shown = summarize(impressions, clicked_only=True)
+    check_clicks_are_events(summary, shown, source.name, impressions.name)
+    return dataclasses.replace(summary, user_ids=summary.user_ids | shown.user_ids,
+                               item_ids=summary.item_ids | shown.item_ids)
+
+
+def _are_clicks_of(source: EventSource, impressions: EventSource) -> bool:
+    """Whether `source` is the clicked rows of `impressions` (its `ClickedEventSource`), so that reading the
+    impressions gives the events too."""
+    return isinstance(source, ClickedEventSource) and source.impressions is impressions
+
+
 def split_boundaries(source: EventSource, kept_users: set[str], kept_events: int, validation_fraction: float,
                      test_fraction: float) -> tuple[int, int]:
     """Pass 2: (validation_start, test_start) exactly as `temporal_split` computes them on the kept events."""
@@ -231,13 +263,7 @@ def _preprocess(source: EventSource, impressions: EventSource | None, users: pd.
                 data: config_lib.DataConfig, output_dir: pathlib.Path, shard_size: int, compression: str
                 ) -> Manifest:
     """Three passes over `source` (and `impressions`): count and check, fix the split boundaries, write."""
-    summary = summarize(source)
-    every_user, every_item = set(summary.user_ids), set(summary.item_ids)
-    if impressions is not None:
-        shown = summarize(impressions, clicked_only=True)
-        check_clicks_are_events(summary, shown, source.name, impressions.name)
-        every_user |= shown.user_ids
-        every_item |= shown.item_ids
+    summary = _summarize_logs(source, impressions)
     kept = summary.kept_users(data.min_events_per_user)
     kept_events = sum(summary.events_per_user[user] for user in kept)
     if not kept:
@@ -245,7 +271,7 @@ def _preprocess(source: EventSource, impressions: EventSource | None, users: pd.
                         "(data.min_events_per_user)")
     validation_start, test_start = split_boundaries(source, kept, kept_events, data.validation_fraction,
                                                     data.test_fraction)
-    users, items = with_missing_rows(users, items, every_user, every_item)
+    users, items = with_missing_rows(users, items, summary.user_ids, summary.item_ids)
     writers = {split: ShardWriter(output_dir, split, shard_size, compression) for split in SPLITS}
     shown_writers = {split: ShardWriter(output_dir, f"{IMPRESSIONS}-{split}", shard_size, compression)
                      for split in SPLITS}
@@ -293,11 +319,16 @@ def _example_maker(users: pd.DataFrame, data: config_lib.DataConfig, with_impres
 def _slices(source: EventSource, impressions: EventSource | None, kept: set[str]
             ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame | None]]:
     """The kept users' events (chunk by chunk) and impressions (None without), cut at common times."""
-    events = (_of_users(chunk.events, kept) for chunk in source.chunks())
     if impressions is None:
-        yield from ((chunk, None) for chunk in events)
+        yield from ((_of_users(chunk.events, kept), None) for chunk in source.chunks())
         return
-    yield from time_slices(events, (_of_users(chunk.events, kept) for chunk in impressions.chunks()))
+    shown = (_of_users(chunk.events, kept) for chunk in impressions.chunks())
+    if not _are_clicks_of(source, impressions):
+        yield from time_slices((_of_users(chunk.events, kept) for chunk in source.chunks()), shown)
+        return
+    # The events are the clicked impressions: slice the impressions alone, each slice's events are its clicked rows.
+    for _, rows in time_slices(iter(()), shown):
+        yield events_from_impressions(rows, source.name, allow_empty=True), rows
 
 
 def _of_users(rows: pd.DataFrame, users: set[str]) -> pd.DataFrame:

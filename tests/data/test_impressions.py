@@ -72,6 +72,8 @@ def test_the_watches_are_the_clicked_impressions() -> None:
         check_watches_agree(events.assign(timestamp=[5, 8]), impressions, "t")
     with pytest.raises(DataError, match="no impression is clicked"):
         events_from_impressions(impressions.assign(clicked=False), "t")
+    none = events_from_impressions(impressions.assign(clicked=False), "t", allow_empty=True)
+    assert none.empty and none.dtypes.equals(events.dtypes)
 
 
 def test_the_logs_source_reads_impressions_and_optional_tables(tmp_path: pathlib.Path) -> None:

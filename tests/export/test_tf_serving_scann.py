@@ -65,6 +65,20 @@ def test_compose_and_kubernetes_default_to_that_image():
     assert tags[name] == tag and tags["tensorflow/serving"] == next(iter(_arg_defaults()["TF_SERVING_VERSION"]))
 
 
+@pytest.mark.parametrize("manifest", ["serving-scann.yaml", "serving-stock.yaml"])
+def test_kubernetes_runs_each_request_in_its_own_thread_as_the_benchmarks_do(manifest: str):
+    from bench.machine import serving_thread_flags
+
+    deployment = yaml.safe_load((ROOT / "deploy" / "k8s" / manifest).read_text().split("\n---")[0])
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    flags = dict(arg.removeprefix("--").split("=", 1) for arg in container["args"])
+    cpus = int(container["resources"]["requests"]["cpu"])
+    benched = serving_thread_flags()
+    assert int(flags["tensorflow_inter_op_parallelism"]) == benched["tensorflow_inter_op_parallelism"] == -1
+    # TF Serving applies inter-op -1 only beside a positive intra-op count: the pod's CPUs
+    assert int(flags["tensorflow_intra_op_parallelism"]) == cpus > 0
+
+
 def test_the_docs_say_it_was_not_built_here_and_date_the_public_image():
     deploy = (ROOT / "serving" / "DEPLOY.md").read_text()
     assert "deploy/tf-serving-scann/Dockerfile" in deploy and _image_tag() in deploy

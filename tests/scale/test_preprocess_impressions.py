@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ from trainer.data.event_stream import (
     ClickedEventSource,
     CsvEventSource,
     CsvImpressionSource,
+    EventChunk,
     EventSource,
     FrameEventSource,
     FrameImpressionSource,
@@ -111,6 +114,34 @@ def test_streamed_records_equal_the_in_memory_examples(world_config: Config, wor
         expected = {name: values[split_of == index] for name, values in every_impression.items()}
         assert_same_features(_read_all(manifest, split, IMPRESSIONS), expected)
         assert manifest.examples(split, IMPRESSIONS) == int((split_of == index).sum()) > 0
+
+
+@dataclasses.dataclass
+class _CountedReads:
+    """An event source that counts how many times it is read."""
+
+    source: EventSource
+    reads: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def chunks(self) -> Iterator[EventChunk]:
+        self.reads += 1
+        yield from self.source.chunks()
+
+
+@pytest.mark.parametrize("with_events", [False, True], ids=["impressions-alone", "beside-events"])
+def test_each_log_is_read_once_per_pass(world_config: Config, world: TrainingData, world_csv: dict[str, pathlib.Path],
+                                        tmp_path: pathlib.Path, with_events: bool) -> None:
+    impressions = _CountedReads(CsvImpressionSource(world_csv["impressions"], 900))
+    events = _CountedReads(CsvEventSource(world_csv["events"], 700)) if with_events else None
+    preprocess(events or ClickedEventSource(impressions), world.dataset.users, world.dataset.items,
+               world_config.data, tmp_path / "out", shard_size=3000, impressions=impressions)
+    # alone: passes 1, 2 and 3 (the events are its clicked rows); beside the events: passes 1 and 3
+    assert impressions.reads == (2 if with_events else 3)
+    assert events is None or events.reads == 3
 
 
 def test_the_cli_streams_an_impression_log(world_csv: dict[str, pathlib.Path], tmp_path: pathlib.Path,

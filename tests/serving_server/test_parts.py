@@ -93,6 +93,20 @@ def test_bad_server_settings_fail_before_serving(argv: list[str], message: str) 
         ModelServer(parse_options(argv))
 
 
+@pytest.mark.parametrize(("flags", "threads", "warned"), [
+    (["--tensorflow_intra_op_parallelism=2", "--tensorflow_inter_op_parallelism=-1"], (2, -1), False),
+    (["--tensorflow_inter_op_parallelism=-1"], (0, 0), True),
+    ([], (0, 0), False),
+])
+def test_thread_flags_become_the_session_config_tf_serving_builds(
+        flags: list[str], threads: tuple[int, int], warned: bool, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    server = ModelServer(parse_options([f"--model_base_path={tmp_path}", *flags]))
+    config = server.session_config
+    assert (config.intra_op_parallelism_threads, config.inter_op_parallelism_threads) == threads
+    assert ("--tensorflow_inter_op_parallelism=-1 is ignored" in caplog.text) == warned
+
+
 def _infos(**dtypes: int) -> Mapping[str, meta_graph_pb2.TensorInfo]:
     return {name: meta_graph_pb2.TensorInfo(dtype=dtype) for name, dtype in dtypes.items()}
 

@@ -22,7 +22,7 @@ from server_test_models import (
 
 from recsys_common import contract
 from serving.errors import ServingError
-from serving.session_model import SessionModel
+from serving.session_model import SessionModel, serving_session_config
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,30 @@ def test_reloaded_model_answers_like_the_saved_module(tmp_path: Path) -> None:
     with SessionModel.load(path) as model:
         outputs = model.run("", {"x": np.array([0.0, -1.0, 4.0], np.float32)})
     np.testing.assert_allclose(outputs["y"], [2.5, 1.5, 6.5])
+
+
+@pytest.mark.parametrize(("intra", "inter", "threads"), [
+    (0, 0, (0, 0)),
+    (4, -1, (4, -1)),    # ops in the caller's thread, beside a sized intra-op pool
+    (0, -1, (0, 0)),     # TF Serving ignores inter-op unless one of the two is positive
+    (0, 3, (0, 3)),
+    (2, 0, (2, 0)),
+])
+def test_session_config_follows_tf_serving(intra: int, inter: int, threads: tuple[int, int]) -> None:
+    config = serving_session_config(intra, inter)
+    assert (config.intra_op_parallelism_threads, config.inter_op_parallelism_threads) == threads
+
+
+def test_ops_in_the_callers_thread_give_the_same_answers(tmp_path: Path) -> None:
+    build_scann_model(tmp_path / "scann" / "1")
+    query = np.random.default_rng(5).normal(size=(4, 4)).astype(np.float32)
+    answers = []
+    for config in (None, serving_session_config(2, -1)):
+        with SessionModel.load(tmp_path / "scann" / "1", session_config=config) as model:
+            answers.append([model.run("", {"query": query[i:i + 1]}) for i in range(len(query))])
+    for default, in_caller in zip(*answers):
+        np.testing.assert_array_equal(in_caller[contract.ITEM_IDS], default[contract.ITEM_IDS])
+        np.testing.assert_array_equal(in_caller[contract.SCORES], default[contract.SCORES])
 
 
 def test_strings_lists_and_output_filter(multi: SessionModel) -> None:

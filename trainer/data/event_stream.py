@@ -27,7 +27,15 @@ from typing import ClassVar, Protocol
 import numpy as np
 import pandas as pd
 
-from trainer.data.schema import EVENT_COLUMNS, IMPRESSION_COLUMNS, DataError, validate_events, validate_impressions
+from trainer.data.schema import (
+    EVENT_COLUMNS,
+    IMPRESSION_COLUMNS,
+    DataError,
+    events_from_impressions,
+    no_clicks_error,
+    validate_events,
+    validate_impressions,
+)
 from trainer.data.table_csv import csv_errors
 
 Validate = Callable[[pd.DataFrame, str], pd.DataFrame]
@@ -60,16 +68,22 @@ class EventSource(Protocol):
         ...
 
 
+def csv_line(row: int) -> str:
+    """The file line of 0-based data row `row` (line 1 is the header)."""
+    return f"line {row + 2}"
+
+
 @dataclasses.dataclass
-class CsvEventSource:
-    """A CSV event log on disk (utf-8), read `chunk_size` rows at a time."""
+class LogFile:
+    """A log file on disk, read `chunk_size` rows at a time; a subclass gives its raw chunks (`_raw_chunks`),
+    what the log is and how errors name a row's place."""
 
     path: pathlib.Path
     chunk_size: int = 100_000
-    log: ClassVar[str] = "event log"
-    columns: ClassVar[tuple[str, ...]] = EVENT_COLUMNS
-    optional_columns: ClassVar[tuple[str, ...]] = ("rating", "watch_time", "query")
-    validate: ClassVar[Validate] = staticmethod(validate_events)
+    log: ClassVar[str]  # what errors call the log, e.g. "event log"
+    validate: ClassVar[Validate]
+    place: ClassVar[Callable[[int], str]]  # 0-based row -> where errors say it is ("line 7", "record 5")
+    rows: ClassVar[str]  # what the log's rows are called: "rows", "records"
 
     def __post_init__(self) -> None:
         self.path = pathlib.Path(self.path)
@@ -83,15 +97,32 @@ class CsvEventSource:
         return str(self.path)
 
     def chunks(self) -> Iterator[EventChunk]:
-        order = OrderCheck(self.name, csv_line)
+        place = type(self).place
+        order = OrderCheck(self.name, place)
         first_row = 0
         for raw in self._raw_chunks():
-            events = validated(type(self).validate, raw, self.name, first_row, csv_line)
+            events = validated(type(self).validate, raw, self.name, first_row, place)
             order.check(raw, first_row)
             yield EventChunk(events, first_row)
             first_row += len(raw)
         if first_row == 0:
-            raise DataError(f"{self.name}: the {self.log} has no rows")
+            raise DataError(f"{self.name}: the {self.log} has no {self.rows}")
+
+    def _raw_chunks(self) -> Iterator[pd.DataFrame]:
+        """The log's rows as read, `chunk_size` at a time, in the columns that `validate` takes."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass
+class CsvEventSource(LogFile):
+    """A CSV event log on disk (utf-8), read `chunk_size` rows at a time."""
+
+    log: ClassVar[str] = "event log"
+    columns: ClassVar[tuple[str, ...]] = EVENT_COLUMNS
+    optional_columns: ClassVar[tuple[str, ...]] = ("rating", "watch_time", "query")
+    validate: ClassVar[Validate] = staticmethod(validate_events)
+    place: ClassVar[Callable[[int], str]] = staticmethod(csv_line)
+    rows: ClassVar[str] = "rows"
 
     def _raw_chunks(self) -> Iterator[pd.DataFrame]:
         with csv_errors(self.name, f"expected a header {','.join(self.columns)}"):
@@ -154,12 +185,12 @@ class ClickedEventSource:
     def chunks(self) -> Iterator[EventChunk]:
         clicks = 0
         for chunk in self.impressions.chunks():
-            clicked = chunk.events[chunk.events["clicked"].to_numpy()]
-            if len(clicked):
-                clicks += len(clicked)
-                yield EventChunk(validate_events(clicked.drop(columns="clicked"), self.name), chunk.first_row)
+            events = events_from_impressions(chunk.events, self.name, allow_empty=True)
+            if len(events):
+                clicks += len(events)
+                yield EventChunk(events, chunk.first_row)
         if not clicks:
-            raise DataError(f"{self.name}: no impression is clicked, so there are no watches to learn from")
+            raise no_clicks_error(self.name)
 
 
 class OrderCheck:
@@ -203,8 +234,3 @@ def validated(validate: Validate, raw: pd.DataFrame, name: str, first_row: int,
     except DataError as error:
         message = _ROW.sub(lambda match: place(first_row + int(match.group(1))), str(error))
         raise DataError(message) from None
-
-
-def csv_line(row: int) -> str:
-    """The file line of 0-based data row `row` (line 1 is the header)."""
-    return f"line {row + 2}"

@@ -221,7 +221,7 @@ def _last_before(
     `owner`/`time`/`value` are rows of a table whose order among equal (owner, time) is kept.
     """
     order, chosen = _last_positions(owner, time, target_owner, target_time, width)
-    return np.append(value[order], np.array([""], dtype=value.dtype))[chosen]
+    return _gather(value, order, chosen, "")
 
 
 def _last_with_times_before(
@@ -234,8 +234,12 @@ def _last_with_times_before(
 ) -> tuple[np.ndarray, np.ndarray]:
     """`_last_before` and the times of those values ([N, width] int64, 0 pads), from one search."""
     order, chosen = _last_positions(owner, time, target_owner, target_time, width)
-    return (np.append(value[order], np.array([""], dtype=value.dtype))[chosen],
-            np.append(time[order], 0).astype(np.int64)[chosen])
+    return _gather(value, order, chosen, ""), _gather(time, order, chosen, 0).astype(np.int64)
+
+
+def _gather(values: np.ndarray, order: np.ndarray, chosen: np.ndarray, pad: str | int) -> np.ndarray:
+    """`values` sorted by `order`, at the positions `chosen` of `_last_positions` (`pad` at the pad position)."""
+    return np.append(values[order], np.array([pad], dtype=values.dtype))[chosen]
 
 
 def _last_positions(owner: np.ndarray, time: np.ndarray, target_owner: np.ndarray, target_time: np.ndarray,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from trainer.data.record_logs import RecordEventSource, RecordImpressionSource, is_record_file
+from trainer.data.record_logs import is_record_file, record_log
 from trainer.data.schema import (
     DataError,
     Dataset,
@@ -84,4 +84,4 @@ def _read_log(path: pathlib.Path, read_csv: Callable[[pathlib.Path], pd.DataFram
               ) -> pd.DataFrame:
     if not is_record_file(path):
         return read_csv(path)
-    return (RecordImpressionSource(path) if impressions else RecordEventSource(path)).read_all()
+    return record_log(path, impressions).read_all()

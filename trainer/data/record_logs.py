@@ -14,26 +14,23 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from trainer.data.event_stream import (
-    CsvEventSource,
-    CsvImpressionSource,
-    EventChunk,
-    EventSource,
-    OrderCheck,
-    Validate,
-    validated,
-)
+from trainer.data.event_stream import CsvEventSource, CsvImpressionSource, EventSource, LogFile, Validate, validated
 from trainer.data.schema import DataError, validate_events, validate_impressions
 
 RECORD_SUFFIXES = (".tfrecord", ".tfrecord.gz", ".tfrecords", ".tfrecords.gz")
 _MISSING_FLOAT = float("nan")
+_KEY_FEATURES = {  # the features of every row of both logs
+    "user_id": tf.io.FixedLenFeature([], tf.string),
+    "item_id": tf.io.FixedLenFeature([], tf.string),
+    "timestamp": tf.io.FixedLenFeature([], tf.int64),
+}
 
 
 def record(row: int) -> str:
@@ -49,59 +46,42 @@ def open_log(path: str | pathlib.Path, impressions: bool, chunk_size: int) -> Ev
     """The chunked reader of an event (or impression) log: TFRecord by its suffix, else CSV."""
     path = pathlib.Path(path)
     if is_record_file(path):
-        return RecordImpressionSource(path, chunk_size) if impressions else RecordEventSource(path, chunk_size)
+        return record_log(path, impressions, chunk_size)
     return CsvImpressionSource(path, chunk_size) if impressions else CsvEventSource(path, chunk_size)
 
 
+def record_log(path: pathlib.Path, impressions: bool, chunk_size: int = 100_000) -> RecordEventSource:
+    """The chunked reader of a TFRecord event (or impression) log."""
+    return RecordImpressionSource(path, chunk_size) if impressions else RecordEventSource(path, chunk_size)
+
+
 @dataclasses.dataclass
-class RecordEventSource:
+class RecordEventSource(LogFile):
     """A TFRecord event log on disk, read `chunk_size` records at a time."""
 
-    path: pathlib.Path
-    chunk_size: int = 100_000
     log: ClassVar[str] = "event log"
     validate: ClassVar[Validate] = staticmethod(validate_events)
+    place: ClassVar[Callable[[int], str]] = staticmethod(record)
+    rows: ClassVar[str] = "records"
     spec: ClassVar[dict[str, Any]] = {
-        "user_id": tf.io.FixedLenFeature([], tf.string),
-        "item_id": tf.io.FixedLenFeature([], tf.string),
-        "timestamp": tf.io.FixedLenFeature([], tf.int64),
+        **_KEY_FEATURES,
         "rating": tf.io.FixedLenFeature([], tf.float32, default_value=_MISSING_FLOAT),
         "watch_time": tf.io.FixedLenFeature([], tf.float32, default_value=_MISSING_FLOAT),
         "query": tf.io.FixedLenFeature([], tf.string, default_value=""),
     }
 
-    def __post_init__(self) -> None:
-        self.path = pathlib.Path(self.path)
-        if self.chunk_size <= 0:
-            raise DataError(f"chunk_size must be > 0, got {self.chunk_size}")
-        if not self.path.is_file():
-            raise DataError(f"{self.log} {self.path} does not exist")
-
-    @property
-    def name(self) -> str:
-        return str(self.path)
-
-    def chunks(self) -> Iterator[EventChunk]:
-        order = OrderCheck(self.name, record)
-        first_row = 0
-        for serialized in self._batches():
-            raw = self._table(serialized, first_row)
-            table = validated(type(self).validate, raw, self.name, first_row, record)
-            order.check(raw, first_row)
-            yield EventChunk(table, first_row)
-            first_row += len(raw)
-        if first_row == 0:
-            raise DataError(f"{self.name}: the {self.log} has no records")
-
     def read_all(self) -> pd.DataFrame:
         """The whole log as one validated table, in any order (what `data.source: logs` reads into memory)."""
-        raw, first_row = [], 0
-        for serialized in self._batches():
-            raw.append(self._table(serialized, first_row))
-            first_row += len(serialized)
-        if not first_row:
+        raw = list(self._raw_chunks())
+        if not raw:
             raise DataError(f"{self.name}: the {self.log} has no records")
         return validated(type(self).validate, pd.concat(raw, ignore_index=True), self.name, 0, record)
+
+    def _raw_chunks(self) -> Iterator[pd.DataFrame]:
+        first_row = 0
+        for serialized in self._batches():
+            yield self._table(serialized, first_row)
+            first_row += len(serialized)
 
     def _batches(self) -> Iterator[np.ndarray]:
         compression = "GZIP" if self.path.name.endswith(".gz") else ""
@@ -153,9 +133,7 @@ class RecordImpressionSource(RecordEventSource):
     log: ClassVar[str] = "impression log"
     validate: ClassVar[Validate] = staticmethod(validate_impressions)
     spec: ClassVar[dict[str, Any]] = {
-        "user_id": tf.io.FixedLenFeature([], tf.string),
-        "item_id": tf.io.FixedLenFeature([], tf.string),
-        "timestamp": tf.io.FixedLenFeature([], tf.int64),
+        **_KEY_FEATURES,
         "clicked": tf.io.FixedLenFeature([], tf.int64),
         "watch_time": tf.io.FixedLenFeature([], tf.float32, default_value=_MISSING_FLOAT),
     }

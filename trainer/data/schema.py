@@ -167,16 +167,34 @@ def validate_impressions(impressions: pd.DataFrame, source: str) -> pd.DataFrame
     return out.sort_values(["timestamp", "user_id"], kind="stable").reset_index(drop=True)
 
 
-def events_from_impressions(impressions: pd.DataFrame, source: str) -> pd.DataFrame:
+def events_from_impressions(impressions: pd.DataFrame, source: str, allow_empty: bool = False) -> pd.DataFrame:
     """The event table of a validated impression table: its clicked rows (no ratings, no queries).
 
+    Args:
+        allow_empty: with no clicked impression, return an empty event table instead of raising (a chunk of a
+            longer log).
+
     Raises:
-        DataError: no impression was clicked.
+        DataError: no impression was clicked (unless `allow_empty`).
     """
     clicked = impressions[impressions["clicked"]]
     if clicked.empty:
-        raise DataError(f"{source}: no impression is clicked, so there are no watches to learn from")
+        if allow_empty:
+            return _no_events()
+        raise no_clicks_error(source)
     return validate_events(clicked.drop(columns="clicked"), source)
+
+
+def _no_events() -> pd.DataFrame:
+    """An event table without rows, in the column types `validate_events` gives."""
+    return pd.DataFrame({"user_id": pd.Series([], dtype=str), "item_id": pd.Series([], dtype=str),
+                         "timestamp": pd.Series([], dtype=np.int64), "rating": pd.Series([], dtype=np.float64),
+                         "watch_time": pd.Series([], dtype=np.float64), "query": pd.Series([], dtype=object)})
+
+
+def no_clicks_error(source: str) -> DataError:
+    """The error of an impression log in which nothing is clicked."""
+    return DataError(f"{source}: no impression is clicked, so there are no watches to learn from")
 
 
 def check_watches_agree(events: pd.DataFrame, impressions: pd.DataFrame, source: str) -> None:
