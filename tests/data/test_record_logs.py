@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from trainer.data.event_stream import CsvEventSource
 from trainer.data.logs import load_logs
 from trainer.data.record_logs import RecordEventSource, RecordImpressionSource, open_log, write_records
 from trainer.data.schema import DataError, validate_events, validate_impressions
@@ -92,9 +93,10 @@ def test_a_file_that_is_not_tfrecord_is_refused(tmp_path: pathlib.Path) -> None:
 
 def test_open_log_picks_the_reader_by_suffix(tmp_path: pathlib.Path) -> None:
     (tmp_path / "e.csv").write_text("user_id,item_id,timestamp\nu1,a,1\n")
-    assert type(open_log(tmp_path / "e.csv", False, 10)).__name__ == "CsvEventSource"
+    assert type(open_log(tmp_path / "e.csv", False, 10)) is CsvEventSource
     write_records(IMPRESSIONS, tmp_path / "i.tfrecord.gz")
-    assert isinstance(open_log(tmp_path / "i.tfrecord.gz", True, 10), RecordImpressionSource)
+    assert type(open_log(tmp_path / "i.tfrecord.gz", True, 10)) is RecordImpressionSource
+    assert type(open_log(tmp_path / "i.tfrecord.gz", False, 10)) is RecordEventSource
 
 
 def test_the_logs_source_reads_tfrecord_logs_like_csv(tmp_path: pathlib.Path) -> None:
