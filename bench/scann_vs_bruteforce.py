@@ -88,8 +88,8 @@ def measure_size(setup: TrainedSetup, size: int, single_requests: int, base_dir:
     corpus, paths, export_s = export_realistic(setup, size, base_dir)
     metadata = read_metadata(paths[contract.RETRIEVAL])
     params = metadata["index"]["scann"]["params"]
-    requests = setup.requests
-    queries = embed_queries(corpus.model.query_tower, requests)
+    requests = as_fed(setup.requests)
+    queries = embed_queries(corpus.model.query_tower, setup.requests)
     raw = raw_searcher(corpus.item_embeddings, params, centre=metadata["index"]["scann"].get("centred", False))
     threads = serving_thread_flags()
     config = serving_session_config(threads["tensorflow_intra_op_parallelism"],
@@ -97,7 +97,7 @@ def measure_size(setup: TrainedSetup, size: int, single_requests: int, base_dir:
     models = {name: SessionModel.load(path, session_config=config) for name, path in paths.items()}
     try:
         answers = {name: _run(model, requests)[contract.ITEM_IDS] for name, model in models.items()}
-        runners: dict[str, Callable[[int, int], None]] = {
+        runners: dict[str, Callable[[int, int], Any]] = {
             name: _session_runner(model, requests) for name, model in models.items()}
         runners[RAW] = _raw_runner(raw, queries)
         total = len(requests[contract.USER_ID])
@@ -140,36 +140,42 @@ def raw_searcher(embeddings: np.ndarray, params: dict[str, Any], centre: bool = 
 def _run(model: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     from recsys_common import contract
 
-    return model.run(contract.SIGNATURE_NAME, {name: _feed(values) for name, values in inputs.items()})
+    return model.run(contract.SIGNATURE_NAME, inputs)
 
 
-def _feed(values: np.ndarray) -> np.ndarray:
-    """Strings as UTF-8 bytes, the form a server decodes them to from a request's TensorProto."""
-    if values.dtype != object:
+def as_fed(requests: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The requests with strings as UTF-8 bytes, the form a server decodes a request's TensorProto to (once,
+    before any timing: converting inside the timed loop would time NumPy, not the model)."""
+    return {name: _bytes(values) for name, values in requests.items()}
+
+
+def _bytes(values: np.ndarray) -> np.ndarray:
+    if values.dtype != object and values.dtype.kind != "U":
         return values
-    return np.vectorize(lambda value: str(value).encode("utf-8"), otypes=[object])(values) if values.size else values
+    fed = np.empty(values.size, dtype=object)
+    fed[:] = [value if isinstance(value, bytes) else str(value).encode("utf-8") for value in values.reshape(-1)]
+    return fed.reshape(values.shape)
 
 
-def _session_runner(model: Any, requests: dict[str, np.ndarray]) -> Callable[[int, int], None]:
-    fed = {name: _feed(values) for name, values in requests.items()}
+def _session_runner(model: Any, fed: dict[str, np.ndarray]) -> Callable[[int, int], Any]:
+    """Runs rows [start, start + batch) of the already fed requests (see `as_fed`) and returns the answer."""
 
-    def run(start: int, batch: int) -> None:
-        _run(model, {name: values[start:start + batch] for name, values in fed.items()})
+    def run(start: int, batch: int) -> dict[str, np.ndarray]:
+        return _run(model, {name: values[start:start + batch] for name, values in fed.items()})
 
     return run
 
 
-def _raw_runner(searcher: Any, queries: np.ndarray) -> Callable[[int, int], None]:
-    def run(start: int, batch: int) -> None:
+def _raw_runner(searcher: Any, queries: np.ndarray) -> Callable[[int, int], Any]:
+    def run(start: int, batch: int) -> Any:
         if batch == 1:
-            searcher.search(queries[start], K)
-        else:
-            searcher.search_batched(queries[start:start + batch], K)
+            return searcher.search(queries[start], K)
+        return searcher.search_batched(queries[start:start + batch], K)
 
     return run
 
 
-def _rates(runners: dict[str, Callable[[int, int], None]], batch: int, total: int) -> dict[str, float]:
+def _rates(runners: dict[str, Callable[[int, int], Any]], batch: int, total: int) -> dict[str, float]:
     """Rows per second of each runner answering `total` rows in batches of `batch` (median of alternating passes)."""
     starts = list(range(0, total - batch + 1, batch))
     for run in runners.values():

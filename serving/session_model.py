@@ -14,6 +14,7 @@ Usage:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import math
@@ -28,6 +29,7 @@ from recsys_common import tf_env  # noqa: F401  (before TensorFlow loads)
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 from tensorflow.python.client import pywrap_tf_session as tf_session
 
@@ -94,6 +96,36 @@ def _shape_compatible(declared: list[int] | None, actual: tuple[int, ...]) -> bo
     return all(want in (-1, got) for want, got in zip(declared, actual))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Signature:
+    """What `SessionModel.run` needs of one SignatureDef, read from the proto once (the per-request path is hot).
+
+    Attributes:
+        proto: the SignatureDef (error messages read its declared shapes).
+        inputs: input alias -> feed tensor name.
+        outputs: output alias -> fetch tensor name.
+        dtypes: input alias -> declared dtype.
+        defaults: input alias -> the value fed when a request leaves it out.
+        all_outputs: every output alias, sorted (fetched when a request names none).
+    """
+
+    proto: meta_graph_pb2.SignatureDef
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+    dtypes: dict[str, tf.DType]
+    defaults: dict[str, np.ndarray]
+    all_outputs: tuple[str, ...]
+
+    @classmethod
+    def read(cls, proto: meta_graph_pb2.SignatureDef) -> _Signature:
+        return cls(proto=proto,
+                   inputs={alias: info.name for alias, info in proto.inputs.items()},
+                   outputs={alias: info.name for alias, info in proto.outputs.items()},
+                   dtypes={alias: tf.dtypes.as_dtype(info.dtype) for alias, info in proto.inputs.items()},
+                   defaults={alias: tf.make_ndarray(value) for alias, value in proto.defaults.items()},
+                   all_outputs=tuple(sorted(proto.outputs)))
+
+
 class SessionModel:
     """One loaded SavedModel version: its session, its MetaGraphDef and the cached tensor endpoints of its signatures.
 
@@ -106,7 +138,7 @@ class SessionModel:
         self.meta_graph_def = meta_graph_def
         self.export_dir = export_dir
         self._endpoint_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[list[Any], list[Any]]] = {}
-        self._dtype_cache: dict[str, dict[str, tf.DType]] = {}
+        self._signatures: dict[str, _Signature] = {}
         session._extend_graph()  # the loaded graph, handed to the C session once (what session.run would do)
         self._lock = threading.Lock()
         self._closed = False
@@ -177,15 +209,14 @@ class SessionModel:
                 extra or mistyped inputs, unknown output aliases and inputs the graph rejects;
                 DEADLINE_EXCEEDED when `timeout_s` runs out.
         """
-        signature = self.signature_def(signature_name)
-        dtypes = self._input_dtypes(signature_name or contract.SIGNATURE_NAME, signature)
+        signature = self._signature(signature_name or contract.SIGNATURE_NAME)
         _check_input_names(signature, inputs)
-        inputs = _with_defaults(signature, inputs)
+        inputs = {**signature.defaults, **inputs}
         aliases = sorted(inputs)
-        feeds = [_as_feed(alias, dtypes[alias], inputs[alias]) for alias in aliases]
+        feeds = [_as_feed(alias, signature.dtypes[alias], inputs[alias]) for alias in aliases]
         output_aliases = _select_outputs(signature, output_filter)
-        feed_outputs, fetch_outputs = self._endpoints(tuple(signature.inputs[a].name for a in aliases),
-                                                      tuple(signature.outputs[a].name for a in output_aliases))
+        feed_outputs, fetch_outputs = self._endpoints(tuple(signature.inputs[a] for a in aliases),
+                                                      tuple(signature.outputs[a] for a in output_aliases))
         try:
             values = self._session_run(dict(zip(feed_outputs, feeds)), fetch_outputs, timeout_s)
         except tf.errors.OpError as error:
@@ -194,7 +225,7 @@ class SessionModel:
                                         f"running signature '{signature_name or contract.SIGNATURE_NAME}' of "
                                         f"{self.export_dir}") from error
             raise ServingError(code_from_number(error.error_code),
-                               _explain_run_error(error.message, signature, aliases, feeds)) from error
+                               _explain_run_error(error.message, signature.proto, aliases, feeds)) from error
         return {alias: np.asarray(value) for alias, value in zip(output_aliases, values)}
 
     def _session_run(self, feeds: dict[Any, np.ndarray], fetches: list[Any], timeout_s: float | None) -> list[Any]:
@@ -209,13 +240,15 @@ class SessionModel:
             if options is not None:
                 tf_session.TF_DeleteBuffer(options)
 
-    def _input_dtypes(self, signature_name: str, signature: meta_graph_pb2.SignatureDef) -> dict[str, tf.DType]:
-        """Input alias -> declared dtype of a signature, read from the proto once (the per-request path is hot)."""
+    def _signature(self, name: str) -> _Signature:
+        """The signature `name`, read from the proto on its first request."""
         with self._lock:
-            if signature_name not in self._dtype_cache:
-                self._dtype_cache[signature_name] = {
-                    alias: tf.dtypes.as_dtype(info.dtype) for alias, info in signature.inputs.items()}
-            return self._dtype_cache[signature_name]
+            signature = self._signatures.get(name)
+        if signature is None:
+            signature = _Signature.read(self.signature_def(name))
+            with self._lock:
+                self._signatures[name] = signature
+        return signature
 
     def _endpoints(self, feed_names: tuple[str, ...], fetch_names: tuple[str, ...]) -> tuple[list[Any], list[Any]]:
         """The C API endpoints (TF_Output) of the named feed and fetch tensors, cached per name set."""
@@ -249,7 +282,7 @@ class SessionModel:
         self.close()
 
 
-def _check_input_names(signature: meta_graph_pb2.SignatureDef, inputs: Mapping[str, Any]) -> None:
+def _check_input_names(signature: _Signature, inputs: Mapping[str, Any]) -> None:
     """TF Serving's checks, in its order: the count first, then each alias."""
     requested, declared = set(inputs), set(signature.inputs)
     if len(requested) > len(declared) or (len(requested) < len(declared) and not signature.defaults):
@@ -268,24 +301,15 @@ def _check_input_names(signature: meta_graph_pb2.SignatureDef, inputs: Mapping[s
         raise invalid_argument(f"Missing but required: {{{','.join(missing)}}} (no default in the signature).")
 
 
-def _with_defaults(signature: meta_graph_pb2.SignatureDef, inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """The inputs, completed with the signature's default values for the ones left out."""
-    completed = dict(inputs)
-    for alias, tensor_proto in signature.defaults.items():
-        if alias not in completed:
-            completed[alias] = tf.make_ndarray(tensor_proto)
-    return completed
-
-
-def _select_outputs(signature: meta_graph_pb2.SignatureDef, output_filter: Sequence[str]) -> list[str]:
+def _select_outputs(signature: _Signature, output_filter: Sequence[str]) -> Sequence[str]:
     if not output_filter:
-        return sorted(signature.outputs)
+        return signature.all_outputs
     seen: set[str] = set()
     for alias in output_filter:
         if alias not in signature.outputs:
             raise invalid_argument(
                 f"output tensor alias not found in signature: {alias} Outputs expected to be in the set "
-                f"{{{','.join(sorted(signature.outputs))}}}.")
+                f"{{{','.join(signature.all_outputs)}}}.")
         if alias in seen:
             raise invalid_argument(f"duplicate output tensor alias: {alias}")
         seen.add(alias)
@@ -294,7 +318,7 @@ def _select_outputs(signature: meta_graph_pb2.SignatureDef, output_filter: Seque
 
 def _as_feed(alias: str, want: tf.DType, value: Any) -> np.ndarray:
     """Converts one input to the array fed to the session, checking its dtype against the signature's `want`."""
-    if want == tf.string:
+    if want.as_datatype_enum == types_pb2.DT_STRING:
         array = value if isinstance(value, np.ndarray) else np.asarray(value, dtype=object)
         return _as_string_feed(alias, array)
     if not isinstance(value, np.ndarray):
@@ -315,7 +339,7 @@ def _as_string_feed(alias: str, array: np.ndarray) -> np.ndarray:
         return np.vectorize(_as_bytes, otypes=[object])(array) if array.size else array.astype(object)
     if array.dtype.kind == "O":
         items = array.reshape(-1)
-        if all(isinstance(item, bytes) for item in items):
+        if set(map(type, items)) <= {bytes}:
             return array
         if all(isinstance(item, (bytes, str)) for item in items):
             return np.vectorize(_as_bytes, otypes=[object])(array)

@@ -147,17 +147,19 @@ def summarize(source: EventSource, clicked_only: bool = False) -> LogSummary:
     counted and checksummed, the item ids are those of every row)."""
     per_user: collections.Counter[str] = collections.Counter()
     item_ids: set[str] = set()
-    user_ids: set[str] = set()
+    shown_user_ids: set[str] = set()  # only an impression log has users whose rows are not all counted
     checksum = 0
     for chunk in source.chunks():
         item_ids.update(chunk.events["item_id"].unique())
-        user_ids.update(chunk.events["user_id"].unique())
-        rows = chunk.events[chunk.events["clicked"].to_numpy()] if clicked_only else chunk.events
+        rows = chunk.events
+        if clicked_only:
+            shown_user_ids.update(rows["user_id"].unique())
+            rows = rows[rows["clicked"].to_numpy()]
         per_user.update(rows["user_id"].value_counts().to_dict())
         checksum = (checksum + _row_checksum(rows)) % 2**64
     if not per_user and not clicked_only:
         raise DataError(f"{source.name}: the event log has no events")
-    return LogSummary(dict(per_user), item_ids, user_ids, checksum)
+    return LogSummary(dict(per_user), item_ids, shown_user_ids | per_user.keys(), checksum)
 
 
 def _row_checksum(rows: pd.DataFrame) -> int:

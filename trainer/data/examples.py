@@ -184,9 +184,9 @@ def _contexts(
     watch_codes = user_codes.get_indexer(pool["user_id"].to_numpy(dtype=object))
     target_codes = user_codes.get_indexer(user_ids)
     watch_times = pool["timestamp"].to_numpy(dtype=np.int64)
-    watch_history, history_times = _last_with_times_before(watch_codes, watch_times,
-                                                           pool["item_id"].to_numpy(dtype=object), target_codes,
-                                                           times, history_length)
+    order, chosen = _last_positions(watch_codes, watch_times, target_codes, times, history_length)
+    watch_history = _gather(pool["item_id"].to_numpy(dtype=object), order, chosen, "")
+    history_times = _gather(watch_times, order, chosen, 0)
     token_users, token_times, tokens = _query_tokens(pool, watch_codes)
     search_history = _last_before(token_users, token_times, tokens, target_codes, times, search_history_length)
     if impressions is None:
@@ -222,19 +222,6 @@ def _last_before(
     """
     order, chosen = _last_positions(owner, time, target_owner, target_time, width)
     return _gather(value, order, chosen, "")
-
-
-def _last_with_times_before(
-    owner: np.ndarray,
-    time: np.ndarray,
-    value: np.ndarray,
-    target_owner: np.ndarray,
-    target_time: np.ndarray,
-    width: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """`_last_before` and the times of those values ([N, width] int64, 0 pads), from one search."""
-    order, chosen = _last_positions(owner, time, target_owner, target_time, width)
-    return _gather(value, order, chosen, ""), _gather(time, order, chosen, 0).astype(np.int64)
 
 
 def _gather(values: np.ndarray, order: np.ndarray, chosen: np.ndarray, pad: str | int) -> np.ndarray:

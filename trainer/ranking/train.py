@@ -434,10 +434,9 @@ def row_recipe(data: RankingData, feature_keys: tuple[str, ...], options: FitOpt
 
 def training_unit(data: RankingData) -> float:
     """The watch time of weight 1: the mean known watch time of the training watches (or clicked impressions)."""
-    examples = data.training_examples
     if data.impressions is not None:
-        return watch_time_unit(examples[WATCH_TIME][examples[CLICKED]])
-    return watch_time_unit(examples[WATCH_TIME])
+        return watch_time_unit(data.impressions[WATCH_TIME][data.impressions[CLICKED]])
+    return watch_time_unit(data.train[WATCH_TIME])
 
 
 def _training_rows(data: RankingData, recipe: Recipe, options: FitOptions, strategy: tf.distribute.Strategy

@@ -1,0 +1,58 @@
+"""bench.scann_vs_bruteforce: the timed requests reach the session as the request's own ids, encoded once."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+
+from bench.scann_vs_bruteforce import _run, _session_runner, as_fed
+
+REQUESTS = {
+    "user_id": np.array(["u1", "Zoë"], dtype=object),
+    "watch_history": np.array([["i1", ""], ["i2", "i3"]], dtype=object),
+    "age": np.array([31, 0], dtype=np.int64),
+}
+
+
+@pytest.fixture(scope="module")
+def echo_model(tmp_path_factory: pytest.TempPathFactory):
+    """A SavedModel whose signature returns its string inputs, loaded the way the benchmark loads models."""
+    import tensorflow as tf
+
+    from serving.session_model import SessionModel
+
+    class Echo(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None, None], tf.string),
+                                      tf.TensorSpec([None], tf.int64)])
+        def serve(self, user_id, watch_history, age):
+            return {"user_id": tf.identity(user_id), "watch_history": tf.identity(watch_history), "age": age + 0}
+
+    folder = pathlib.Path(tmp_path_factory.mktemp("echo"))
+    module = Echo()
+    tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
+    with SessionModel.load(folder) as model:
+        yield model
+
+
+def test_as_fed_encodes_strings_once_and_leaves_numbers_alone() -> None:
+    fed = as_fed(REQUESTS)
+    assert fed["user_id"].tolist() == [b"u1", "Zoë".encode()]
+    assert fed["watch_history"].shape == (2, 2) and fed["watch_history"][0, 1] == b""
+    assert fed["age"] is REQUESTS["age"]
+    again = as_fed(fed)  # what the timed loop used to do to each request: bytes must stay the same bytes
+    for name in REQUESTS:
+        np.testing.assert_array_equal(again[name], fed[name])
+
+
+@pytest.mark.parametrize("start, batch", [(0, 1), (1, 1), (0, 2)])
+def test_the_session_receives_the_requests_own_ids(echo_model, start: int, batch: int) -> None:
+    fed = as_fed(REQUESTS)
+    answer = _run(echo_model, {name: values[start:start + batch] for name, values in fed.items()})
+    expected = np.vectorize(lambda text: text.encode("utf-8"), otypes=[object])(REQUESTS["watch_history"])
+    np.testing.assert_array_equal(answer["watch_history"], expected[start:start + batch])
+    np.testing.assert_array_equal(answer["age"], REQUESTS["age"][start:start + batch])
+    timed = _session_runner(echo_model, fed)(start, batch)  # the timed runner feeds the same rows, unconverted
+    np.testing.assert_array_equal(timed["user_id"], answer["user_id"])
+    np.testing.assert_array_equal(timed["watch_history"], answer["watch_history"])
