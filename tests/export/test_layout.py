@@ -242,6 +242,17 @@ def test_signature_function_gives_optional_inputs_signature_defaults(tmp_path, s
         np.testing.assert_array_equal(served.run(contract.SIGNATURE_NAME, inputs)["total"], expected)
 
 
+def test_one_loaded_model_feeds_its_signature_defaults_to_every_request_that_leaves_them_out(tmp_path):
+    module = tf.Module()
+    module.serve = layout.signature_function(_sum_of_inputs, (AGE_SPEC, HISTORY_SPEC, COUNT_SPEC),
+                                             optional=("history", "count"))
+    layout.save_signature_model(module, module.serve, tmp_path / "model")
+    with SessionModel.load(tmp_path / "model") as served:  # the signature is read once, then reused
+        for sent, expected in [({"age": [1, 2]}, [5, 6]), ({"age": [1], "count": [[7]]}, [9]), ({"age": [4]}, [8])] * 2:
+            inputs = {name: np.array(value, dtype=np.int64) for name, value in sent.items()}
+            np.testing.assert_array_equal(served.run(contract.SIGNATURE_NAME, inputs)["total"], expected)
+
+
 def test_signature_function_refuses_an_optional_name_it_does_not_take():
     with pytest.raises(ValueError, match=r"optional input\(s\) \['language'\] are not signature inputs"):
         layout.signature_function(_sum_of_inputs, (AGE_SPEC, HISTORY_SPEC), optional=("language",))
