@@ -32,6 +32,7 @@ import numpy as np
 from bench.cli import SectionResult, section_parser
 from bench.machine import serving_thread_flags
 from bench.realistic_export import K, TrainedSetup, corpus_note, export_realistic, train_small
+from recsys_common.contract import SIGNATURE_NAME
 
 BATCH = 64
 PASSES = 3
@@ -138,9 +139,7 @@ def raw_searcher(embeddings: np.ndarray, params: dict[str, Any], centre: bool = 
 
 
 def _run(model: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from recsys_common import contract
-
-    return model.run(contract.SIGNATURE_NAME, inputs)
+    return model.run(SIGNATURE_NAME, inputs)
 
 
 def as_fed(requests: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -243,12 +243,9 @@ class SessionModel:
     def _signature(self, name: str) -> _Signature:
         """The signature `name`, read from the proto on its first request."""
         with self._lock:
-            signature = self._signatures.get(name)
-        if signature is None:
-            signature = _Signature.read(self.signature_def(name))
-            with self._lock:
-                self._signatures[name] = signature
-        return signature
+            if name not in self._signatures:
+                self._signatures[name] = _Signature.read(self.signature_def(name))
+            return self._signatures[name]
 
     def _endpoints(self, feed_names: tuple[str, ...], fetch_names: tuple[str, ...]) -> tuple[list[Any], list[Any]]:
         """The C API endpoints (TF_Output) of the named feed and fetch tensors, cached per name set."""

@@ -106,7 +106,11 @@ class LogFile:
             yield EventChunk(events, first_row)
             first_row += len(raw)
         if first_row == 0:
-            raise DataError(f"{self.name}: the {self.log} has no {self.rows}")
+            raise self.empty_error()
+
+    def empty_error(self) -> DataError:
+        """The error of a log without a single row."""
+        return DataError(f"{self.name}: the {self.log} has no {self.rows}")
 
     def _raw_chunks(self) -> Iterator[pd.DataFrame]:
         """The log's rows as read, `chunk_size` at a time, in the columns that `validate` takes."""

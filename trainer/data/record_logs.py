@@ -74,7 +74,7 @@ class RecordEventSource(LogFile):
         """The whole log as one validated table, in any order (what `data.source: logs` reads into memory)."""
         raw = list(self._raw_chunks())
         if not raw:
-            raise DataError(f"{self.name}: the {self.log} has no records")
+            raise self.empty_error()
         return validated(type(self).validate, pd.concat(raw, ignore_index=True), self.name, 0, record)
 
     def _raw_chunks(self) -> Iterator[pd.DataFrame]:
