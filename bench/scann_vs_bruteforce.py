@@ -1,6 +1,6 @@
 """ScaNN against brute force through the exported SavedModels: recall@100 and queries per second.
 
-`python -m bench.scann_vs_bruteforce --out FILE.json [--quick] [--sizes 100000,1000000]`
+`python -m bench.scann_vs_bruteforce --out FILE.json [--quick] [--sizes 100000,1000000,5000000]`
 
 A candidate generator is trained on a small synthetic dataset (real query tower, real requests).
 For each corpus size N its catalogue is replaced by a realistic corpus of N items (bench.corpus: the
@@ -42,9 +42,9 @@ RAW = "raw ScaNN (pybind, same setting)"
 def main(argv: list[str] | None = None) -> None:
     parser = section_parser(__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=lambda text: [int(s) for s in text.split(",")], default=None,
-                        help="corpus sizes (default 100000,1000000; --quick: 100000)")
+                        help="corpus sizes (default 100000,1000000,5000000; --quick: 100000)")
     args = parser.parse_args(argv)
-    sizes = args.sizes or ([100_000] if args.quick else [100_000, 1_000_000])
+    sizes = args.sizes or ([100_000] if args.quick else [100_000, 1_000_000, 5_000_000])
     result = SectionResult("scann_vs_bruteforce", args.quick)
     result.payload.update(measure(sizes, single_requests=100 if args.quick else 300,
                                   batched_requests=256 if args.quick else 512))

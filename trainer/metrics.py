@@ -15,6 +15,15 @@ from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
+# Scores held at once by the blockwise top-K searches (128 MiB of float32; top_k_indices needs about 4x that at its
+# peak): a block of queries against a large catalogue must not grow with the catalogue.
+SCORE_BLOCK_FLOATS = 2**25
+
+
+def rows_per_block(num_columns: int, most: int) -> int:
+    """Rows of a [rows, num_columns] score block that fit SCORE_BLOCK_FLOATS: between 1 and `most`."""
+    return max(1, min(most, SCORE_BLOCK_FLOATS // max(num_columns, 1)))
+
 
 def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
     """Column indices of the k highest scores per row, best first.

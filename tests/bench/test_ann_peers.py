@@ -10,6 +10,7 @@ pytest.importorskip("annoy", reason="annoy is in the [bench] extra")
 
 from bench import ann_peers, corpus
 from bench.ann_peers import K, Scale
+from trainer import metrics
 from trainer.retrieval.scann_tuning import recall_against, tree_candidates
 
 
@@ -31,7 +32,7 @@ def test_make_embeddings_is_deterministic_and_clustered() -> None:
 def test_brute_force_in_query_blocks_matches_a_full_sort(corpus: tuple[np.ndarray, np.ndarray],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     items, queries = corpus
-    monkeypatch.setattr(ann_peers, "SCORE_CHUNK_FLOATS", 7 * len(items))  # several query blocks
+    monkeypatch.setattr(metrics, "SCORE_BLOCK_FLOATS", 7 * len(items))  # blocks of 7 queries
     search_batch = ann_peers.brute_force_family(items).settings[0].search_batch
     np.testing.assert_array_equal(search_batch(queries), naive_top_k(items, queries, K))
 

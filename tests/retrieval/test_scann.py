@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
 
+from trainer import metrics
 from trainer.retrieval.scann_index import ScannLayer, ScannParams, build_searcher
 from trainer.retrieval.scann_tuning import exact_top_k, recall_against, tree_candidates, tune_scann
 
@@ -19,11 +21,34 @@ def clustered_vectors(rng: np.random.Generator, count: int, dim: int, clusters: 
     return (centres[rng.integers(0, clusters, count)] + spread * rng.normal(size=(count, dim))).astype(np.float32)
 
 
-def test_exact_top_k_matches_a_full_sort():
+@pytest.mark.parametrize(("batch_size", "block_floats"), [(7, 2**25), (None, 2**25), (None, 500), (None, 11 * 500)])
+def test_exact_top_k_matches_a_full_sort(batch_size: int | None, block_floats: int,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics, "SCORE_BLOCK_FLOATS", block_floats)  # 500 items: blocks of 1 and 11 queries
     rng = np.random.default_rng(1)
     items, queries = rng.normal(size=(500, 8)).astype(np.float32), rng.normal(size=(30, 8)).astype(np.float32)
     expected = np.argsort(-(queries @ items.T), axis=1, kind="stable")[:, :25]
-    np.testing.assert_array_equal(exact_top_k(queries, items, 25, batch_size=7), expected)
+    np.testing.assert_array_equal(exact_top_k(queries, items, 25, batch_size=batch_size), expected)
+
+
+@pytest.mark.parametrize(("num_columns", "most", "rows"),
+                         [(2**20, 256, 32), (2**26, 256, 1), (1000, 256, 256), (0, 5, 5)])
+def test_rows_per_block_keeps_a_score_block_within_the_budget(num_columns: int, most: int, rows: int) -> None:
+    assert metrics.rows_per_block(num_columns, most) == rows  # 2**25 floats / 2**20 columns = 32 rows
+
+
+def test_exact_top_k_memory_does_not_grow_with_the_catalogue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 queries against 50k items would take 40 MB of scores at once; the blocks keep the peak near the budget."""
+    monkeypatch.setattr(metrics, "SCORE_BLOCK_FLOATS", 100_000)  # blocks of 2 queries: 0.4 MB of scores
+    rng = np.random.default_rng(2)
+    items, queries = rng.normal(size=(50_000, 8)).astype(np.float32), rng.normal(size=(200, 8)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        exact_top_k(queries, items, 10)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 100_000 * 4  # scores, their negation and argpartition's int64 indices: about 4x the block
 
 
 def test_recall_against_counts_the_overlap():
