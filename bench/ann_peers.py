@@ -7,7 +7,9 @@ set of item embeddings and queries, what a user could pick instead:
 - brute force (NumPy matmul + argpartition): the exact baseline every recall and speed-up is against;
 - ScaNN (tree + asymmetric hashing + exact reordering) at several num_leaves / leaves_to_search /
   reorder settings (a trade-off curve; reorder = 100 = k means no reordering beyond the top-k);
-- Faiss IVF-Flat, IVF-PQ (4-bit fast scan, refined exactly, like ScaNN's reordering) and HNSW;
+- Faiss IVF-Flat, IVF-PQ (4-bit fast scan, refined exactly, like ScaNN's reordering; both probe the same
+  fractions of their lists as ScaNN searches of its leaves, IVF-PQ refining up to 64 x k like ScaNN's reordering)
+  and HNSW;
 - Annoy (random-projection trees).
 All indexes use the inner product (Faiss METRIC_INNER_PRODUCT, Annoy "dot", ScaNN "dot_product").
 
@@ -49,7 +51,13 @@ from bench.machine import usable_cores
 from trainer.config import ExportConfig
 from trainer.metrics import top_k_indices
 from trainer.retrieval.scann_index import TREE_TRAINING_SAMPLE, centred
-from trainer.retrieval.scann_tuning import exact_top_k, recall_against, tree_candidates, tune_scann
+from trainer.retrieval.scann_tuning import (
+    SEARCH_FRACTIONS,
+    exact_top_k,
+    recall_against,
+    tree_candidates,
+    tune_scann,
+)
 
 K = 100
 DIM = 32
@@ -257,6 +265,12 @@ def ivf_params(nprobe: int) -> Any:
     return params
 
 
+def ivf_probes(nlist: int) -> list[int]:
+    """Lists probed per query: the fractions of nlist that the tuner searches of ScaNN's leaves (SEARCH_FRACTIONS),
+    so that neither family's curve is cut short of the other's recall."""
+    return sorted({max(1, round(nlist * fraction)) for fraction in SEARCH_FRACTIONS})
+
+
 def ivf_searches(nprobes: list[int]) -> list[tuple[dict[str, Any], Any]]:
     return [({"nprobe": n}, ivf_params(n)) for n in nprobes]
 
@@ -366,13 +380,14 @@ def families_for(items: np.ndarray) -> Iterator[Callable[[], Family]]:
     searched = sorted({p.num_leaves_to_search for p in grid})
     yield functools.partial(scann_family, items, grid[0].num_leaves, searched, sorted({p.reorder for p in grid}))
     nlist = 4 * root
-    yield lambda: faiss_family(items, "faiss-ivf-flat", f"IVF{nlist},Flat", ivf_searches([4, 8, 16, 32, 64, 128]))
+    probed = ivf_probes(nlist)
+    yield lambda: faiss_family(items, "faiss-ivf-flat", f"IVF{nlist},Flat", ivf_searches(probed))
     yield lambda: faiss_family(
-        items, "faiss-ivf-pq", f"IVF{nlist},PQ{DIM // 2}x4fs,RFlat", refined_ivf_searches([8, 32, 128], [1, 4, 16])
+        items, "faiss-ivf-pq", f"IVF{nlist},PQ{DIM // 2}x4fs,RFlat", refined_ivf_searches(probed[::3], [1, 4, 16, 64])
     )
     if n > LARGEST_GRAPH_INDEX:
         return
-    yield lambda: faiss_family(items, "faiss-hnsw", "HNSW32,Flat", hnsw_searches([100, 200, 400, 800]))
+    yield lambda: faiss_family(items, "faiss-hnsw", "HNSW32,Flat", hnsw_searches([100, 200, 400, 800, 1600]))
     if n <= 200_000:
         yield lambda: annoy_family(items, num_trees=50, search_k_factors=[1, 4, 16])
     else:

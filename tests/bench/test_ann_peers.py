@@ -123,3 +123,10 @@ def test_the_scann_sweep_searches_the_export_tuners_grid() -> None:
     swept = {(s.params["num_leaves"], s.params["leaves_to_search"], s.params["reorder"])
              for s in make_scann().settings}
     assert swept == {(p.num_leaves, p.num_leaves_to_search, p.reorder) for p in tree_candidates(3000, K)}
+
+
+@pytest.mark.parametrize(("nlist", "expected"), [(1000, [5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500]),
+                                                 (40, [1, 2, 3, 4, 6, 8, 12, 20])])
+def test_ivf_probes_the_fractions_of_its_lists_that_scann_searches_of_its_leaves(nlist: int,
+                                                                                 expected: list[int]) -> None:
+    assert ann_peers.ivf_probes(nlist) == expected
