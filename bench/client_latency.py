@@ -1,6 +1,6 @@
 """Serving: the thin client's import cost, and recommend() latency through the local server vs in-process.
 
-`python -m bench.client_latency --out FILE.json [--quick] [--items 100000,1000000] [--retrieval NAME]
+`python -m bench.client_latency --out FILE.json [--quick] [--items 100000,1000000,5000000] [--retrieval NAME]
 [--skip-latency]`
 
 1. Import cost, each in a fresh process (median of N): `import serving.client` against the
@@ -9,7 +9,7 @@
    Figures: seconds spent in the import statement, the process's peak RSS after it, and
    whether TensorFlow got loaded.
 2. recommend() (retrieve the top 100 -> drop the watched items -> rank -> top 10) at 1, 4 and 16
-   concurrent callers (threads sharing one client), over realistic catalogues of 100k and 1M items
+   concurrent callers (threads sharing one client), over realistic catalogues of 100k, 1M and 5M items
    (bench.realistic_export): retrieval is a trained candidate generator (a small one trained on a
    synthetic log: real query tower, real requests from its test period) exported by `export_retrieval`
    over a catalogue drawn from the fitted corpus model (bench.corpus), i.e. the `retrieval` model with
@@ -257,7 +257,7 @@ def run(quick: bool, items: Sequence[int], retrieval: str, skip_latency: bool,
 def main(argv: list[str] | None = None) -> None:
     parser = section_parser(__doc__.splitlines()[0])
     parser.add_argument("--items", default=None,
-                        help="comma-separated catalogue sizes (default 100000,1000000; --quick: 10000)")
+                        help="comma-separated catalogue sizes (default 100000,1000000,5000000; --quick: 10000)")
     parser.add_argument("--retrieval", default=contract.RETRIEVAL,
                         choices=[contract.RETRIEVAL, contract.RETRIEVAL_BRUTEFORCE],
                         help="the retrieval model: ScaNN (default) or exact brute force")
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="fresh processes per import measured (default 7; --quick: 3)")
     args = parser.parse_args(argv)
     items = [int(n) for n in args.items.split(",")] if args.items else ([10_000] if args.quick else
-                                                                           [100_000, 1_000_000])
+                                                                           [100_000, 1_000_000, 5_000_000])
     result = SectionResult("client_latency", args.quick)
     result.payload.update(run(args.quick, items, args.retrieval, args.skip_latency, args.import_runs))
     path = result.write(args.out)

@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from bench.scann_vs_bruteforce import _run, _session_runner, as_fed
+from bench.scann_vs_bruteforce import _raw_runner, _run, _session_runner, as_fed, over_fetch_arguments, raw_searcher
 
 REQUESTS = {
     "user_id": np.array(["u1", "Zoë"], dtype=object),
@@ -56,3 +56,27 @@ def test_the_session_receives_the_requests_own_ids(echo_model, start: int, batch
     timed = _session_runner(echo_model, fed)(start, batch)  # the timed runner feeds the same rows, unconverted
     np.testing.assert_array_equal(timed["user_id"], answer["user_id"])
     np.testing.assert_array_equal(timed["watch_history"], answer["watch_history"])
+
+
+TREE = {"brute_force": False, "num_leaves": 1000, "num_leaves_to_search": 30, "reorder": 800, "dimensions_per_block": 2}
+
+
+@pytest.mark.parametrize(("params", "history_width", "num_items", "arguments"), [
+    (TREE, 20, 1_000_000, {"final_num_neighbors": 120, "leaves_to_search": 36, "pre_reorder_num_neighbors": 960}),
+    (TREE, 0, 1_000_000, {"final_num_neighbors": 100, "leaves_to_search": 30, "pre_reorder_num_neighbors": 800}),
+    (TREE, 50, 130, {"final_num_neighbors": 130, "leaves_to_search": 39, "pre_reorder_num_neighbors": 1040}),
+    ({"brute_force": True}, 20, 1_000_000, {"final_num_neighbors": 120}),
+])
+def test_the_over_fetch_variant_asks_what_the_export_asks(params, history_width, num_items, arguments) -> None:
+    assert over_fetch_arguments(params, 100, history_width, num_items) == arguments
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_raw_runners_return_the_asked_number_of_neighbours(batch: int) -> None:
+    rng = np.random.default_rng(0)
+    items, queries = rng.normal(size=(3000, 8)).astype(np.float32), rng.normal(size=(8, 8)).astype(np.float32)
+    params = {**TREE, "num_leaves": 50, "num_leaves_to_search": 5, "reorder": 200}
+    searcher = raw_searcher(items, params)
+    for arguments in ({"final_num_neighbors": 100}, over_fetch_arguments(params, 100, 20, len(items))):
+        indices = np.asarray(_raw_runner(searcher, queries, arguments)(2, batch)[0])
+        assert indices.shape[-1] == arguments["final_num_neighbors"]

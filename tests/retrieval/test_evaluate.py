@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from bench.tutorial import random_split
+from trainer import metrics
 from trainer.retrieval.evaluate import (
+    EvalSet,
     build_eval_set,
     evaluate_scores,
     factorized_top_k_accuracy,
@@ -53,8 +55,8 @@ def test_seen_items_are_never_ranked(eval_set, batch_size):
 
 
 def test_metrics_match_a_hand_computation(eval_set):
-    scores = np.array([[9.0, 8.0, 1.0, 7.0, 0.0], [9.0, 2.0, 3.0, 4.0, 5.0]], dtype=np.float32)
-    result = evaluate_scores(lambda batch: scores, eval_set, ks=[1, 2])
+    by_user = {"u1": [9.0, 8.0, 1.0, 7.0, 0.0], "u2": [9.0, 2.0, 3.0, 4.0, 5.0]}
+    result = evaluate_scores(lambda batch: np.array([by_user[u] for u in batch["user_id"]]), eval_set, ks=[1, 2])
     # u1 ranks d, c: c at position 2; u2 ranks e, d: both relevant.
     assert result["recall@1"] == pytest.approx((0.0 + 0.5) / 2)
     assert result["recall@2"] == pytest.approx((1.0 + 1.0) / 2)
@@ -118,3 +120,35 @@ def test_a_period_without_test_users_reports_no_figures_rather_than_zeros(caplog
     with caplog.at_level("WARNING", logger="trainer"):
         assert evaluate_scores(popularity_scorer(HISTORY, ITEMS), nobody, [1, 2]) == {}
     assert "no test users" in caplog.text
+
+
+def _random_eval_set(users: int, items: int, seed: int = 0) -> tuple[EvalSet, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    seen = rng.random((users, items)) < 0.3
+    seen_users, seen_items = np.nonzero(seen)
+    queries = {"user_id": np.array([f"u{i}" for i in range(users)], dtype=object)}
+    return EvalSet(queries, [np.array([0])] * users, seen_users.astype(np.int64), seen_items.astype(np.int64)), seen
+
+
+def test_default_blocks_keep_the_scores_within_the_block_budget_and_rank_like_numpy(monkeypatch):
+    scores = np.random.default_rng(1).normal(size=(9, 6)).astype(np.float32)
+    eval_set, seen = _random_eval_set(*scores.shape)
+    monkeypatch.setattr(metrics, "SCORE_BLOCK_FLOATS", 13)  # 2 users x 6 items fit, 3 do not
+    sizes = []
+
+    def score(batch):
+        rows = [int(u[1:]) for u in batch["user_id"]]
+        sizes.append(len(rows))
+        return scores[rows]
+
+    top = top_k_excluding_seen(score, eval_set, k=3)
+    expected = np.argsort(-np.where(seen, -np.inf, scores), axis=1, kind="stable")[:, :3]
+    np.testing.assert_array_equal(top, expected)
+    assert sizes == [1, 2, 2, 2, 2]
+
+
+@pytest.mark.parametrize("shape", [(2, 5), (1,), (1, 5, 1)])
+def test_a_scorer_returning_the_wrong_shape_is_named(shape):
+    eval_set, _ = _random_eval_set(3, 5)
+    with pytest.raises(ValueError, match=r"scores \[1, num_items\] for a batch of 1 users, got shape"):
+        top_k_excluding_seen(lambda batch: np.zeros(shape), eval_set, k=2)

@@ -10,8 +10,14 @@ import pytest
 
 from bench import corpus
 from trainer import metrics
-from trainer.retrieval.scann_index import ScannLayer, ScannParams, build_searcher
-from trainer.retrieval.scann_tuning import exact_top_k, recall_against, tree_candidates, tune_scann
+from trainer.retrieval.scann_index import ScannLayer, ScannParams, build_searcher, over_fetch_settings
+from trainer.retrieval.scann_tuning import (
+    exact_top_k,
+    rebuild_order,
+    recall_against,
+    tree_candidates,
+    tune_scann,
+)
 
 TARGET = 0.95
 
@@ -54,6 +60,22 @@ def test_exact_top_k_memory_does_not_grow_with_the_catalogue(monkeypatch: pytest
 
 def test_recall_against_counts_the_overlap():
     assert recall_against(np.array([[1, 2, 3], [4, 5, 6]]), np.array([[3, 2, 9], [7, 8, 9]])) == pytest.approx(1 / 3)
+
+
+def _row(name: str, recall: float, query_ms: float) -> dict[str, object]:
+    return {"params": {"name": name}, "recall": recall, "query_ms": query_ms}
+
+
+@pytest.mark.parametrize(("passing", "order"), [
+    # the three fastest, then the two of most recall (the fastest of equals first); never twice
+    ([_row("a", 0.95, 1.0), _row("b", 0.96, 2.0), _row("c", 0.97, 3.0), _row("d", 0.99, 9.0),
+      _row("e", 0.98, 4.0), _row("f", 0.99, 8.0), _row("g", 0.96, 5.0)], ["a", "b", "c", "f", "d"]),
+    ([_row("a", 0.99, 1.0), _row("b", 0.95, 2.0), _row("c", 0.96, 3.0), _row("d", 0.97, 4.0)], ["a", "b", "c", "d"]),
+    ([_row("a", 0.95, 1.0)], ["a"]),
+    ([], []),
+])
+def test_rebuild_order_tries_the_fastest_then_the_most_recall_to_spare(passing, order):
+    assert [row["params"]["name"] for row in rebuild_order(passing)] == order
 
 
 def test_tree_candidates_follow_scanns_rules():
@@ -112,6 +134,19 @@ def test_brute_force_searcher_is_exact():
 def test_too_few_queries_is_an_error():
     with pytest.raises(ValueError, match="at least 2 queries"):
         tune_scann(np.zeros((30_000, 4), np.float32), np.zeros((1, 4), np.float32), 10, TARGET, 20_000)
+
+
+@pytest.mark.parametrize(("reorder", "k", "leaves_searched", "rescored"), [
+    (800, 100, 30, 800), (800, 101, 31, 808), (800, 120, 36, 960), (800, 1000, 100, 8000), (0, 120, 36, None)])
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_over_fetch_scales_leaves_and_rescoring_by_k_over_the_built_k(reorder, k, leaves_searched, rescored,
+                                                                      as_tensor):
+    import tensorflow as tf
+
+    params = ScannParams(False, num_leaves=100, num_leaves_to_search=30, reorder=reorder)
+    leaves, rescore = over_fetch_settings(params, 100, tf.constant(k) if as_tensor else k)
+    assert int(leaves) == leaves_searched
+    assert (None if rescore is None else int(rescore)) == rescored
 
 
 def test_layer_given_a_searcher_serves_that_searcher_not_a_new_tree():

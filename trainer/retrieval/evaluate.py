@@ -30,6 +30,7 @@ from trainer.retrieval.model import RetrievalModel, embed_items, embed_queries
 
 ScoreFn = Callable[[dict[str, np.ndarray]], np.ndarray]
 LOGGER = logging.getLogger("trainer")
+MAX_USERS_PER_BLOCK = 512
 
 
 @dataclasses.dataclass
@@ -91,24 +92,41 @@ def _user_items(events: pd.DataFrame, item_index: pd.Index) -> dict[str, set[int
     return grouped
 
 
-def top_k_excluding_seen(score_fn: ScoreFn, eval_set: EvalSet, k: int, batch_size: int = 512) -> np.ndarray:
+def top_k_excluding_seen(score_fn: ScoreFn, eval_set: EvalSet, k: int, batch_size: int | None = None) -> np.ndarray:
     """Catalogue rows [U, k] of the best-scored unseen items per user, best first.
 
     Args:
-        score_fn: a batch of query rows -> scores [b, M] over the catalogue.
+        score_fn: a batch of b query rows -> scores [b, M] over the catalogue.
         eval_set: the requests and the excluded (user, item) pairs.
         k: list length (at most M).
+        batch_size: users scored at once; by default as many as keep a block's [b, M] scores within
+            `metrics.SCORE_BLOCK_FLOATS` (at most MAX_USERS_PER_BLOCK), M read from a first one-user block, so a
+            catalogue of millions costs no more memory than a small one.
     """
     size = len(eval_set)
-    result = []
-    starts = range(0, size, batch_size)
+    if not size:
+        return np.zeros((0, k), dtype=np.int64)
+    first = _unseen_scores(score_fn, eval_set, 0, 1)
+    step = batch_size or metrics.rows_per_block(first.shape[1], most=MAX_USERS_PER_BLOCK)
+    result = [metrics.top_k_indices(first, min(k, first.shape[1]))]
+    starts = range(1, size, step)
     for start in track(starts, len(starts), "retrieval evaluation", unit="batch"):
-        batch = {name: values[start:start + batch_size] for name, values in eval_set.queries.items()}
-        scores = np.array(score_fn(batch), dtype=np.float32)
-        in_batch = (eval_set.seen_users >= start) & (eval_set.seen_users < start + batch_size)
-        scores[eval_set.seen_users[in_batch] - start, eval_set.seen_items[in_batch]] = -np.inf
+        scores = _unseen_scores(score_fn, eval_set, start, step)
         result.append(metrics.top_k_indices(scores, min(k, scores.shape[1])))
-    return np.concatenate(result) if result else np.zeros((0, k), dtype=np.int64)
+    return np.concatenate(result)
+
+
+def _unseen_scores(score_fn: ScoreFn, eval_set: EvalSet, start: int, count: int) -> np.ndarray:
+    """Scores [b, M] float32 of users [start, start + count), their seen items set to -inf."""
+    batch = {name: values[start:start + count] for name, values in eval_set.queries.items()}
+    rows = len(batch[contract.USER_ID])
+    scores = np.array(score_fn(batch), dtype=np.float32)
+    if scores.ndim != 2 or scores.shape[0] != rows:
+        raise ValueError(f"retrieval evaluation: the scorer must return scores [{rows}, num_items] for a batch of "
+                         f"{rows} users, got shape {list(scores.shape)}")
+    in_batch = (eval_set.seen_users >= start) & (eval_set.seen_users < start + rows)
+    scores[eval_set.seen_users[in_batch] - start, eval_set.seen_items[in_batch]] = -np.inf
+    return scores
 
 
 def ranking_metrics(top_rows: np.ndarray, relevant: Sequence[np.ndarray], ks: Sequence[int]) -> dict[str, float]:

@@ -73,6 +73,18 @@ def build_searcher(embeddings: Any, params: ScannParams, k: int, shared_name: st
     return builder.build(shared_name=shared_name)
 
 
+def over_fetch_settings(params: ScannParams, built_k: int, k: Any) -> tuple[Any, Any]:
+    """(leaves searched, candidates re-scored) of a tree searcher tuned for `built_k` neighbours when asked for `k`.
+
+    Both scale by k / built_k, rounded up (leaves capped at the tree's; reorder None when the params re-score none),
+    so a longer list keeps the recall the tuning measured. `k` may be an int or an int32 scalar tensor: the leaves
+    come back as a tensor, the re-scored candidates as the same type as `k`.
+    """
+    leaves = tf.minimum(params.num_leaves, (params.num_leaves_to_search * k + built_k - 1) // built_k)
+    reorder = (params.reorder * k + built_k - 1) // built_k if params.reorder > 0 else None
+    return leaves, reorder
+
+
 def item_centre(embeddings: Any) -> np.ndarray:
     """The mean item embedding [d] float32 of `embeddings` [M, d] (what a tree index subtracts)."""
     return np.asarray(embeddings, dtype=np.float64).mean(axis=0).astype(np.float32)
@@ -140,9 +152,9 @@ class ScannLayer(tfrs.layers.factorized_top_k.ScaNN):
         if self.params.brute_force:
             result = searcher.search_batched(queries, final_num_neighbors=k)
         else:
-            leaves = self.params.num_leaves if all_leaves else tf.minimum(
-                self.params.num_leaves, (self.params.num_leaves_to_search * k + self._k - 1) // self._k)
-            reorder = (self.params.reorder * k + self._k - 1) // self._k if self.params.reorder > 0 else None
+            leaves, reorder = over_fetch_settings(self.params, self._k, k)
+            if all_leaves:
+                leaves = self.params.num_leaves
             result = searcher.search_batched(queries, final_num_neighbors=k, pre_reorder_num_neighbors=reorder,
                                              leaves_to_search=leaves)
         scores = result.distances
