@@ -211,7 +211,8 @@ def test_an_approximate_index_meets_its_recall_target_against_numpy_brute_force(
     expected, _ = numpy_unseen_top_k(embed_queries(trained.model.query_tower, requests), item_ids, item_embeddings,
                                      requests[contract.WATCH_HISTORY], k)
     recall = float(np.mean([len(set(a) & set(e)) / k for a, e in zip(found, expected)]))
-    assert recall == 1.0 if exact else target <= recall < 1.0, recall  # approximate, yet on target
+    # a partial search may still find every neighbour of these few requests: approximate is shown by the params above
+    assert recall == 1.0 if exact else recall >= target, recall
     assert recall == pytest.approx(metadata[f"scann_recall_at_{k}_vs_brute_force"], abs=0.01)
 
 
