@@ -7,9 +7,8 @@ set of item embeddings and queries, what a user could pick instead:
 - brute force (NumPy matmul + argpartition): the exact baseline every recall and speed-up is against;
 - ScaNN (tree + asymmetric hashing + exact reordering) at several num_leaves / leaves_to_search /
   reorder settings (a trade-off curve; reorder = 100 = k means no reordering beyond the top-k);
-- Faiss IVF-Flat, IVF-PQ (4-bit fast scan, refined exactly, like ScaNN's reordering; both probe the same
-  fractions of their lists as ScaNN searches of its leaves, IVF-PQ refining up to 64 x k like ScaNN's reordering)
-  and HNSW;
+- Faiss IVF-Flat, IVF-PQ (4-bit fast scan, its best up to 64 x k refined exactly, as ScaNN reorders; both
+  probe the same fractions of their lists as ScaNN searches of its leaves) and HNSW;
 - Annoy (random-projection trees).
 All indexes use the inner product (Faiss METRIC_INNER_PRODUCT, Annoy "dot", ScaNN "dot_product").
 

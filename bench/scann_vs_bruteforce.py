@@ -155,9 +155,10 @@ def over_fetch_arguments(params: dict[str, Any], k: int, history_width: int, num
     """The pybind search arguments of what the exported `retrieval` asks its searcher for one request with
     `history_width` watched items: min(k + H, num_items) neighbours, the leaves and re-scored candidates scaled
     as the export's ScannLayer scales them (the tree's setting `params` was tuned for k)."""
+    from trainer.retrieval.inference import fetch_width
     from trainer.retrieval.scann_index import ScannParams, over_fetch_settings
 
-    width = min(k + history_width, num_items)
+    width = int(fetch_width(k, history_width, num_items))
     arguments = {"final_num_neighbors": width}
     if not params["brute_force"]:
         leaves, reorder = over_fetch_settings(ScannParams(**params), k, width)

@@ -41,12 +41,14 @@ class EvalSet:
         queries: the serving inputs of U users (`query_examples`), U rows.
         relevant: [U] catalogue rows of each user's unseen target items (never empty).
         seen_users, seen_items: [E] (user row, catalogue row) pairs excluded from the ranking.
+        num_items: M, the size of the catalogue that the rows index (and that a scorer scores).
     """
 
     queries: dict[str, np.ndarray]
     relevant: list[np.ndarray]
     seen_users: np.ndarray
     seen_items: np.ndarray
+    num_items: int
 
     def __len__(self) -> int:
         return len(self.relevant)
@@ -78,7 +80,8 @@ def build_eval_set(history_events: pd.DataFrame, target_events: pd.DataFrame, us
     pairs = [(row, item) for row, user in enumerate(user_ids) for item in seen.get(user, ())]
     seen_users = np.array([row for row, _ in pairs], dtype=np.int64)
     seen_items = np.array([item for _, item in pairs], dtype=np.int64)
-    return EvalSet(queries, [np.array(sorted(relevant[u]), dtype=np.int64) for u in user_ids], seen_users, seen_items)
+    return EvalSet(queries, [np.array(sorted(relevant[u]), dtype=np.int64) for u in user_ids], seen_users, seen_items,
+                   num_items=len(item_index))
 
 
 def _user_items(events: pd.DataFrame, item_index: pd.Index) -> dict[str, set[int]]:
@@ -96,35 +99,31 @@ def top_k_excluding_seen(score_fn: ScoreFn, eval_set: EvalSet, k: int, batch_siz
     """Catalogue rows [U, k] of the best-scored unseen items per user, best first.
 
     Args:
-        score_fn: a batch of b query rows -> scores [b, M] over the catalogue.
+        score_fn: a batch of b query rows -> scores [b, M] over the catalogue (M = eval_set.num_items).
         eval_set: the requests and the excluded (user, item) pairs.
         k: list length (at most M).
         batch_size: users scored at once; by default as many as keep a block's [b, M] scores within
-            `metrics.SCORE_BLOCK_FLOATS` (at most MAX_USERS_PER_BLOCK), M read from a first one-user block, so a
-            catalogue of millions costs no more memory than a small one.
+            `metrics.SCORE_BLOCK_FLOATS` (at most MAX_USERS_PER_BLOCK), so a catalogue of millions costs no
+            more memory than a small one.
     """
-    size = len(eval_set)
-    if not size:
-        return np.zeros((0, k), dtype=np.int64)
-    first = _unseen_scores(score_fn, eval_set, 0, 1)
-    step = batch_size or metrics.rows_per_block(first.shape[1], most=MAX_USERS_PER_BLOCK)
-    result = [metrics.top_k_indices(first, min(k, first.shape[1]))]
-    starts = range(1, size, step)
+    step = batch_size or metrics.rows_per_block(eval_set.num_items, most=MAX_USERS_PER_BLOCK)
+    starts = range(0, len(eval_set), step)
+    result = [np.zeros((0, min(k, eval_set.num_items)), dtype=np.int64)]
     for start in track(starts, len(starts), "retrieval evaluation", unit="batch"):
         scores = _unseen_scores(score_fn, eval_set, start, step)
-        result.append(metrics.top_k_indices(scores, min(k, scores.shape[1])))
+        result.append(metrics.top_k_indices(scores, min(k, eval_set.num_items)))
     return np.concatenate(result)
 
 
 def _unseen_scores(score_fn: ScoreFn, eval_set: EvalSet, start: int, count: int) -> np.ndarray:
     """Scores [b, M] float32 of users [start, start + count), their seen items set to -inf."""
     batch = {name: values[start:start + count] for name, values in eval_set.queries.items()}
-    rows = len(batch[contract.USER_ID])
+    expected = [len(batch[contract.USER_ID]), eval_set.num_items]
     scores = np.array(score_fn(batch), dtype=np.float32)
-    if scores.ndim != 2 or scores.shape[0] != rows:
-        raise ValueError(f"retrieval evaluation: the scorer must return scores [{rows}, num_items] for a batch of "
-                         f"{rows} users, got shape {list(scores.shape)}")
-    in_batch = (eval_set.seen_users >= start) & (eval_set.seen_users < start + rows)
+    if list(scores.shape) != expected:
+        raise ValueError(f"retrieval evaluation: the scorer must return scores {expected} (users of the batch, "
+                         f"catalogue items) for a batch of {expected[0]} users, got shape {list(scores.shape)}")
+    in_batch = (eval_set.seen_users >= start) & (eval_set.seen_users < start + expected[0])
     scores[eval_set.seen_users[in_batch] - start, eval_set.seen_items[in_batch]] = -np.inf
     return scores
 

@@ -62,7 +62,7 @@ class RetrievalServingModule(tf.Module):
 
     def _serve(self, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         seen = features[contract.WATCH_HISTORY]
-        queries, width = self.query_tower(features), fetch_width(self.k, seen, self.num_items)
+        queries, width = self.query_tower(features), fetch_width(self.k, tf.shape(seen)[1], self.num_items)
         scores, item_ids = self.index(queries, k=width)
         item_ids, scores = unseen_top_k(item_ids, scores, seen, self.k)
         if isinstance(self.index, ScannLayer) and not self.index.params.brute_force:

@@ -48,7 +48,7 @@ def eval_set_from_examples(examples: dict[str, np.ndarray], catalog_item_ids: np
         seen[user] = np.unique(rows[rows >= 0])
         relevant[user] = np.setdiff1d(targets.get_group(user).to_numpy(), seen[user])
     user_ids = [user for user in candidates if len(relevant[user])]
-    return _eval_set(examples, first_row, user_ids, seen, relevant, request_time)
+    return _eval_set(examples, first_row, user_ids, seen, relevant, request_time, len(item_index))
 
 
 def items_per_user(manifest: Manifest, splits: Sequence[str], user_ids: Sequence[str]) -> dict[str, set[str]]:
@@ -67,7 +67,8 @@ def items_per_user(manifest: Manifest, splits: Sequence[str], user_ids: Sequence
 
 
 def _eval_set(examples: dict[str, np.ndarray], first_row: pd.Series, user_ids: list[str],
-              seen: dict[str, np.ndarray], relevant: dict[str, np.ndarray], request_time: int) -> EvalSet:
+              seen: dict[str, np.ndarray], relevant: dict[str, np.ndarray], request_time: int,
+              num_items: int) -> EvalSet:
     rows = first_row[user_ids].to_numpy() if user_ids else np.zeros(0, np.int64)
     queries = {spec.name: np.asarray(examples[spec.name])[rows] for spec in contract.RETRIEVAL_INPUTS}
     queries[contract.REQUEST_TIME] = np.full(len(rows), request_time, dtype=np.int64)
@@ -75,4 +76,4 @@ def _eval_set(examples: dict[str, np.ndarray], first_row: pd.Series, user_ids: l
     seen_items = [seen[user].astype(np.int64) for user in user_ids]
     return EvalSet(queries, [relevant[user] for user in user_ids],
                    np.concatenate(seen_users or [np.zeros(0, np.int64)]),
-                   np.concatenate(seen_items or [np.zeros(0, np.int64)]))
+                   np.concatenate(seen_items or [np.zeros(0, np.int64)]), num_items)
