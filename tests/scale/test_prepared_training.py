@@ -152,6 +152,7 @@ def test_eval_set_from_examples_agrees_with_the_event_log_protocol(tiny_data: Tr
     earlier = (lambda users: {user: by_user.get(user, set()) for user in users}) if with_earlier_items else None
     from_examples = eval_set_from_examples(tiny_data.validation_examples, ids, split.validation_start, 10_000, 0,
                                            earlier)
+    assert from_examples.num_items == from_log.num_items == len(ids)
     log_rows = {user: row for row, user in enumerate(from_log.queries[contract.USER_ID])}
     mine_rows = {user: row for row, user in enumerate(from_examples.queries[contract.USER_ID])}
     assert set(log_rows) <= set(mine_rows)
