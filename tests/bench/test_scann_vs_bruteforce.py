@@ -7,7 +7,16 @@ import pathlib
 import numpy as np
 import pytest
 
-from bench.scann_vs_bruteforce import _raw_runner, _run, _session_runner, as_fed, over_fetch_arguments, raw_searcher
+from bench.scann_vs_bruteforce import (
+    _floor_runner,
+    _raw_runner,
+    _run,
+    _session_runner,
+    as_fed,
+    over_fetch_arguments,
+    raw_searcher,
+    session_floor,
+)
 
 REQUESTS = {
     "user_id": np.array(["u1", "Zoë"], dtype=object),
@@ -80,3 +89,30 @@ def test_raw_runners_return_the_asked_number_of_neighbours(batch: int) -> None:
     for arguments in ({"final_num_neighbors": 100}, over_fetch_arguments(params, 100, 20, len(items))):
         indices = np.asarray(_raw_runner(searcher, queries, arguments)(2, batch)[0])
         assert indices.shape[-1] == arguments["final_num_neighbors"]
+
+
+
+EXHAUSTIVE_TREE = {**TREE, "num_leaves": 50, "num_leaves_to_search": 50, "reorder": 3000}
+
+
+@pytest.mark.parametrize(("params", "centre", "batch"), [
+    ({"brute_force": True}, False, 1), ({"brute_force": True}, False, 4), (EXHAUSTIVE_TREE, True, 4)])
+def test_the_session_floor_answers_the_over_fetched_search_in_a_session(params, centre: bool, batch: int) -> None:
+    from bench.machine import serving_thread_flags
+    from serving.session_model import serving_session_config
+
+    rng = np.random.default_rng(1)
+    items, queries = rng.normal(size=(3000, 8)).astype(np.float32), rng.normal(size=(8, 8)).astype(np.float32)
+    arguments = over_fetch_arguments(params, 100, 20, len(items))
+    threads = serving_thread_flags()
+    config = serving_session_config(threads["tensorflow_intra_op_parallelism"],
+                                    threads["tensorflow_inter_op_parallelism"])
+    session, search = session_floor(items, params, centre, arguments, config)
+    try:
+        indices, scores = _floor_runner(search, queries)(2, batch)
+    finally:
+        session.close()
+    # every leaf searched and every candidate re-scored: exact, so NumPy's ranking of q·x (q·(x - mean) ranks alike)
+    expected = np.argsort(-(queries[2:2 + batch] @ items.T), axis=1, kind="stable")[:, :120]
+    np.testing.assert_array_equal(indices, expected)
+    assert scores.shape == (batch, 120) and np.all(np.diff(scores, axis=1) <= 1e-5)

@@ -10,7 +10,13 @@ import pytest
 
 from bench import corpus
 from trainer import metrics
-from trainer.retrieval.scann_index import ScannLayer, ScannParams, build_searcher, over_fetch_settings
+from trainer.retrieval.scann_index import (
+    ScannLayer,
+    ScannParams,
+    build_searcher,
+    every_search_fills,
+    over_fetch_settings,
+)
 from trainer.retrieval.scann_tuning import (
     exact_top_k,
     rebuild_order,
@@ -147,6 +153,37 @@ def test_over_fetch_scales_leaves_and_rescoring_by_k_over_the_built_k(reorder, k
     leaves, rescore = over_fetch_settings(params, 100, tf.constant(k) if as_tensor else k)
     assert int(leaves) == leaves_searched
     assert (None if rescore is None else int(rescore)) == rescored
+
+
+@pytest.mark.parametrize(("leaf_sizes", "params", "fills"), [
+    ([50, 50, 50, 50], ScannParams(False, 4, 1, 40), True),  # k leaves of 50 hold >= 10k points for every k
+    ([0, 0, 5, 100], ScannParams(False, 4, 1, 40), False),  # the nearest leaf may be empty
+    ([3] * 40, ScannParams(False, 40, 2, 40), False),  # 2 leaves of 3 hold 6 < 10 points
+    ([3] * 40, ScannParams(False, 40, 4, 40), True),  # ceil(0.4k) leaves of 3 hold >= 1.2k points
+    ([50, 50, 50, 50], ScannParams(False, 4, 1, 5), False),  # re-scores 5 candidates for 10 neighbours
+    ([50, 50, 50, 50], ScannParams(False, 4, 1, 0), True),  # no re-scoring: the hashed scores rank them all
+    ([], ScannParams(brute_force=True), True),
+])
+def test_every_search_fills_when_the_leaves_searched_always_hold_k_points(leaf_sizes, params, fills):
+    assert every_search_fills(np.array(leaf_sizes), params, built_k=10) is fills
+
+
+def test_a_layer_whose_searches_fill_returns_every_neighbour_asked_for():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(7)
+    items = clustered_vectors(rng, 4000, 16, clusters=40, spread=0.7)
+    queries = rng.normal(size=(32, 16)).astype(np.float32)
+    params = ScannParams(False, num_leaves=63, num_leaves_to_search=16, reorder=40)
+    layer = ScannLayer(params, k=20, searcher=build_searcher(items, params, k=20))
+    layer.index(items, np.arange(len(items)))
+    sizes = layer.leaf_sizes()
+    assert sizes.shape == (63,) and sizes.sum() == len(items)
+    assert layer.every_search_fills()
+    for width in (20, 57, 400, len(items)):
+        scores, ids = layer(queries, k=tf.constant(width))
+        assert ids.shape == (32, width) and np.all(np.isfinite(scores.numpy()))
+        assert all(len(set(row)) == width for row in ids.numpy().tolist())
 
 
 def test_layer_given_a_searcher_serves_that_searcher_not_a_new_tree():

@@ -48,9 +48,30 @@ def test_a_user_whose_history_fills_the_nearest_leaves_still_gets_the_exact_unse
     assert len(unseen) < K  # the leaves the tree searches hold fewer than K items outside the history
 
     module = RetrievalServingModule(FixedQuery(), index, K, len(ids))
+    assert module.searches_again
     request = {**default_request(1), contract.WATCH_HISTORY: history}
     served = module.serve({name: tf.constant(values) for name, values in request.items()})
 
+    exact = embeddings @ QUERY
+    order = [row for row in np.argsort(-exact, kind="stable") if ids[row] not in set(history[0])][:K]
+    np.testing.assert_array_equal(served[contract.ITEM_IDS].numpy()[0].astype(str), ids[order])
+    np.testing.assert_allclose(served[contract.SCORES].numpy()[0], exact[order], rtol=1e-4)
+
+
+def test_a_tree_whose_searches_always_fill_serves_the_exact_unseen_top_k_without_a_second_search():
+    embeddings, ids = clusters()
+    params = ScannParams(brute_force=False, num_leaves=4, num_leaves_to_search=4, reorder=22, dimensions_per_block=1)
+    searcher = scann_ops.builder(embeddings, K, "dot_product").tree(
+        num_leaves=4, num_leaves_to_search=4, training_sample_size=len(ids), min_partition_size=1,
+        random_init=False).score_ah(1, anisotropic_quantization_threshold=0.2).reorder(22).build()
+    index = ScannLayer(params, K, searcher=searcher)
+    index.index(tf.constant(embeddings), tf.constant(ids))
+    module = RetrievalServingModule(FixedQuery(), index, K, len(ids))
+    assert not module.searches_again  # every leaf is searched: nothing can come back short
+
+    history = np.array([[f"a{i}" for i in range(10)] + ["b0", ""]])
+    served = module.serve({name: tf.constant(values) for name, values in
+                           {**default_request(1), contract.WATCH_HISTORY: history}.items()})
     exact = embeddings @ QUERY
     order = [row for row in np.argsort(-exact, kind="stable") if ids[row] not in set(history[0])][:K]
     np.testing.assert_array_equal(served[contract.ITEM_IDS].numpy()[0].astype(str), ids[order])

@@ -48,7 +48,8 @@ class RetrievalServingModule(tf.Module):
     returns {item_ids: [B, K] string, scores: [B, K] float32}: the best K items not in watch_history,
     best first. The index is asked for min(K + H, num_items) items so that K survive the drop; when a
     tree searched too few points for that (its nearest leaves hold the user's history), those rows are
-    searched again over every leaf.
+    searched again over every leaf. That second search is only built into the graph when some search can
+    come back short (`ScannLayer.every_search_fills`): otherwise it costs every request a branch for nothing.
     """
 
     def __init__(self, query_tower: QueryTower, index: tfrs.layers.factorized_top_k.TopK, k: int,
@@ -58,6 +59,7 @@ class RetrievalServingModule(tf.Module):
         self.index = index
         self.k = k
         self.num_items = num_items
+        self.searches_again = isinstance(index, ScannLayer) and not index.every_search_fills()
         self.serve = tf.function(self._serve, input_signature=[layout.tf_input_signature(contract.RETRIEVAL_INPUTS)])
 
     def _serve(self, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -65,7 +67,7 @@ class RetrievalServingModule(tf.Module):
         queries, width = self.query_tower(features), fetch_width(self.k, tf.shape(seen)[1], self.num_items)
         scores, item_ids = self.index(queries, k=width)
         item_ids, scores = unseen_top_k(item_ids, scores, seen, self.k)
-        if isinstance(self.index, ScannLayer) and not self.index.params.brute_force:
+        if self.searches_again:
             short = tf.reduce_any(tf.equal(item_ids, ""), axis=1)
 
             def every_leaf_for_short_rows() -> tuple[tf.Tensor, tf.Tensor]:

@@ -85,6 +85,29 @@ def over_fetch_settings(params: ScannParams, built_k: int, k: Any) -> tuple[Any,
     return leaves, reorder
 
 
+def every_search_fills(leaf_sizes: np.ndarray, params: ScannParams, built_k: int) -> bool:
+    """Whether a tree searcher tuned for `built_k` returns all k neighbours for every k from built_k up to the
+    catalogue size, whichever leaves a query's search picks (so no served row needs a search over every leaf).
+
+    Asked for k, the searcher scores the points of `over_fetch_settings` leaves and re-scores as many candidates;
+    it returns k neighbours exactly when those leaves hold at least k points and at least k candidates are
+    re-scored. The leaves holding the fewest points are the worst case.
+
+    Args:
+        leaf_sizes: [num_leaves] the number of points in each leaf.
+        params: the tree's search setting.
+        built_k: the k it was tuned for.
+    """
+    if params.brute_force:
+        return True
+    if 0 < params.reorder < built_k:
+        return False
+    fewest = np.concatenate([[0], np.cumsum(np.sort(np.asarray(leaf_sizes, dtype=np.int64)))])
+    widths = np.arange(built_k, int(fewest[-1]) + 1)
+    leaves = np.minimum(len(leaf_sizes), (params.num_leaves_to_search * widths + built_k - 1) // built_k)
+    return bool(np.all(fewest[leaves] >= widths))
+
+
 def item_centre(embeddings: Any) -> np.ndarray:
     """The mean item embedding [d] float32 of `embeddings` [M, d] (what a tree index subtracts)."""
     return np.asarray(embeddings, dtype=np.float64).mean(axis=0).astype(np.float32)
@@ -163,6 +186,18 @@ class ScannLayer(tfrs.layers.factorized_top_k.ScaNN):
         if self._identifiers is None:
             return scores, result.indices
         return scores, tf.gather(self._identifiers, result.indices)
+
+    def leaf_sizes(self) -> np.ndarray:
+        """[num_leaves] the points in each leaf of the indexed tree (ScaNN may leave some empty)."""
+        if self._serialized_searcher is None:
+            raise ValueError("ScannLayer: call `index` before asking for its leaves")
+        tokens = np.asarray(self._serialized_searcher.datapoint_to_token).reshape(-1)
+        return np.bincount(tokens, minlength=self.params.num_leaves)
+
+    def every_search_fills(self) -> bool:
+        """Whether every search the layer is asked for (k from its built k up to the catalogue) returns k neighbours:
+        `every_search_fills` over this tree's leaves."""
+        return self.params.brute_force or every_search_fills(self.leaf_sizes(), self.params, self._k)
 
     def _searcher_for(self, candidates: Any) -> scann_ops.ScannSearcher:
         if self._searcher is not None:
