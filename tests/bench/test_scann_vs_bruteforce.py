@@ -91,7 +91,6 @@ def test_raw_runners_return_the_asked_number_of_neighbours(batch: int) -> None:
         assert indices.shape[-1] == arguments["final_num_neighbors"]
 
 
-
 EXHAUSTIVE_TREE = {**TREE, "num_leaves": 50, "num_leaves_to_search": 50, "reorder": 3000}
 
 
