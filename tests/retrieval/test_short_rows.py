@@ -32,47 +32,45 @@ def clusters() -> tuple[np.ndarray, np.ndarray]:
     return embeddings, ids
 
 
-def test_a_user_whose_history_fills_the_nearest_leaves_still_gets_the_exact_unseen_top_k():
+def cluster_index(leaves_to_search: int) -> ScannLayer:
+    """A ScannLayer over `clusters()` with one leaf per cluster, searching `leaves_to_search` of the 4."""
     embeddings, ids = clusters()
-    params = ScannParams(brute_force=False, num_leaves=4, num_leaves_to_search=1, reorder=22, dimensions_per_block=1)
-    # one leaf per cluster: partitions of one item allowed, k-means++ initialised (the default would merge b and c)
+    params = ScannParams(brute_force=False, num_leaves=4, num_leaves_to_search=leaves_to_search, reorder=22,
+                         dimensions_per_block=1)
+    # partitions of one item allowed, k-means++ initialised (the default would merge b and c)
     searcher = scann_ops.builder(embeddings, K, "dot_product").tree(
-        num_leaves=4, num_leaves_to_search=1, training_sample_size=len(ids), min_partition_size=1,
+        num_leaves=4, num_leaves_to_search=leaves_to_search, training_sample_size=len(ids), min_partition_size=1,
         random_init=False).score_ah(1, anisotropic_quantization_threshold=0.2).reorder(22).build()
     index = ScannLayer(params, K, searcher=searcher)
     index.index(tf.constant(embeddings), tf.constant(ids))
-    history = np.array([[f"a{i}" for i in range(10)]])
-    width = K + history.shape[1]
-    _, searched = index(tf.constant(QUERY[None]), k=width)
-    unseen = [item for item in searched.numpy()[0].astype(str) if item not in set(history[0])]
-    assert len(unseen) < K  # the leaves the tree searches hold fewer than K items outside the history
-
-    module = RetrievalServingModule(FixedQuery(), index, K, len(ids))
-    assert module.searches_again
-    request = {**default_request(1), contract.WATCH_HISTORY: history}
-    served = module.serve({name: tf.constant(values) for name, values in request.items()})
-
-    exact = embeddings @ QUERY
-    order = [row for row in np.argsort(-exact, kind="stable") if ids[row] not in set(history[0])][:K]
-    np.testing.assert_array_equal(served[contract.ITEM_IDS].numpy()[0].astype(str), ids[order])
-    np.testing.assert_allclose(served[contract.SCORES].numpy()[0], exact[order], rtol=1e-4)
+    return index
 
 
-def test_a_tree_whose_searches_always_fill_serves_the_exact_unseen_top_k_without_a_second_search():
+def assert_serves_the_exact_unseen_top_k(module: RetrievalServingModule, history: np.ndarray) -> None:
+    """The module's answer to one request with `history` [1, H] equals NumPy's exact unseen top K."""
     embeddings, ids = clusters()
-    params = ScannParams(brute_force=False, num_leaves=4, num_leaves_to_search=4, reorder=22, dimensions_per_block=1)
-    searcher = scann_ops.builder(embeddings, K, "dot_product").tree(
-        num_leaves=4, num_leaves_to_search=4, training_sample_size=len(ids), min_partition_size=1,
-        random_init=False).score_ah(1, anisotropic_quantization_threshold=0.2).reorder(22).build()
-    index = ScannLayer(params, K, searcher=searcher)
-    index.index(tf.constant(embeddings), tf.constant(ids))
-    module = RetrievalServingModule(FixedQuery(), index, K, len(ids))
-    assert not module.searches_again  # every leaf is searched: nothing can come back short
-
-    history = np.array([[f"a{i}" for i in range(10)] + ["b0", ""]])
     served = module.serve({name: tf.constant(values) for name, values in
                            {**default_request(1), contract.WATCH_HISTORY: history}.items()})
     exact = embeddings @ QUERY
     order = [row for row in np.argsort(-exact, kind="stable") if ids[row] not in set(history[0])][:K]
     np.testing.assert_array_equal(served[contract.ITEM_IDS].numpy()[0].astype(str), ids[order])
     np.testing.assert_allclose(served[contract.SCORES].numpy()[0], exact[order], rtol=1e-4)
+
+
+def test_a_user_whose_history_fills_the_nearest_leaves_still_gets_the_exact_unseen_top_k():
+    index = cluster_index(leaves_to_search=1)
+    history = np.array([[f"a{i}" for i in range(10)]])
+    width = K + history.shape[1]
+    _, searched = index(tf.constant(QUERY[None]), k=width)
+    unseen = [item for item in searched.numpy()[0].astype(str) if item not in set(history[0])]
+    assert len(unseen) < K  # the leaves the tree searches hold fewer than K items outside the history
+
+    module = RetrievalServingModule(FixedQuery(), index, K, len(clusters()[1]))
+    assert module.searches_again
+    assert_serves_the_exact_unseen_top_k(module, history)
+
+
+def test_a_tree_whose_searches_always_fill_serves_the_exact_unseen_top_k_without_a_second_search():
+    module = RetrievalServingModule(FixedQuery(), cluster_index(leaves_to_search=4), K, len(clusters()[1]))
+    assert not module.searches_again  # every leaf is searched: nothing can come back short
+    assert_serves_the_exact_unseen_top_k(module, np.array([[f"a{i}" for i in range(10)] + ["b0", ""]]))
