@@ -9,6 +9,8 @@ client. When fewer than K unseen items exist, the list ends in pads: id "" with 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 import trainer  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
@@ -27,10 +29,12 @@ PAD_SCORE = float(np.finfo(np.float32).min)  # the lowest finite float32: pads s
 _HASH_BUCKETS = (1 << 63) - 1
 
 
-def fetch_width(k: int, history_width: int | tf.Tensor, num_items: int) -> tf.Tensor:
-    """min(k + H, num_items) as an int32 scalar: how many candidates to fetch so that k survive dropping the
-    H = `history_width` seen items of a request (an int or an int32 scalar tensor)."""
-    return tf.minimum(k + history_width, num_items)
+def fetch_width(k: int, history_width: Any, num_items: int) -> Any:
+    """min(k + H, num_items): how many candidates to fetch so that k survive dropping the H = `history_width`
+    seen items of a request; an int for an int H, an int32 scalar tensor for a tensor H."""
+    if tf.is_tensor(history_width):
+        return tf.minimum(k + history_width, num_items)
+    return min(k + history_width, num_items)
 
 
 def unseen_top_k(item_ids: tf.Tensor, scores: tf.Tensor, seen: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
@@ -84,7 +88,7 @@ def retrieve(result: RetrievalResult, features: dict[str, np.ndarray], k: int, s
         seen = features.get(contract.WATCH_HISTORY, np.zeros((batch, 0), dtype=object))
     seen = np.asarray(seen, dtype=object).reshape(batch, -1).astype(str)
     scores = queries @ result.item_embeddings.T
-    rows = top_k_indices(scores, int(fetch_width(k, seen.shape[1], len(result.item_ids))))
+    rows = top_k_indices(scores, fetch_width(k, seen.shape[1], len(result.item_ids)))
     ids, kept_scores = unseen_top_k(np.asarray(result.item_ids, dtype=object)[rows].astype(str),
                                     np.take_along_axis(scores, rows, axis=1).astype(np.float32), seen, k)
     return np.char.decode(ids.numpy().astype(bytes), "utf-8").astype(object), kept_scores.numpy()
