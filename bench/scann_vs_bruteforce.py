@@ -106,17 +106,17 @@ def measure_size(setup: TrainedSetup, size: int, single_requests: int, base_dir:
 
     corpus, paths, export_s = export_realistic(setup, size, base_dir)
     metadata = read_metadata(paths[contract.RETRIEVAL])
-    params = metadata["index"]["scann"]["params"]
+    scann = metadata["index"]["scann"]
+    params, centre = scann["params"], bool(scann.get("centred", False))
     requests = as_fed(setup.requests)
     queries = embed_queries(corpus.model.query_tower, setup.requests)
-    raw = raw_searcher(corpus.item_embeddings, params, centre=metadata["index"]["scann"].get("centred", False))
+    raw = raw_searcher(corpus.item_embeddings, params, centre=centre)
     over_fetch = over_fetch_arguments(params, metadata["k"], requests[contract.WATCH_HISTORY].shape[1], size)
     threads = serving_thread_flags()
     config = serving_session_config(threads["tensorflow_intra_op_parallelism"],
                                     threads["tensorflow_inter_op_parallelism"])
     models = {name: SessionModel.load(path, session_config=config) for name, path in paths.items()}
-    floor_session, floor_search = session_floor(corpus.item_embeddings, params, metadata["index"]["scann"].get(
-        "centred", False), over_fetch, config)
+    floor_session, floor_search = session_floor(corpus.item_embeddings, params, centre, over_fetch, config)
     try:
         answers = {name: _run(model, requests)[contract.ITEM_IDS] for name, model in models.items()}
         runners: dict[str, Callable[[int, int], Any]] = {
@@ -142,8 +142,7 @@ def measure_size(setup: TrainedSetup, size: int, single_requests: int, base_dir:
             "raw_over_fetch_recall": recall_against(over_fetch_found, exact), "raw_over_fetch": over_fetch,
             "session_floor_recall": recall_against(floor_found, exact),
             "requests": total, "speed": speed, "scann_params": params,
-            "centred": bool(metadata["index"]["scann"].get("centred", False)),
-            "tuning_recall": metadata["index"]["scann"]["recall"],
+            "centred": centre, "tuning_recall": scann["recall"],
             "export_metadata_latency_ms": metadata["latency_ms"]}
 
 
@@ -152,9 +151,9 @@ def raw_searcher(embeddings: np.ndarray, params: dict[str, Any], centre: bool = 
     `centre`, as the export indexes them), one search thread like a session's op."""
     from scann.scann_ops.py import scann_ops_pybind
 
-    from trainer.retrieval.scann_index import AH_THRESHOLD, DISTANCE, TREE_TRAINING_SAMPLE, centred, item_centre
+    from trainer.retrieval.scann_index import AH_THRESHOLD, DISTANCE, TREE_TRAINING_SAMPLE
 
-    indexed = centred(embeddings, item_centre(embeddings) if centre else None)
+    indexed = indexed_as_exported(embeddings, centre)
     builder = scann_ops_pybind.builder(indexed, K, DISTANCE)
     if params["brute_force"]:
         builder = builder.score_brute_force()
@@ -166,6 +165,14 @@ def raw_searcher(embeddings: np.ndarray, params: dict[str, Any], centre: bool = 
     return builder.build()
 
 
+def indexed_as_exported(embeddings: np.ndarray, centre: bool) -> np.ndarray:
+    """The points [M, d] the export indexes: `embeddings` centred on their mean when `centre` (the export's
+    metadata says whether it did), float32 and contiguous."""
+    from trainer.retrieval.scann_index import centred, item_centre
+
+    return centred(embeddings, item_centre(embeddings) if centre else None)
+
+
 def session_floor(embeddings: np.ndarray, params: dict[str, Any], centre: bool, arguments: dict[str, int],
                   config: Any) -> tuple[Any, Callable[[np.ndarray], Any]]:
     """The exported setting's ScaNN TF op, and nothing else, in a TF session with `config` (the serving thread flags):
@@ -174,11 +181,11 @@ def session_floor(embeddings: np.ndarray, params: dict[str, Any], centre: bool, 
     int32, scores [B, n] float32), built on its first call."""
     import tensorflow as tf
 
-    from trainer.retrieval.scann_index import ScannParams, build_searcher, centred, item_centre
+    from trainer.retrieval.scann_index import ScannParams, build_searcher
 
     graph = tf.Graph()
     with graph.as_default():
-        indexed = centred(embeddings, item_centre(embeddings) if centre else None)
+        indexed = indexed_as_exported(embeddings, centre)
         searcher = build_searcher(indexed, ScannParams(**params), K, shared_name="session_floor")
         queries = tf.compat.v1.placeholder(tf.float32, [None, indexed.shape[1]], name="queries")
         found = searcher.search_batched(queries, **arguments)
@@ -193,7 +200,7 @@ def over_fetch_arguments(params: dict[str, Any], k: int, history_width: int, num
     from trainer.retrieval.inference import fetch_width
     from trainer.retrieval.scann_index import ScannParams, over_fetch_settings
 
-    width = int(fetch_width(k, history_width, num_items))
+    width = fetch_width(k, history_width, num_items)
     arguments = {"final_num_neighbors": width}
     if not params["brute_force"]:
         leaves, reorder = over_fetch_settings(ScannParams(**params), k, width)

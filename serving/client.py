@@ -35,6 +35,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import json
+import math
 import pathlib
 import random
 import sys
@@ -612,12 +613,12 @@ def _check_options(
     timeout: float, retries: int, initial_backoff: float, max_backoff: float, num_candidates: int | None,
     batch_size: int, rank_by: str,
 ) -> None:
-    if timeout <= 0:
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+    if not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout}")
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
-    if initial_backoff < 0 or max_backoff < initial_backoff:
-        raise ValueError(f"need 0 <= initial_backoff <= max_backoff, got {initial_backoff}, {max_backoff}")
+    if not 0 <= initial_backoff <= max_backoff < math.inf:
+        raise ValueError(f"need 0 <= initial_backoff <= max_backoff, finite, got {initial_backoff}, {max_backoff}")
     if num_candidates is not None and num_candidates < 1:
         raise ValueError(f"num_candidates must be >= 1 or None, got {num_candidates}")
     if batch_size < 1:

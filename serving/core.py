@@ -27,6 +27,7 @@ from serving import classify_regress
 from serving.batching import BatchScheduler
 from serving.errors import deadline_exceeded, invalid_argument, resource_exhausted
 from serving.model_manager import ModelManager, Servable
+from serving.session_model import check_input_shapes
 from serving.tensor_proto import TensorConversionError, decode_checked, decoded_size, to_tensor_proto
 
 Result = TypeVar("Result")
@@ -117,7 +118,7 @@ def check_batch(signature: Any, inputs: Mapping[str, Any], max_batch_size: int) 
         declared = signature.inputs[alias].tensor_shape if alias in signature.inputs else None
         shape = np.shape(value)
         if declared is None or declared.unknown_rank or not declared.dim or declared.dim[0].size != -1 or not shape:
-            continue  # not batch-major (or a rank the graph will refuse with its own message)
+            continue  # not batch-major
         sizes[alias] = int(shape[0])
     if len(set(sizes.values())) > 1:
         raise invalid_argument("The inputs disagree on the batch size (dimension 0): " +
@@ -164,7 +165,8 @@ class ServingCore:
     def run_signature(self, servable: Servable, signature_name: str, inputs: Mapping[str, Any],
                       output_filter: Sequence[str] = (), deadline: float | None = None) -> dict[str, np.ndarray]:
         """Runs a signature on a held version (through the batch scheduler when batching is on), after
-        checking that the batched inputs agree on one batch size within --max_batch_size.
+        checking each input's shape against the signature and that the batched inputs agree on one batch
+        size within --max_batch_size.
 
         Args:
             servable: the held version.
@@ -179,6 +181,7 @@ class ServingCore:
         signature_name = signature_name or contract.SIGNATURE_NAME
         model = servable.model
         signature = model.signature_def(signature_name)
+        check_input_shapes(signature, inputs)
         check_batch(signature, inputs, self.limits.max_batch_size)
         missing_or_extra = set(inputs) != set(signature.inputs)
         if self.batcher is None or missing_or_extra or any(np.ndim(value) == 0 for value in inputs.values()):

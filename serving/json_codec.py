@@ -86,12 +86,33 @@ def _type_error(value: Any, dtype: int) -> Exception:
                             f"{_TF_TYPE_NAMES.get(dtype, str(dtype))}")
 
 
+def _utf8(text: str, what: str = "") -> bytes:
+    """`text` UTF-8 encoded; a lone surrogate (a JSON "\\ud800" escape) is refused naming `what`."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        prefix = f"{what}: " if what else ""
+        raise invalid_argument(f"{prefix}string is not valid UTF-8 (lone surrogate)") from error
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique and valid UTF-8."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if not key.isascii():
+            _utf8(key, f"JSON Parse error: key {_dumps(key)}")
+        if key in result:
+            raise invalid_argument(f"JSON Parse error: duplicate key {_dumps(key)} in an object")
+        result[key] = value
+    return result
+
+
 def parse_document(body: bytes) -> dict[str, Any]:
-    """Parses a request body that must be a JSON object (NaN and Infinity allowed, as in TF Serving)."""
+    """Parses a request body that must be a JSON object (NaN and Infinity allowed, as in TF Serving; keys unique)."""
     if not body or not body.strip():
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
-        document = json.loads(body)
+        document = json.loads(body, object_pairs_hook=_object)
     except UnicodeDecodeError as error:
         raise invalid_argument(f"JSON Parse error: Invalid encoding in string. at offset: {error.start}") from error
     except json.JSONDecodeError as error:
@@ -111,6 +132,7 @@ def signature_name_of(document: Mapping[str, Any]) -> str:
     if not isinstance(name, str):
         raise invalid_argument(f"JSON Value: {_dumps(document)} not formatted correctly. "
                                "'signature_name' key must be a string value.")
+    _utf8(name, "'signature_name'")
     return name
 
 
@@ -131,7 +153,7 @@ def _scalar(value: Any, dtype: int) -> Any:
     """One JSON leaf converted to the Python value of a `dtype` element."""
     if dtype == types_pb2.DT_STRING:
         if isinstance(value, str):
-            return value.encode("utf-8")
+            return _utf8(value)
         if isinstance(value, dict):
             return _decode_b64(value)
         raise _type_error(value, dtype)
@@ -319,7 +341,7 @@ def _parse_inputs(value: Any, infos: InputInfos) -> dict[str, np.ndarray]:
             raise invalid_argument("inputs is a plain value/list, but expecting an object as multiple input tensors "
                                    "required as per tensorinfo_map")
         name = next(iter(infos))
-        return {name: tensor_from_json(value, infos[name].dtype)}
+        return {name: _column(name, value, infos)}
     extra = sorted(set(value) - set(infos))
     if extra:
         raise invalid_argument(f"input size does not match signature: {len(value)}!={len(infos)} "
@@ -330,8 +352,15 @@ def _parse_inputs(value: Any, infos: InputInfos) -> dict[str, np.ndarray]:
     for name in sorted(infos):
         if name not in value:
             raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
-        tensors[name] = tensor_from_json(value[name], infos[name].dtype)
+        tensors[name] = _column(name, value[name], infos)
     return tensors
+
+
+def _column(name: str, value: Any, infos: InputInfos) -> np.ndarray:
+    try:
+        return tensor_from_json(value, infos[name].dtype)
+    except ServingError as error:
+        raise invalid_argument(f"input '{name}': {error.message}") from error
 
 
 def _json_values(name: str, array: np.ndarray) -> Any:
@@ -409,7 +438,7 @@ def _feature_value(name: str, item: Any) -> tuple[str, Any]:
     if isinstance(item, bool):
         return "int64", int(item)
     if isinstance(item, str):
-        return "bytes", item.encode("utf-8")
+        return "bytes", _utf8(item, f"Feature: {name}")
     if _is_b64(item):
         return "bytes", _decode_b64(item)
     if isinstance(item, float):

@@ -49,6 +49,8 @@ from serving.session_model import SessionModel, serving_session_config
 from serving.warmup import replay_warmup
 
 LOG = logging.getLogger("serving.server")
+MAX_PORT = 65535
+PORT_FLAGS = ("port", "rest_api_port")  # 0: a free port for gRPC, no REST listener
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +129,16 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _parse_port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= port <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"a port must be in 0..{MAX_PORT}, got {port}")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The flags (accepted as --flag=value or --flag value; booleans also as a bare --flag)."""
     parser = argparse.ArgumentParser(prog="python -m serving.server", description=__doc__.split("\n")[0])
@@ -137,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(f"--{field.name}", type=_parse_bool, nargs="?", const=True, default=default,
                                 help=f"{FLAG_HELP[field.name]} (default {str(default).lower()})")
         else:
-            parser.add_argument(f"--{field.name}", type=type(default), default=default,
+            parse = _parse_port if field.name in PORT_FLAGS else type(default)
+            parser.add_argument(f"--{field.name}", type=parse, default=default,
                                 help=f"{FLAG_HELP[field.name]} (default {default!r})")
     return parser
 

@@ -3,9 +3,10 @@
 TF Serving does not call the Python `tf.function`s of a SavedModel: it loads the MetaGraph
 tagged "serve" into a `Session` and calls `Session::Run` with the tensor names that the
 SignatureDef lists. This module does the same through the C API's Session::Run (no Python-side
-shape checks, so an input of shape [3] may be fed to a [-1, 1] placeholder exactly as TF
-Serving allows; the caller's deadline goes in as RunOptions.timeout_in_ms), after registering
-the ScaNN custom ops so that a ScaNN index loads.
+shape checks on this hot path, so an input of shape [3] may be fed to a [-1, 1] placeholder exactly
+as TF Serving allows; the caller's deadline goes in as RunOptions.timeout_in_ms), after registering
+the ScaNN custom ops so that a ScaNN index loads. The server checks each request's shapes before it
+gets here (`check_input_shapes`, with the same leniency for declared size-1 dimensions).
 
 Usage:
     model = SessionModel.load(Path("saved_models/ranking/3"))
@@ -89,11 +90,31 @@ def _shape_dims(tensor_info: meta_graph_pb2.TensorInfo) -> list[int] | None:
 
 
 def _shape_compatible(declared: list[int] | None, actual: tuple[int, ...]) -> bool:
+    """-1 is any size; a declared 1 is any size too and may be left out, as TF Serving's Session::Run
+    lets x [3] into half_plus_two's [-1, 1] (and [2] into its TF2 twin's [1])."""
     if declared is None:
         return True
     if len(declared) != len(actual):
+        declared = [want for want in declared if want != 1]
+    if len(declared) != len(actual):
         return False
-    return all(want in (-1, got) for want, got in zip(declared, actual))
+    return all(want in (-1, 1, got) for want, got in zip(declared, actual))
+
+
+def check_input_shapes(signature: meta_graph_pb2.SignatureDef, inputs: Mapping[str, Any]) -> None:
+    """Refuses an input whose rank or a known dimension disagrees with the signature, before the run.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT naming the input, its shape and the declared one.
+    """
+    for alias in sorted(set(inputs) & set(signature.inputs)):
+        declared = _shape_dims(signature.inputs[alias])
+        try:
+            actual = tuple(np.shape(inputs[alias]))
+        except ValueError:
+            continue  # ragged nested lists: their conversion names the input
+        if not _shape_compatible(declared, actual):
+            raise invalid_argument(f"input '{alias}' has shape {list(actual)} but the signature declares {declared}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,8 +216,8 @@ class SessionModel:
             signature_name: the SignatureDef key ("" means serving_default).
             inputs: input alias -> array-like. Every signature input is required (as in TF Serving).
                 Lists are converted to the signature dtype; arrays must already have it (strings
-                may be str, bytes or object arrays). Shapes are whatever the graph accepts,
-                e.g. user_id [B], watch_history [B, H].
+                may be str, bytes or object arrays). Shapes are whatever the graph accepts (the server
+                checks requests with `check_input_shapes` first), e.g. user_id [B], watch_history [B, H].
             output_filter: the output aliases to fetch (default: all of them).
             timeout_s: the time left to the caller's deadline: the session run is cancelled after it
                 (`RunOptions.timeout_in_ms`, as TF Serving passes the RPC deadline); None: no limit.

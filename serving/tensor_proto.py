@@ -8,7 +8,8 @@ value (or none) stands for a whole tensor.
 
 Reading checks a tensor before anything is allocated for it, with TensorFlow's own rules
 (`Tensor::FromProto`) made strict: a known dtype, every dimension >= 0, at most MAX_RANK
-dimensions, `tensor_content` exactly as long as the shape needs, and as many typed values
+dimensions, dimensions whose product (zeros counted as 1) stays within
+MAX_NOMINAL_ELEMENTS, `tensor_content` exactly as long as the shape needs, and as many typed values
 as elements (or one or none, the short forms). A cap on the decoded size bounds what the
 short forms and one-byte varints could expand to: a 232-byte tensor declaring shape [1e9]
 is refused, not filled.
@@ -26,6 +27,9 @@ from serving._protos.tensorflow.core.framework import tensor_pb2, types_pb2
 
 DataType = int
 MAX_RANK = 254  # TensorShape's limit
+# Most elements a shape may name, zero-sized dimensions counted as 1: NumPy refuses a larger shape even when it
+# holds no elements (its nominal byte size would overflow a 64-bit size at 16 bytes an element).
+MAX_NOMINAL_ELEMENTS = 2**59
 # What one string element costs once decoded beyond its own bytes (an object array's pointer).
 STRING_ELEMENT_BYTES = 8
 
@@ -204,6 +208,9 @@ def _checked_shape(proto: Any, name: str) -> tuple[int, ...]:
         raise TensorConversionError(f"{_label(name)}rank {len(shape)} is over the limit of {MAX_RANK}")
     if any(size < 0 for size in shape):
         raise TensorConversionError(f"{_label(name)}shape {list(shape)} has a negative dimension")
+    if math.prod(max(size, 1) for size in shape) > MAX_NOMINAL_ELEMENTS:
+        raise TensorConversionError(f"{_label(name)}shape {list(shape)} is too large: its dimensions multiply "
+                                    f"to more than {MAX_NOMINAL_ELEMENTS} (zero-sized ones counted as 1)")
     return shape
 
 

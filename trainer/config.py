@@ -309,12 +309,16 @@ def load_config(path: str | pathlib.Path | None = None, overrides: dict[str, Any
     raw: dict[str, Any] = {}
     if path is not None:
         path = pathlib.Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
+        if not path.is_file():
+            raise ConfigError(f"config file {path} is not a file")
         try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
             raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        except OSError as error:
+            raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

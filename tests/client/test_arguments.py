@@ -59,3 +59,14 @@ def test_the_async_client_refuses_the_same_arguments(toy_server_plain):
 
     asyncio.run(main())
     assert sum(toy_server_plain.servicer.calls.values()) == 0
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    ({"timeout": 0.0}, "timeout"), ({"timeout": float("inf")}, "timeout"), ({"timeout": float("nan")}, "timeout"),
+    ({"retries": -1}, "retries"), ({"initial_backoff": -0.1}, "initial_backoff"),
+    ({"initial_backoff": 1.0, "max_backoff": 0.5}, "initial_backoff"), ({"max_backoff": float("nan")}, "max_backoff"),
+    ({"max_backoff": float("inf")}, "max_backoff"), ({"batch_size": 0}, "batch_size"),
+    ({"num_candidates": 0}, "num_candidates"), ({"rank_by": "clicks"}, "rank_by")])
+def test_options_out_of_range_are_refused_before_any_channel(options, named):
+    with pytest.raises(ValueError, match=named):
+        RecommenderClient("localhost:1", **options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import pathlib
 import textwrap
@@ -18,6 +19,10 @@ from trainer.data.table_csv import read_impressions
 
 HEADER = "user_id,item_id,timestamp,clicked,watch_time\n"
 GOOD = HEADER + "u1,a,20,1,30.5\nu1,b,20,0,\nu2,a,10,true,12\nu2,c,10,FALSE,0\nu1,c,30,yes,\n"
+EVENTS_HEADER = "user_id,item_id,timestamp,rating,watch_time,query\n"
+FIRST_SECOND = int(datetime.datetime(1, 1, 1, tzinfo=datetime.timezone.utc).timestamp())
+LAST_SECOND = int(datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone.utc).timestamp())
+TIMESTAMP_RULE = f"timestamp must be unix seconds from {FIRST_SECOND} to {LAST_SECOND} (years 1 to 9999)"
 
 
 def _write(folder: pathlib.Path, name: str, text: str) -> pathlib.Path:
@@ -35,7 +40,8 @@ def test_a_valid_table_is_normalised_and_sorted(tmp_path: pathlib.Path) -> None:
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ("u1,a,20,maybe,1\n", "clicked must be 1/0 or true/false, row 0 has 'maybe'"),
+    ("u1,a,20,maybe,1\n", "clicked must be 1/0, true/false or yes/no, row 0 has 'maybe'"),
+    ("u1,a,20,1,1\nu1,b,20,y,1\n", "clicked must be 1/0, true/false or yes/no, row 1 has 'y'"),
     ("u1,a,20,1,1\nu1,b,x,0,\n", "timestamp must be an integer, row 1 has"),
     ("u1,a,20,1,-3\n", "watch_time must be >= 0; row 0 has -3.0"),
     ("u1,a,20,1,3\nu1,b,20,0,5\n", "watch_time must be 0 or missing where clicked is false; row 1 has 5.0"),
@@ -51,6 +57,35 @@ def test_csv_errors_name_the_file_line(tmp_path: pathlib.Path) -> None:
     path = _write(tmp_path, "impressions.csv", HEADER + "u1,a,20,1,3\nu1,b,20,0,5\n")
     with pytest.raises(DataError, match=rf"{path}: watch_time must be 0 or missing where clicked is false; line 3 "):
         read_impressions(path)
+
+
+@pytest.mark.parametrize(("file", "body", "message"), [
+    ("events.csv", "u1,a,20,4,,\nu1,b,99999999999999999999,4,,\n",
+     f"{TIMESTAMP_RULE}, line 3 has '99999999999999999999'"),
+    ("events.csv", "u1,a,9223372036854775808,4,,\n", f"{TIMESTAMP_RULE}, line 2 has '9223372036854775808'"),
+    ("events.csv", "u1,a,-99999999999999999999,4,,\n", f"{TIMESTAMP_RULE}, line 2 has '-99999999999999999999'"),
+    ("events.csv", "u1,a,-100000000000,4,,\n", f"{TIMESTAMP_RULE}, line 2 has '-100000000000'"),
+    ("events.csv", f"u1,a,{FIRST_SECOND - 1},4,,\n", f"{TIMESTAMP_RULE}, line 2 has '{FIRST_SECOND - 1}'"),
+    ("events.csv", f"u1,a,{LAST_SECOND + 1},4,,\n", f"{TIMESTAMP_RULE}, line 2 has '{LAST_SECOND + 1}'"),
+    ("impressions.csv", "u1,a,1000000000000000,1,\n", f"{TIMESTAMP_RULE}, line 2 has '1000000000000000'"),
+    ("events.csv", "u1,a,20,inf,,\n", "rating must be a finite number, line 2 has 'inf'"),
+    ("events.csv", "u1,a,20,4,,\nu1,b,20,-inf,,\n", "rating must be a finite number, line 3 has '-inf'"),
+    ("events.csv", "u1,a,20,1e400,,\n", "rating must be a finite number, line 2 has '1e400'"),
+    ("events.csv", "u1,a,20,nan,,\n", "rating must be a finite number, line 2 has 'nan'"),
+    ("events.csv", "u1,a,20,,inf,\n", "watch_time must be a finite number, line 2 has 'inf'"),
+    ("impressions.csv", "u1,a,20,1,inf\n", "watch_time must be a finite number, line 2 has 'inf'"),
+    ("impressions.csv", "u1,a,20,oui,1\n", "clicked must be 1/0, true/false or yes/no, line 2 has 'oui'"),
+])
+def test_bad_log_values_name_file_line_and_column(tmp_path: pathlib.Path, file: str, body: str, message: str) -> None:
+    _write(tmp_path, file, (HEADER if file == "impressions.csv" else EVENTS_HEADER) + body)
+    with pytest.raises(DataError) as error:
+        load_logs(tmp_path)
+    assert f"{tmp_path / file}: {message}" in str(error.value)
+
+
+def test_timestamps_at_the_ends_of_the_datetime_range_are_kept(tmp_path: pathlib.Path) -> None:
+    _write(tmp_path, "events.csv", f"{EVENTS_HEADER}u1,a,{LAST_SECOND},,,\nu1,b,{FIRST_SECOND},,,\n")
+    assert load_logs(tmp_path).events["timestamp"].tolist() == [FIRST_SECOND, LAST_SECOND]
 
 
 def test_a_missing_column_is_named(tmp_path: pathlib.Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import hashlib
 import http.server
@@ -19,6 +20,8 @@ import pytest
 from trainer.data.movielens import Checksum, load_movielens
 from trainer.data.schema import DataError
 
+LAST_SECOND = int(datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone.utc).timestamp())
+TIMESTAMP_RULE = f"must be >= 0 and <= {LAST_SECOND}"
 CSV_SOURCES = ("ml-20m", "ml-25m", "ml-32m", "ml-latest-small")
 RATINGS_CSV = (
     "userId,movieId,rating,timestamp\n"
@@ -156,6 +159,9 @@ def test_malformed_row_names_file_and_line(
     ("1::1193::5::978300760\n2|1|4|978298413\n", "ratings.dat line 2: expected 4 fields separated by '::', found 1"),
     ("1::1193::5::978300760::7\n", "ratings.dat line 1: expected 4 fields separated by '::', found 5"),
     ("\n", "ratings.dat: the table is empty"),
+    ("1::1193::5::99999999999999999999\n", f"ratings.dat line 1: field 'timestamp' {TIMESTAMP_RULE}, found '9999"),
+    ("1::1193::5::978300760\n2::1193::4::1000000000000000\n",
+     f"ratings.dat line 2: field 'timestamp' {TIMESTAMP_RULE}, found 1000000000000000"),
 ])
 def test_malformed_ml1m(tmp_path: Path, ratings: str, message: str) -> None:
     folder = tmp_path / "ml-1m"
@@ -206,21 +212,37 @@ def test_a_blank_line_between_rows_is_an_error_naming_it(tmp_path: Path) -> None
         load_movielens("ml-32m", str(folder), str(tmp_path), download=False)
 
 
-def test_blank_lines_at_the_end_are_counted_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    folder = _write_csv_release(tmp_path / "ml-32m", ratings=RATINGS_CSV + "\n\r\n")
+@pytest.mark.parametrize(("end", "blank_lines"), [("\n\r\n", 2), ("\n \t\r\n  ", 3)])
+def test_blank_lines_at_the_end_are_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, end: str, blank_lines: int
+) -> None:
+    folder = _write_csv_release(tmp_path / "ml-32m", ratings=RATINGS_CSV + end)
     with caplog.at_level("WARNING"):
         assert len(load_movielens("ml-32m", str(folder), str(tmp_path), download=False).events) == 5
-    assert "ratings.csv: ignored 2 blank line(s) at the end of the file" in caplog.text
+    assert f"ratings.csv: ignored {blank_lines} blank line(s) at the end of the file" in caplog.text
 
 
 @pytest.mark.parametrize(("file", "line", "text", "message"), [
     ("u.data", 50000, b"1\t2\t99\t881250949", "field 'rating' must be >= 1 and <= 5 in steps of 1, found 99.0"),
     ("u.data", 7, b"1\t2\t0\t881250949", "field 'rating' must be >= 1 and <= 5"),
     ("u.data", 8, b"1\t2\t3.5\t881250949", "field 'rating' must be >= 1 and <= 5 in steps of 1, found 3.5"),
-    ("u.data", 9, b"1\t2\t3\t-5", "field 'timestamp' must be >= 0, found -5"),
+    ("u.data", 9, b"1\t2\t3\t-5", f"field 'timestamp' {TIMESTAMP_RULE}, found -5"),
     ("u.data", 10, b"-1\t2\t3\t881250949", "field 'user' must be a positive integer id, found '-1'"),
     ("u.data", 11, b"1\tx7\t3\t881250949", "field 'item' must be a positive integer id, found 'x7'"),
     ("u.data", 4, b"", "a blank line"),
+    ("u.data", 4, b"   ", "a blank line"),
+    ("u.data", 6, b" \t ", "a blank line"),
+    ("u.data", 13, b"1\t2\t3\t1000000000000000", f"field 'timestamp' {TIMESTAMP_RULE}, found 1000000000000000"),
+    ("u.data", 14, f"1\t2\t3\t{LAST_SECOND + 1}".encode(), f"field 'timestamp' {TIMESTAMP_RULE}, found"),
+    ("u.data", 15, b"1\t2\t3\t99999999999999999999",
+     f"field 'timestamp' {TIMESTAMP_RULE}, found '99999999999999999999'"),
+    ("u.data", 16, b"1\t2\t3\t-99999999999999999999", f"field 'timestamp' {TIMESTAMP_RULE}, found '-9999"),
+    ("u.user", 5, b"5|99999999999999999999|F|other|15213",
+     f"field 'age' must be an integer from {-2**63} to {2**63 - 1}, found '99999999999999999999'"),
+    ("u.item", 3, b"3|Four Rooms (1995)|01-Jan-1995||http://x|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|99999999999999999999|0|0",
+     "field 'Thriller' must be >= 0 and <= 1 in steps of 1, found '99999999999999999999'"),
+    ("u.item", 4, b"4|Get Shorty (1995)|99-Foo-1995||http://x|0|1|0|0|0|1|0|0|1|0|0|0|0|0|0|0|0|0|0",
+     "field 'release_date' must be a date like 01-Jan-1995, or empty, found '99-Foo-1995'"),
     ("u.user", 3, b"3|23|X|writer|32067", "field 'gender' must be one of M, F, found 'X'"),
     ("u.user", 4, b"4|0|M|technician|43537", "field 'age' must be >= 1, found 0"),
     ("u.item", 2, b"2|GoldenEye (1995)|01-Jan-1995||http://x|0|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0|2|0|0",
@@ -241,11 +263,25 @@ def test_values_outside_the_documented_ranges_name_file_and_line(
     ("0.5", "0.0", "line 5: field 'rating' must be >= 0.5"),
     ("5.0", "5.5", "line 4: field 'rating' must be >= 0.5 and <= 5"),
     ("1200000000", "-1200000000", "line 5: field 'timestamp' must be >= 0"),
+    ("1200000000", "9223372036854775808", f"line 5: field 'timestamp' {TIMESTAMP_RULE}, found '9223372036854775808'"),
 ])
 def test_csv_ratings_outside_the_half_star_scale_are_refused(tmp_path: Path, old: str, new: str, message: str) -> None:
     folder = _write_csv_release(tmp_path / "ml-latest-small", ratings=RATINGS_CSV.replace(old, new, 1))
     with pytest.raises(DataError, match=rf"ratings\.csv {re.escape(message)}"):
         load_movielens("ml-latest-small", str(folder), str(tmp_path), download=False)
+
+
+def test_ids_with_leading_zeros_are_the_same_ids(ml100k_dir: Path, tmp_path: Path) -> None:
+    original = load_movielens("ml-100k", str(ml100k_dir), str(tmp_path), download=False)
+    folder = _ml100k_copy(ml100k_dir, tmp_path)
+    for file, id_fields in (("u.data", 2), ("u.item", 1), ("u.user", 1)):
+        separator = b"\t" if file == "u.data" else b"|"
+        fields = (folder / file).read_bytes().split(b"\n", 1)[0].split(separator)
+        fields[:id_fields] = [b"00" + field for field in fields[:id_fields]]
+        _replace_line(folder / file, 1, separator.join(fields))
+    padded = load_movielens("ml-100k", str(folder), str(tmp_path), download=False)
+    for table in ("events", "users", "items"):
+        pd.testing.assert_frame_equal(getattr(padded, table), getattr(original, table))
 
 
 def test_missing_file_in_data_dir(tmp_path: Path) -> None:

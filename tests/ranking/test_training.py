@@ -86,6 +86,17 @@ def test_without_resume_an_earlier_run_is_trained_again(temporal, config, tmp_pa
     assert int(fresh.optimizer.iterations.numpy()) == 2 * -(-len(data.train["user_id"]) // 256)
 
 
+def test_a_refit_of_zero_epochs_keeps_the_starting_weights(temporal, config, tmp_path):
+    """Model selection may keep the untrained weights (they validated best): the refit then trains 0 epochs."""
+    data = dataclasses.replace(temporal, validation=None)
+    model = build_model("gmf", data.space, config.ranking)
+    model.create_weights()
+    start = [weight.numpy() for weight in model.trainable_weights]
+    assert fit(model, data, options(epochs=0), checkpoint_dir=tmp_path) == {}
+    for expected, actual in zip(start, model.trainable_weights, strict=True):
+        np.testing.assert_array_equal(actual.numpy(), expected)
+
+
 def test_one_replica_in_memory_trains_as_a_plain_loop_over_the_seeded_shuffle(temporal, config):
     """Each epoch's rows in the order of permutation(rng(seed, epoch)), one step of the weighted mean loss a batch."""
     data, fit_options = dataclasses.replace(temporal, validation=None), options(epochs=2)

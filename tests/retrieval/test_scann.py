@@ -168,6 +168,11 @@ def test_every_search_fills_when_the_leaves_searched_always_hold_k_points(leaf_s
     assert every_search_fills(np.array(leaf_sizes), params, built_k=10) is fills
 
 
+def test_every_search_fills_refuses_a_count_per_leaf_of_another_tree():
+    with pytest.raises(ValueError, match="got 3 leaf sizes for a tree of 4 leaves"):
+        every_search_fills(np.array([10, 10, 10]), ScannParams(False, 4, 1, 40), built_k=10)
+
+
 def test_a_layer_whose_searches_fill_returns_every_neighbour_asked_for():
     import tensorflow as tf
 

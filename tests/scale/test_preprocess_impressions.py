@@ -166,7 +166,7 @@ def _impression_csv(folder: pathlib.Path, body: str) -> pathlib.Path:
 
 @pytest.mark.parametrize(("body", "message"), [
     ("u1,a,10,1,5\nu1,b,5,0,\n", r"impressions\.csv: line 3: timestamp 5 is earlier than the row before"),
-    ("u1,a,10,1,5\nu1,b,11,maybe,\n", r"clicked must be 1/0 or true/false, line 3 has 'maybe'"),
+    ("u1,a,10,1,5\nu1,b,11,maybe,\n", r"clicked must be 1/0, true/false or yes/no, line 3 has 'maybe'"),
     ("u1,a,10,0,4\n", r"watch_time must be 0 or missing where clicked is false; line 2"),
     ("u1,a,10,0,\nu1,b,11,0,\n", r"no impression is clicked"),
 ])

@@ -95,9 +95,18 @@ def test_the_smallest_synthetic_sizes_that_the_checks_allow_load():
     assert config_lib.load_config(None, {"data.source": "ml-100k", "data.data_dir": "/d"}).data.data_dir == "/d"
 
 
-def test_missing_file_is_named(tmp_path):
-    with pytest.raises(config_lib.ConfigError, match="nope.yaml does not exist"):
-        config_lib.load_config(tmp_path / "nope.yaml")
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("nope.yaml", None, "nope.yaml does not exist"), ("folder", "", "folder is not a file"),
+    ("latin1.yaml", b"seed: 1 # caf\xe9\n", "latin1.yaml is not valid YAML"),
+    ("list.yaml", b"- 1\n", "list.yaml must hold a mapping, got list")])
+def test_a_config_file_that_cannot_be_used_is_named(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content == "":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.load_config(path)
 
 
 def test_every_field_is_a_flag_parsed_as_yaml():

@@ -25,8 +25,10 @@ known checksum when `download` is on. A malformed row, a wrong delimiter or enco
 file or an empty table raises `DataError` naming the file and the 1-based line; rows are never
 dropped. Values are checked against the documented ranges (README files of the releases):
 ratings 1-5 whole stars (ml-100k, ml-1m) or 0.5-5 in half stars (the CSV releases), timestamps
->= 0, ids positive integers, ml-100k genre flags 0/1, ages >= 1, gender M/F. A blank line is
-an error naming it, except at the end of a file, where blank lines are counted and logged.
+>= 0 (and at most `schema.MAX_TIMESTAMP`, the end of year 9999), ids positive integers (read in
+canonical form: "01" is user 1), ml-100k genre flags 0/1, ages >= 1, gender M/F, ml-100k release
+dates like 01-Jan-1995 or empty. A blank (or whitespace-only) line is an error naming it, except at
+the end of a file, where blank lines are counted and logged.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ import numpy as np
 import pandas as pd
 
 from trainer.config import MOVIELENS_SOURCES
-from trainer.data.schema import DataError, Dataset, validate_events, validate_items, validate_users
-from trainer.data.table_csv import LineCountingReader, check_blank_lines, with_missing_rows
+from trainer.data.schema import MAX_TIMESTAMP, DataError, Dataset, validate_events, validate_items, validate_users
+from trainer.data.table_csv import LineCountingReader, blank_line_error, check_blank_lines, with_missing_rows
 from trainer.progress import progress_bar
 from trainer.run import LOGGER_NAME
 
@@ -62,6 +64,8 @@ BASE_URL = "https://files.grouplens.org/datasets/movielens"
 DOWNLOAD_TIMEOUT_S = 60
 _CHUNK = 1 << 20
 _UNIT_SEPARATOR = "\x1f"  # stands in for ml-1m's two-character "::" so the fast C parser can read it
+_DATE_FORMAT = "%d-%b-%Y"  # ml-100k's release dates, e.g. 01-Jan-1995
+_INT64 = (int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,9 +110,13 @@ class Allowed:
     step: float = 0.0
 
     def describe(self) -> str:
-        upper = "" if self.high == float("inf") else f" and <= {self.high:g}"
-        steps = f" in steps of {self.step:g}" if self.step else ""
-        return f"must be >= {self.low:g}{upper}{steps}"
+        upper = "" if self.high == float("inf") else f" and <= {_number(self.high)}"
+        steps = f" in steps of {_number(self.step)}" if self.step else ""
+        return f"must be >= {_number(self.low)}{upper}{steps}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +131,8 @@ class TableFormat:
         header: the expected first line, or None for files without a header.
         integers, floats: columns that must parse as numbers.
         allowed: the documented ranges of numeric columns.
-        ids: id columns, which must be positive integers (kept as strings).
+        ids: id columns, which must be positive integers (kept as strings, without leading zeros).
+        dates: text columns holding a date like 01-Jan-1995, or nothing.
         choices: text columns with a closed set of values, {column: values}.
         optional: columns that may be empty. The last column never is: the fast parser fills the
             missing fields of a short row with "", so a required last field is what exposes that row.
@@ -140,6 +149,7 @@ class TableFormat:
     allowed: tuple[Allowed, ...] = ()
     ids: tuple[str, ...] = ()
     choices: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    dates: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.columns[-1] in self.optional:
@@ -158,7 +168,7 @@ class SourceFormat:
         return [t.file for t in (self.ratings, self.movies, self.users) if t is not None]
 
 
-_TIMESTAMP = Allowed("timestamp", 0)
+_TIMESTAMP = Allowed("timestamp", 0, MAX_TIMESTAMP)
 _GENDERS = (("gender", ("M", "F")),)
 _ML100K = SourceFormat(
     ratings=TableFormat("u.data", ("user", "item", "rating", "timestamp"), "\t", "latin-1",
@@ -166,7 +176,8 @@ _ML100K = SourceFormat(
                         allowed=(Allowed("rating", 1, 5, 1), _TIMESTAMP)),
     movies=TableFormat("u.item", ("item", "title", "release_date", "video_date", "url") + ML100K_GENRES, "|",
                        "latin-1", integers=ML100K_GENRES, optional=("release_date", "video_date", "url"),
-                       ids=("item",), allowed=tuple(Allowed(genre, 0, 1, 1) for genre in ML100K_GENRES)),
+                       ids=("item",), allowed=tuple(Allowed(genre, 0, 1, 1) for genre in ML100K_GENRES),
+                       dates=("release_date",)),
     users=TableFormat("u.user", ("user", "age", "gender", "occupation", "zip"), "|", "latin-1",
                       integers=("age",), ids=("user",), allowed=(Allowed("age", 1),), choices=_GENDERS),
 )
@@ -371,7 +382,7 @@ def read_table(folder: Path, table: TableFormat) -> pd.DataFrame:
             # Rows longer than the header would be cut with only a warning: make that an error.
             warnings.simplefilter("error", pd.errors.ParserWarning)
             frame, lines = _parse(path, table)
-    except (ValueError, pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError) as error:
+    except (ValueError, OverflowError, pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError) as error:
         raise _diagnose(path, table, str(error)) from None  # EmptyDataError is a ValueError too
     if frame.empty:
         raise DataError(f"{path}: the table is empty (no data rows)")
@@ -382,6 +393,8 @@ def read_table(folder: Path, table: TableFormat) -> pd.DataFrame:
         raise _diagnose(path, table, "an empty or invalid field")
     check_blank_lines(path, len(frame), header_lines=1 if table.header else 0, log=LOGGER, lines=lines)
     _check_values(path, table, frame)
+    for column in table.ids:
+        frame[column] = frame[column].str.lstrip("0")  # checked to be digits, not all zeros
     return frame
 
 
@@ -403,6 +416,9 @@ def _check_values(path: Path, table: TableFormat, frame: pd.DataFrame) -> None:
                        "must be a positive integer id"))
     for column, values in table.choices:
         checks.append((column, ~frame[column].isin(values).to_numpy(), f"must be one of {', '.join(values)}"))
+    for column in table.dates:
+        bad_date = (frame[column].str.strip() != "") & _dates(frame[column]).isna()
+        checks.append((column, bad_date.to_numpy(), "must be a date like 01-Jan-1995, or empty"))
     for column, bad, rule in checks:
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
@@ -454,7 +470,7 @@ def _read_text(path: Path, encoding: str) -> str:
 
 def _diagnose(path: Path, table: TableFormat, parser_message: str) -> DataError:
     """The error for the first bad line of `path` (a line-by-line scan; only run when parsing failed)."""
-    data_lines = 0
+    data_lines = whitespace_line = 0
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
@@ -462,7 +478,10 @@ def _diagnose(path: Path, table: TableFormat, parser_message: str) -> DataError:
             except UnicodeDecodeError as error:
                 return DataError(f"{path} line {number}: not valid {table.encoding} ({error.reason}); "
                                  f"the file must be {table.encoding}-encoded")
-            if (table.header and number == 1) or not line.strip():
+            if table.header and number == 1:
+                continue
+            if not line.strip():
+                whitespace_line = whitespace_line or (number if line else 0)
                 continue
             data_lines += 1
             problem = _line_problem(line, table)
@@ -470,6 +489,8 @@ def _diagnose(path: Path, table: TableFormat, parser_message: str) -> DataError:
                 return DataError(f"{path} line {number}: {problem}")
     if data_lines == 0:
         return DataError(f"{path}: the table is empty (no data rows)")
+    if whitespace_line:  # the parser reads a line of separators as a row of empty fields
+        return blank_line_error(path, whitespace_line)
     return DataError(f"{path}: cannot parse the file ({parser_message})")
 
 
@@ -483,10 +504,23 @@ def _line_problem(line: str, table: TableFormat) -> str | None:
         if not text:
             if column not in table.optional:
                 return f"field {column!r} is empty"
-        elif column in table.integers and not re.fullmatch(r"[+-]?\d+", text):
-            return f"field {column!r} must be an integer, found {value!r}"
+        elif column in table.integers and (problem := _integer_problem(text, column, table)):
+            return f"field {column!r} {problem}, found {value!r}"
         elif column in table.floats and not _is_finite_number(text):
             return f"field {column!r} must be a number, found {value!r}"
+    return None
+
+
+def _integer_problem(text: str, column: str, table: TableFormat) -> str | None:
+    """Why `text` is not a valid integer of `column` (its documented range, then int64), or None."""
+    if not re.fullmatch(r"[+-]?\d+", text):
+        return "must be an integer"
+    value = int(text)
+    for allowed in table.allowed:
+        if allowed.column == column and not allowed.low <= value <= allowed.high:
+            return allowed.describe()
+    if not _INT64[0] <= value <= _INT64[1]:
+        return f"must be an integer from {_INT64[0]} to {_INT64[1]}"
     return None
 
 
@@ -523,7 +557,7 @@ def _items(source: str, movies: pd.DataFrame) -> pd.DataFrame:
     if source == "ml-100k":
         flags = movies[list(ML100K_GENRES)].to_numpy() > 0
         genres = [[g for g, on in zip(ML100K_GENRES, row) if on and g not in NO_GENRE] for row in flags]
-        dated = pd.to_datetime(movies["release_date"], format="%d-%b-%Y", errors="coerce", utc=True)
+        dated = _dates(movies["release_date"])
         release = release_time_from_title(movies["title"])
         release[dated.notna()] = _unix_seconds(dated[dated.notna()])
     else:
@@ -543,6 +577,11 @@ def _users(source: str, users: pd.DataFrame) -> pd.DataFrame:
         occupation = pd.Series(np.array(ML1M_OCCUPATIONS, dtype=object)[codes])
     return pd.DataFrame({"user_id": users["user"], "gender": users["gender"], "age": users["age"],
                          "occupation": occupation, "region": region_from_zip(users["zip"])})
+
+
+def _dates(text: pd.Series) -> pd.Series:
+    """Dates like 01-Jan-1995 in UTC; NaT for empty text (and for malformed text, refused by `_check_values`)."""
+    return pd.to_datetime(text.str.strip(), format=_DATE_FORMAT, errors="coerce", utc=True)
 
 
 def _unix_seconds(dates: pd.Series) -> np.ndarray:

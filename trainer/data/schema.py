@@ -33,6 +33,9 @@ ITEM_COLUMNS = ("item_id", "title", "genres", "release_time", "channel", "langua
 IMPRESSION_COLUMNS = ("user_id", "item_id", "timestamp", "clicked", "watch_time")
 _TRUE, _FALSE = frozenset({"1", "true", "yes"}), frozenset({"0", "false", "no"})
 SECONDS_PER_DAY = 86_400  # timestamps and release times are unix seconds
+# Timestamps must be datetimes Python can represent (run bundles record them as UTC dates):
+# 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+MIN_TIMESTAMP, MAX_TIMESTAMP = -62_135_596_800, 253_402_300_799
 
 
 class DataError(ValueError):
@@ -98,7 +101,7 @@ def validate_events(events: pd.DataFrame, source: str) -> pd.DataFrame:
         {
             "user_id": _ids(events["user_id"], "user_id", source),
             "item_id": _ids(events["item_id"], "item_id", source),
-            "timestamp": _integers(events["timestamp"], "timestamp", source),
+            "timestamp": _timestamps(events["timestamp"], "timestamp", source),
             "rating": _floats(events.get("rating"), len(events), "rating", source),
             "watch_time": _floats(events.get("watch_time"), len(events), "watch_time", source),
             "query": _optional_strings(events.get("query"), len(events)),
@@ -142,7 +145,8 @@ def validate_items(items: pd.DataFrame, source: str) -> pd.DataFrame:
 def validate_impressions(impressions: pd.DataFrame, source: str) -> pd.DataFrame:
     """Checks and normalises an impression table; raises DataError naming `source`, the column and the row.
 
-    `clicked` is 1/0, true/false or yes/no (any case); `watch_time` is optional, >= 0, and must be 0 or
+    `clicked` is 1/0, true/false or yes/no (any case); `timestamp` is unix seconds from MIN_TIMESTAMP to
+    MAX_TIMESTAMP (years 1 to 9999); `watch_time` is optional, >= 0, and must be 0 or
     missing where the item was not clicked (a watch without a click is a logging error, not a signal).
     """
     _require(impressions, ("user_id", "item_id", "timestamp", "clicked"), "impressions", source)
@@ -153,7 +157,7 @@ def validate_impressions(impressions: pd.DataFrame, source: str) -> pd.DataFrame
         {
             "user_id": _ids(impressions["user_id"], "user_id", source),
             "item_id": _ids(impressions["item_id"], "item_id", source),
-            "timestamp": _integers(impressions["timestamp"], "timestamp", source),
+            "timestamp": _timestamps(impressions["timestamp"], "timestamp", source),
             "clicked": _booleans(impressions["clicked"], "clicked", source),
             "watch_time": _floats(impressions.get("watch_time"), len(impressions), "watch_time", source),
         }
@@ -218,10 +222,7 @@ def _booleans(column: pd.Series, name: str, source: str) -> pd.Series:
         return column.reset_index(drop=True)
     text = column.map(lambda value: str(value).strip().lower(), na_action="ignore")
     text = text.replace({"1.0": "1", "0.0": "0"})
-    bad = ~text.isin(_TRUE | _FALSE)
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{source}: {name} must be 1/0 or true/false, row {row} has {column.iloc[row]!r}")
+    _refuse_values(~text.isin(_TRUE | _FALSE), column, f"{source}: {name} must be 1/0, true/false or yes/no")
     return text.isin(_TRUE).reset_index(drop=True)
 
 
@@ -249,22 +250,48 @@ def _ids(column: pd.Series, name: str, source: str) -> pd.Series:
 
 
 def _integers(column: pd.Series, name: str, source: str) -> pd.Series:
-    numbers = pd.to_numeric(column, errors="coerce")
-    bad = numbers.isna() | (numbers != np.floor(numbers))
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{source}: {name} must be an integer, row {row} has {column.iloc[row]!r}")
+    numbers = _whole_numbers(column, name, source)
+    _refuse_values(_beyond_int64(numbers), column, f"{source}: {name} must be an integer from -2^63 to 2^63-1")
     return numbers.astype(np.int64)
+
+
+def _timestamps(column: pd.Series, name: str, source: str) -> pd.Series:
+    numbers = _whole_numbers(column, name, source)
+    values = numbers.to_numpy(dtype=np.float64)  # exact near the bounds, and beyond them
+    _refuse_values((values < MIN_TIMESTAMP) | (values > MAX_TIMESTAMP), column,
+                   f"{source}: {name} must be unix seconds from {MIN_TIMESTAMP} to {MAX_TIMESTAMP} (years 1 to 9999)")
+    return numbers.astype(np.int64)
+
+
+def _whole_numbers(column: pd.Series, name: str, source: str) -> pd.Series:
+    numbers = pd.to_numeric(column, errors="coerce")
+    _refuse_values(numbers.isna() | (numbers != np.floor(numbers)), column, f"{source}: {name} must be an integer")
+    return numbers
+
+
+def _beyond_int64(numbers: pd.Series) -> np.ndarray:
+    """Where a parsed integer does not fit int64 (pandas parses such text as uint64 or float64; astype wraps it)."""
+    values = numbers.to_numpy()
+    if values.dtype.kind == "u":
+        return values > np.iinfo(np.int64).max
+    if values.dtype.kind == "f":
+        return (values < -(2.0**63)) | (values >= 2.0**63)
+    return np.zeros(len(values), dtype=bool)
+
+
+def _refuse_values(bad: pd.Series | np.ndarray, column: pd.Series, message: str) -> None:
+    flags = np.asarray(bad, dtype=bool)
+    if flags.any():
+        row = int(np.flatnonzero(flags)[0])
+        raise DataError(f"{message}, row {row} has {column.iloc[row]!r}")
 
 
 def _floats(column: pd.Series | None, length: int, name: str, source: str) -> pd.Series:
     if column is None:
         return pd.Series(np.full(length, np.nan))
     numbers = pd.to_numeric(column, errors="coerce")
-    bad = numbers.isna() & column.notna()
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{source}: {name} must be a number, row {row} has {column.iloc[row]!r}")
+    bad = (numbers.isna() & column.notna()) | np.isinf(numbers.to_numpy(dtype=np.float64))
+    _refuse_values(bad, column, f"{source}: {name} must be a finite number")
     return numbers.astype(np.float64).reset_index(drop=True)
 
 

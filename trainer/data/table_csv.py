@@ -5,8 +5,9 @@
     impressions.csv: user_id,item_id,timestamp,clicked,watch_time         (clicked 1/0; watch_time optional)
 
 These tables grow with the numbers of users and items, not with the log, so they are read
-whole; the event log is what `trainer.data.event_stream` reads in chunks. A blank line is not a
-row: one between rows is an error naming its line; blank lines at the end are counted and logged.
+whole; the event log is what `trainer.data.event_stream` reads in chunks. A blank (or
+whitespace-only) line is not a row: one between rows is an error naming its line; blank lines at
+the end are counted and logged.
 """
 
 from __future__ import annotations
@@ -103,14 +104,18 @@ def check_blank_lines(path: pathlib.Path, rows: int, header_lines: int, log: log
     last_row_line = first_blank = 0
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
-            if raw.strip(b"\r\n"):
+            if raw.strip():  # pandas skips whitespace-only lines too
                 last_row_line = number
             elif not first_blank:
                 first_blank = number
             if first_blank and last_row_line > first_blank:
-                raise DataError(f"{path} line {first_blank}: a blank line (every line must be a row; remove it)")
+                raise blank_line_error(path, first_blank)
     if lines > rows:
         log.warning("%s: ignored %d blank line(s) at the end of the file", path, lines - rows)
+
+
+def blank_line_error(path: pathlib.Path, line: int) -> DataError:
+    return DataError(f"{path} line {line}: a blank line (every line must be a row; remove it)")
 
 
 def write_users(users: pd.DataFrame, path: pathlib.Path) -> None:

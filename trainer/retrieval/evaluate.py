@@ -108,10 +108,11 @@ def top_k_excluding_seen(score_fn: ScoreFn, eval_set: EvalSet, k: int, batch_siz
     """
     step = batch_size or metrics.rows_per_block(eval_set.num_items, most=MAX_USERS_PER_BLOCK)
     starts = range(0, len(eval_set), step)
-    result = [np.zeros((0, min(k, eval_set.num_items)), dtype=np.int64)]
+    width = min(k, eval_set.num_items)
+    result = [np.zeros((0, width), dtype=np.int64)]
     for start in track(starts, len(starts), "retrieval evaluation", unit="batch"):
         scores = _unseen_scores(score_fn, eval_set, start, step)
-        result.append(metrics.top_k_indices(scores, min(k, eval_set.num_items)))
+        result.append(metrics.top_k_indices(scores, width))
     return np.concatenate(result)
 
 

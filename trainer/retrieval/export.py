@@ -66,7 +66,7 @@ class RetrievalServingModule(tf.Module):
         seen = features[contract.WATCH_HISTORY]
         queries, width = self.query_tower(features), fetch_width(self.k, tf.shape(seen)[1], self.num_items)
         scores, item_ids = self.index(queries, k=width)
-        item_ids, scores = unseen_top_k(item_ids, scores, seen, self.k)
+        item_ids, scores = unseen_top_k(item_ids, scores, seen, self.k, complete=not self.searches_again)
         if self.searches_again:
             short = tf.reduce_any(tf.equal(item_ids, ""), axis=1)
 

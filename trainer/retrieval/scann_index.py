@@ -77,35 +77,41 @@ def over_fetch_settings(params: ScannParams, built_k: int, k: Any) -> tuple[Any,
     """(leaves searched, candidates re-scored) of a tree searcher tuned for `built_k` neighbours when asked for `k`.
 
     Both scale by k / built_k, rounded up (leaves capped at the tree's; reorder None when the params re-score none),
-    so a longer list keeps the recall the tuning measured. `k` may be an int or an int32 scalar tensor: the leaves
-    come back as a tensor, the re-scored candidates as the same type as `k`.
+    so a longer list keeps the recall the tuning measured. `k` may be an int, an int array (one setting per k) or
+    an int32 scalar tensor; both settings come back in its kind.
     """
-    leaves = tf.minimum(params.num_leaves, (params.num_leaves_to_search * k + built_k - 1) // built_k)
+    scaled_leaves = (params.num_leaves_to_search * k + built_k - 1) // built_k
+    minimum = tf.minimum if tf.is_tensor(k) else np.minimum
     reorder = (params.reorder * k + built_k - 1) // built_k if params.reorder > 0 else None
-    return leaves, reorder
+    return minimum(params.num_leaves, scaled_leaves), reorder
 
 
 def every_search_fills(leaf_sizes: np.ndarray, params: ScannParams, built_k: int) -> bool:
     """Whether a tree searcher tuned for `built_k` returns all k neighbours for every k from built_k up to the
     catalogue size, whichever leaves a query's search picks (so no served row needs a search over every leaf).
 
-    Asked for k, the searcher scores the points of `over_fetch_settings` leaves and re-scores as many candidates;
-    it returns k neighbours exactly when those leaves hold at least k points and at least k candidates are
-    re-scored. The leaves holding the fewest points are the worst case.
+    Asked for k, the searcher scores the points of the leaves `over_fetch_settings` gives and re-scores as many
+    candidates as it gives (all scored points when it re-scores none); it returns k neighbours exactly when both
+    reach k. The leaves holding the fewest points are the worst case.
 
     Args:
         leaf_sizes: [num_leaves] the number of points in each leaf.
         params: the tree's search setting.
         built_k: the k it was tuned for.
+
+    Raises:
+        ValueError: `leaf_sizes` does not hold one count per leaf of `params`.
     """
     if params.brute_force:
         return True
-    if 0 < params.reorder < built_k:
-        return False
-    fewest = np.concatenate([[0], np.cumsum(np.sort(np.asarray(leaf_sizes, dtype=np.int64)))])
+    leaf_sizes = np.asarray(leaf_sizes, dtype=np.int64).reshape(-1)
+    if len(leaf_sizes) != params.num_leaves:
+        raise ValueError(f"every_search_fills: got {len(leaf_sizes)} leaf sizes for a tree of {params.num_leaves} "
+                         "leaves; pass one count per leaf (ScannLayer.leaf_sizes)")
+    fewest = np.concatenate([[0], np.cumsum(np.sort(leaf_sizes))])
     widths = np.arange(built_k, int(fewest[-1]) + 1)
-    leaves = np.minimum(len(leaf_sizes), (params.num_leaves_to_search * widths + built_k - 1) // built_k)
-    return bool(np.all(fewest[leaves] >= widths))
+    leaves, reorder = over_fetch_settings(params, built_k, widths)
+    return bool(np.all(fewest[leaves] >= widths) and (reorder is None or np.all(reorder >= widths)))
 
 
 def item_centre(embeddings: Any) -> np.ndarray:
@@ -196,7 +202,7 @@ class ScannLayer(tfrs.layers.factorized_top_k.ScaNN):
 
     def every_search_fills(self) -> bool:
         """Whether every search the layer is asked for (k from its built k up to the catalogue) returns k neighbours:
-        `every_search_fills` over this tree's leaves."""
+        `every_search_fills` over this tree's leaves (brute force always does, and has no leaves to read)."""
         return self.params.brute_force or every_search_fills(self.leaf_sizes(), self.params, self._k)
 
     def _searcher_for(self, candidates: Any) -> scann_ops.ScannSearcher:
