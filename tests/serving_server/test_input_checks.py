@@ -28,6 +28,7 @@ def assert_grpc_still_serving(stub: Any) -> None:
     response = stub.Predict(predict_request("affine", {"x": np.array([1.0, 2.5], np.float32)}), timeout=10)
     np.testing.assert_array_equal(tf.make_ndarray(response.outputs["y"]), [2.0, 3.5])
 
+
 # Raw bytes: "\ud800" reaches the server as the six-character JSON escape of a lone surrogate.
 SURROGATE_CASES = [
     ("row value", MULTI, rb'{"instances": [{"ids": "\ud800", "counts": [1]}]}', "key: ids"),
