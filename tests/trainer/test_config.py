@@ -95,13 +95,16 @@ def test_the_smallest_synthetic_sizes_that_the_checks_allow_load():
     assert config_lib.load_config(None, {"data.source": "ml-100k", "data.data_dir": "/d"}).data.data_dir == "/d"
 
 
+FOLDER = object()  # the path is a folder, not a file
+
+
 @pytest.mark.parametrize(("name", "content", "message"), [
-    ("nope.yaml", None, "nope.yaml does not exist"), ("folder", "", "folder is not a file"),
+    ("nope.yaml", None, "nope.yaml does not exist"), ("folder", FOLDER, "folder is not a file"),
     ("latin1.yaml", b"seed: 1 # caf\xe9\n", "latin1.yaml is not valid YAML"),
     ("list.yaml", b"- 1\n", "list.yaml must hold a mapping, got list")])
 def test_a_config_file_that_cannot_be_used_is_named(tmp_path, name, content, message):
     path = tmp_path / name
-    if content == "":
+    if content is FOLDER:
         path.mkdir()
     elif content is not None:
         path.write_bytes(content)
