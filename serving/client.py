@@ -62,10 +62,14 @@ from serving.client_errors import (
     from_rpc_error,
 )
 from serving.client_requests import (
+    CONTRACT_INT64_FEATURES,
+    INT64_MAX,
+    INT64_MIN,
     InputSpec,
     ModelSignature,
     build_inputs,
     check_features,
+    check_int_range,
     output,
     parse_signature,
     predict_request,
@@ -107,6 +111,9 @@ class UserContext:
         age: years or the source's age code (0 = unknown).
         request_time: unix seconds (0 = unknown).
         extra: further inputs of the served signatures, by name.
+
+    Raises:
+        InvalidArgumentError: (a ValueError) an `age` or `request_time` that int64, their dtype, cannot hold.
     """
 
     user_id: str = ""
@@ -118,6 +125,10 @@ class UserContext:
     age: int = 0
     request_time: int = 0
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_int_range("age", self.age)
+        check_int_range("request_time", self.request_time)
 
     def features(self) -> dict[str, Any]:
         """Feature name -> value, as the signatures name them."""
@@ -537,10 +548,11 @@ def _features(user: UserLike | None, extra: Mapping[str, Any] | None = None) -> 
 
 
 def check_arguments(users: Sequence[Mapping[str, Any]], k: Any) -> None:
-    """Refuses, before any RPC, a `k` that is not an int >= 1 and feature text that UTF-8 cannot encode.
+    """Refuses, before any RPC, a `k` that is not an int >= 1, feature text that UTF-8 cannot encode and
+    integers of the contract's int64 features (age, request_time, watch_history_times) beyond int64.
 
     Raises:
-        InvalidArgumentError: naming `k`, or the feature, the user's row and the offending string.
+        InvalidArgumentError: naming `k`, or the feature, the user's row and the offending string or integer.
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InvalidArgumentError(f"k must be an int >= 1, got {k!r} ({type(k).__name__})", argument="k")
@@ -554,6 +566,10 @@ def check_arguments(users: Sequence[Mapping[str, Any]], k: Any) -> None:
                     raise InvalidArgumentError(
                         f"feature {name!r} of user {row}: {text!r} is not valid Unicode text ({error.reason} at "
                         f"index {error.start}); strings must be encodable as UTF-8", argument=name) from None
+        for name in sorted(CONTRACT_INT64_FEATURES & user.keys()):
+            value = user[name]
+            for item in value if isinstance(value, (list, tuple, np.ndarray)) else [value]:
+                check_int_range(name, item, where=f" of user {row}")
 
 
 def _unseen_candidates(
@@ -644,6 +660,18 @@ def format_table(recommendations: Sequence[Recommendation]) -> str:
     return "\n".join(line.rstrip() for line in [lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
+def _int64(text: str) -> int:
+    """argparse type of --age and --request-time: an int that int64, their dtype in the serving contract, can hold."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: it must be an integer in [{INT64_MIN}, "
+                                         f"{INT64_MAX}] (int64)")
+    return value
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m serving.client", description="Recommend items for one user.")
     parser.add_argument("--target", default="localhost:8500", help="gRPC host:port of the model server")
@@ -656,8 +684,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--gender", default="")
     parser.add_argument("--occupation", default="")
     parser.add_argument("--region", default="")
-    parser.add_argument("--age", type=int, default=0)
-    parser.add_argument("--request-time", type=int, default=0, help="unix seconds (0 = unknown)")
+    parser.add_argument("--age", type=_int64, default=0)
+    parser.add_argument("--request-time", type=_int64, default=0, help="unix seconds (0 = unknown)")
     parser.add_argument("--retrieval-model", default=contract.RETRIEVAL,
                         help=f"candidate generator, e.g. {contract.RETRIEVAL_BRUTEFORCE} on stock TF Serving; "
                         f"comma-separated for the shards of a split index ({contract.shard_model_name(0)},...)")

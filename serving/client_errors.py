@@ -34,8 +34,9 @@ class InvalidRequestError(RecommenderError):
 
 
 class InvalidArgumentError(InvalidRequestError, ValueError):
-    """An argument refused before any RPC is sent: a `k` that is not an int >= 1, or a feature string
-    that cannot be encoded as UTF-8 (a lone surrogate); `argument` names it ("k" or the feature)."""
+    """An argument refused before it is sent: a `k` that is not an int >= 1, a feature string that cannot be
+    encoded as UTF-8 (a lone surrogate), or an integer feature out of its dtype's range (e.g. a `request_time`
+    beyond int64); `argument` names it ("k" or the feature)."""
 
     def __init__(self, message: str, *, argument: str) -> None:
         super().__init__(message)

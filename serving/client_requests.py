@@ -23,7 +23,12 @@ import numpy as np
 from recsys_common import contract
 from serving._protos.tensorflow.core.framework import tensor_pb2, types_pb2
 from serving._protos.tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
-from serving.client_errors import InvalidRequestError, ModelNotFoundError, UnexpectedResponseError
+from serving.client_errors import (
+    InvalidArgumentError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    UnexpectedResponseError,
+)
 from serving.tensor_proto import TensorConversionError, dtype_name, from_tensor_proto, to_tensor_proto
 
 _SIGNATURE_DEF_MAP_TYPE = "tensorflow.serving.SignatureDefMap"
@@ -32,6 +37,13 @@ _CONTRACT_DEFAULTS: dict[str, contract.Default] = {
 }
 _DTYPE_ZERO: dict[int, contract.Default] = {types_pb2.DT_STRING: "", types_pb2.DT_FLOAT: 0.0,
                                             types_pb2.DT_DOUBLE: 0.0}
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# The integer dtypes whose range the client checks (a Python int beyond it cannot be sent), by DataType.
+_INT_BOUNDS: dict[int, tuple[int, int]] = {types_pb2.DT_INT64: (INT64_MIN, INT64_MAX),
+                                           types_pb2.DT_INT32: (-(2**31), 2**31 - 1)}
+# The contract's int64 features (age, request_time, watch_history_times): checked before any RPC.
+CONTRACT_INT64_FEATURES = frozenset(
+    spec.name for specs in contract.INPUTS_BY_MODEL.values() for spec in specs if spec.dtype == "int64")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +125,8 @@ def build_inputs(
             are added. The models of one request share their user inputs, which are so encoded once.
 
     Raises:
-        InvalidRequestError: a value of the wrong type or shape, named by feature.
+        InvalidRequestError: a value of the wrong type or shape, named by feature (an `InvalidArgumentError`
+            for an integer out of its dtype's range).
     """
     batch_inputs = batch_inputs or {}
     encoded = {} if encoded is None else encoded
@@ -250,6 +263,23 @@ def _check_scalar(spec: InputSpec, value: Any, model: str) -> None:
             f"{type(value).__name__} {value!r}",
             model=model,
         )
+    check_int_range(spec.name, value, spec.dtype, where=f" for model {model!r}")
+
+
+def check_int_range(name: str, value: Any, dtype: int = types_pb2.DT_INT64, where: str = "") -> None:
+    """Refuses an integer `value` of feature `name` that the integer `dtype` cannot hold; other values
+    (and other dtypes) are left to the type checks.
+
+    Raises:
+        InvalidArgumentError: naming the feature (`where` adds e.g. " of user 3"), the value and the range.
+    """
+    bounds = _INT_BOUNDS.get(dtype)
+    if bounds is None or isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        return
+    low, high = bounds
+    if not low <= value <= high:
+        raise InvalidArgumentError(f"feature {name!r}{where}: {value} is out of range for {dtype_name(dtype)}: it "
+                                   f"must be an integer in [{low}, {high}]", argument=name)
 
 
 def _rank(info: Any) -> int | None:

@@ -27,7 +27,7 @@ from serving import classify_regress
 from serving.batching import BatchScheduler
 from serving.errors import deadline_exceeded, invalid_argument, resource_exhausted
 from serving.model_manager import ModelManager, Servable
-from serving.session_model import check_input_shapes
+from serving.session_model import DeclaredShapes, check_input_shapes
 from serving.tensor_proto import TensorConversionError, decode_checked, decoded_size, to_tensor_proto
 
 Result = TypeVar("Result")
@@ -106,8 +106,9 @@ def time_left(deadline: float | None) -> float | None:
     return left
 
 
-def check_batch(signature: Any, inputs: Mapping[str, Any], max_batch_size: int) -> None:
-    """One batch size across the inputs that the signature declares batch-major ([-1, ...]), within the cap.
+def check_batch(shapes: DeclaredShapes, inputs: Mapping[str, Any], max_batch_size: int) -> None:
+    """One batch size across the inputs that the signature's `shapes` declare batch-major ([-1, ...]), within
+    the cap.
 
     Raises:
         ServingError: INVALID_ARGUMENT naming the inputs that disagree on dimension 0;
@@ -115,9 +116,9 @@ def check_batch(signature: Any, inputs: Mapping[str, Any], max_batch_size: int) 
     """
     sizes: dict[str, int] = {}
     for alias, value in inputs.items():
-        declared = signature.inputs[alias].tensor_shape if alias in signature.inputs else None
+        declared = shapes.dims.get(alias)  # None: not in the signature, or of unknown rank
         shape = np.shape(value)
-        if declared is None or declared.unknown_rank or not declared.dim or declared.dim[0].size != -1 or not shape:
+        if not declared or declared[0] != -1 or not shape:
             continue  # not batch-major
         sizes[alias] = int(shape[0])
     if len(set(sizes.values())) > 1:
@@ -180,10 +181,10 @@ class ServingCore:
         """
         signature_name = signature_name or contract.SIGNATURE_NAME
         model = servable.model
-        signature = model.signature_def(signature_name)
-        check_input_shapes(signature, inputs)
-        check_batch(signature, inputs, self.limits.max_batch_size)
-        missing_or_extra = set(inputs) != set(signature.inputs)
+        shapes = model.declared_shapes(signature_name)  # read from the SignatureDef once per version and signature
+        check_input_shapes(shapes, inputs)
+        check_batch(shapes, inputs, self.limits.max_batch_size)
+        missing_or_extra = inputs.keys() != shapes.dims.keys()
         if self.batcher is None or missing_or_extra or any(np.ndim(value) == 0 for value in inputs.values()):
             return model.run(signature_name, inputs, output_filter, time_left(deadline))  # unbatchable: directly
         arrays = {name: np.asarray(value) for name, value in inputs.items()}

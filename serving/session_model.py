@@ -6,7 +6,8 @@ SignatureDef lists. This module does the same through the C API's Session::Run (
 shape checks on this hot path, so an input of shape [3] may be fed to a [-1, 1] placeholder exactly
 as TF Serving allows; the caller's deadline goes in as RunOptions.timeout_in_ms), after registering
 the ScaNN custom ops so that a ScaNN index loads. The server checks each request's shapes before it
-gets here (`check_input_shapes`, with the same leniency for declared size-1 dimensions).
+gets here (`check_input_shapes`, with the same leniency for declared size-1 dimensions), against the
+`DeclaredShapes` that `SessionModel.declared_shapes` reads from each SignatureDef once.
 
 Usage:
     model = SessionModel.load(Path("saved_models/ranking/3"))
@@ -81,15 +82,32 @@ def serving_session_config(intra_op_parallelism: int = 0, inter_op_parallelism: 
     return config_pb2.ConfigProto()
 
 
-def _shape_dims(tensor_info: meta_graph_pb2.TensorInfo) -> list[int] | None:
+def _shape_dims(tensor_info: meta_graph_pb2.TensorInfo) -> tuple[int, ...] | None:
     """The declared dims (-1 for unknown), or None when the rank is unknown."""
     shape = tensor_info.tensor_shape
     if shape.unknown_rank:
         return None
-    return [int(dim.size) for dim in shape.dim]
+    return tuple(int(dim.size) for dim in shape.dim)
 
 
-def _shape_compatible(declared: list[int] | None, actual: tuple[int, ...]) -> bool:
+@dataclasses.dataclass(frozen=True)
+class DeclaredShapes:
+    """The input shapes one SignatureDef declares, read from its TensorInfo protos once (the request checks
+    `check_input_shapes` and `serving.core.check_batch` run on every request and share it).
+
+    Attributes:
+        dims: input alias -> its declared dims (-1 for an unknown size), or None when the rank is unknown;
+            e.g. {"user_id": (-1,), "watch_history": (-1, 50)}.
+    """
+
+    dims: Mapping[str, tuple[int, ...] | None]
+
+    @classmethod
+    def read(cls, proto: meta_graph_pb2.SignatureDef) -> DeclaredShapes:
+        return cls({alias: _shape_dims(info) for alias, info in proto.inputs.items()})
+
+
+def _shape_compatible(declared: Sequence[int] | None, actual: tuple[int, ...]) -> bool:
     """-1 is any size; a declared 1 is any size too and may be left out, as TF Serving's Session::Run
     lets x [3] into half_plus_two's [-1, 1] (and [2] into its TF2 twin's [1])."""
     if declared is None:
@@ -101,20 +119,23 @@ def _shape_compatible(declared: list[int] | None, actual: tuple[int, ...]) -> bo
     return all(want in (-1, 1, got) for want, got in zip(declared, actual))
 
 
-def check_input_shapes(signature: meta_graph_pb2.SignatureDef, inputs: Mapping[str, Any]) -> None:
-    """Refuses an input whose rank or a known dimension disagrees with the signature, before the run.
+def check_input_shapes(shapes: DeclaredShapes, inputs: Mapping[str, Any]) -> None:
+    """Refuses an input whose rank or a known dimension disagrees with the signature's `shapes`, before the run.
 
     Raises:
         ServingError: INVALID_ARGUMENT naming the input, its shape and the declared one.
     """
-    for alias in sorted(set(inputs) & set(signature.inputs)):
-        declared = _shape_dims(signature.inputs[alias])
+    for alias in sorted(inputs.keys() & shapes.dims.keys()):
+        declared = shapes.dims[alias]
+        if declared is None:
+            continue  # unknown rank: any shape
         try:
             actual = tuple(np.shape(inputs[alias]))
         except ValueError:
             continue  # ragged nested lists: their conversion names the input
         if not _shape_compatible(declared, actual):
-            raise invalid_argument(f"input '{alias}' has shape {list(actual)} but the signature declares {declared}")
+            raise invalid_argument(
+                f"input '{alias}' has shape {list(actual)} but the signature declares {list(declared)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +143,7 @@ class _Signature:
     """What `SessionModel.run` needs of one SignatureDef, read from the proto once (the per-request path is hot).
 
     Attributes:
-        proto: the SignatureDef (error messages read its declared shapes).
+        shapes: the declared input shapes (the request checks and the run's error messages read them).
         inputs: input alias -> feed tensor name.
         outputs: output alias -> fetch tensor name.
         dtypes: input alias -> declared dtype.
@@ -130,7 +151,7 @@ class _Signature:
         all_outputs: every output alias, sorted (fetched when a request names none).
     """
 
-    proto: meta_graph_pb2.SignatureDef
+    shapes: DeclaredShapes
     inputs: dict[str, str]
     outputs: dict[str, str]
     dtypes: dict[str, tf.DType]
@@ -139,7 +160,7 @@ class _Signature:
 
     @classmethod
     def read(cls, proto: meta_graph_pb2.SignatureDef) -> _Signature:
-        return cls(proto=proto,
+        return cls(shapes=DeclaredShapes.read(proto),
                    inputs={alias: info.name for alias, info in proto.inputs.items()},
                    outputs={alias: info.name for alias, info in proto.outputs.items()},
                    dtypes={alias: tf.dtypes.as_dtype(info.dtype) for alias, info in proto.inputs.items()},
@@ -208,6 +229,14 @@ class SessionModel:
             raise failed_precondition(f'Serving signature key "{name}" not found.')
         return self.meta_graph_def.signature_def[name]
 
+    def declared_shapes(self, name: str = contract.SIGNATURE_NAME) -> DeclaredShapes:
+        """The input shapes that signature `name` ("" means serving_default) declares, read once per signature.
+
+        Raises:
+            ServingError: FAILED_PRECONDITION for an unknown signature (as `signature_def`).
+        """
+        return self._signature(name or contract.SIGNATURE_NAME).shapes
+
     def run(self, signature_name: str, inputs: Mapping[str, Any], output_filter: Sequence[str] = (),
             timeout_s: float | None = None) -> dict[str, np.ndarray]:
         """Runs a signature: feeds its input tensors by name, fetches its output tensors.
@@ -246,7 +275,7 @@ class SessionModel:
                                         f"running signature '{signature_name or contract.SIGNATURE_NAME}' of "
                                         f"{self.export_dir}") from error
             raise ServingError(code_from_number(error.error_code),
-                               _explain_run_error(error.message, signature.proto, aliases, feeds)) from error
+                               _explain_run_error(error.message, signature.shapes, aliases, feeds)) from error
         return {alias: np.asarray(value) for alias, value in zip(output_aliases, values)}
 
     def _session_run(self, feeds: dict[Any, np.ndarray], fetches: list[Any], timeout_s: float | None) -> list[Any]:
@@ -263,6 +292,9 @@ class SessionModel:
 
     def _signature(self, name: str) -> _Signature:
         """The signature `name`, read from the proto on its first request."""
+        signature = self._signatures.get(name)  # read without the lock: entries are only ever added, whole
+        if signature is not None:
+            return signature
         with self._lock:
             if name not in self._signatures:
                 self._signatures[name] = _Signature.read(self.signature_def(name))
@@ -386,13 +418,14 @@ def _type_mismatch(alias: str, want: str, got: str) -> ServingError:
         f"Type mismatch for input '{alias}': actual {tf_words.get(got, got)} vs. expect {tf_words.get(want, want)}")
 
 
-def _explain_run_error(message: str, signature: meta_graph_pb2.SignatureDef, aliases: Sequence[str],
+def _explain_run_error(message: str, shapes: DeclaredShapes, aliases: Sequence[str],
                        feeds: Sequence[np.ndarray]) -> str:
     """TF's message, plus the inputs whose shapes disagree with the signature (the likely cause)."""
     mismatches = []
     for alias, feed in zip(aliases, feeds):
-        declared = _shape_dims(signature.inputs[alias])
-        if not _shape_compatible(declared, feed.shape):
-            mismatches.append(f"input '{alias}' has shape {list(feed.shape)} but the signature declares {declared}")
+        declared = shapes.dims[alias]
+        if declared is not None and not _shape_compatible(declared, feed.shape):
+            mismatches.append(
+                f"input '{alias}' has shape {list(feed.shape)} but the signature declares {list(declared)}")
     message = message.strip()
     return f"{message} ({'; '.join(mismatches)})" if mismatches else message

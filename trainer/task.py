@@ -89,6 +89,7 @@ def _run_stages(config: config_lib.Config, run_name: str, export: bool, role: di
     from trainer.export.layout import VersionSet
     from trainer.export.server_configs import write_server_configs
     from trainer.ranking.export import export_ranking
+    from trainer.ranking.protocol import check_eval_negatives
     from trainer.ranking.train import train_ranking
     from trainer.retrieval.export import export_retrieval
     from trainer.retrieval.sharding import export_sharded_retrieval, shard_model_names
@@ -103,6 +104,7 @@ def _run_stages(config: config_lib.Config, run_name: str, export: bool, role: di
             run.log.warning(warning)
         with _stage(run, "data"):
             data = load_prepared(config) if config.data.prepared_dir else bundle.prepare(config)
+            check_eval_negatives(data, config)
         with _stage(run, "retrieval"):
             retrieval = train_retrieval(config, data, run, strategy=strategy)
         ranking_strategy = None if role.uses_parameter_servers else strategy

@@ -7,9 +7,20 @@ import asyncio
 import numpy as np
 import pytest
 
-from serving.client import AsyncRecommenderClient, InvalidArgumentError, InvalidRequestError, RecommenderClient
+from serving._protos.tensorflow.core.framework import types_pb2
+from serving.client import (
+    AsyncRecommenderClient,
+    InvalidArgumentError,
+    InvalidRequestError,
+    RecommenderClient,
+    UserContext,
+    main,
+)
+from serving.client_requests import InputSpec, ModelSignature, build_inputs
 
 LONE_SURROGATE = "user\ud800"
+INT64_RANGE = "[-9223372036854775808, 9223372036854775807]"
+BEYOND_INT64 = [2**63, -(2**63) - 1, 10**20, np.uint64(2**64 - 1)]
 
 
 @pytest.mark.parametrize("k, shown", [(2.5, "2.5 (float)"), (0, "0 (int)"), (-3, "-3 (int)"), (True, "True (bool)"),
@@ -70,3 +81,61 @@ def test_the_async_client_refuses_the_same_arguments(toy_server_plain):
 def test_options_out_of_range_are_refused_before_any_channel(options, named):
     with pytest.raises(ValueError, match=named):
         RecommenderClient("localhost:1", **options)
+
+
+@pytest.mark.parametrize("value", BEYOND_INT64, ids=repr)
+@pytest.mark.parametrize("field", ["request_time", "age"])
+def test_an_int64_feature_beyond_int64_is_refused_naming_it_before_any_rpc(toy_server_plain, field, value):
+    with RecommenderClient(toy_server_plain.target) as client, pytest.raises(InvalidArgumentError) as error:
+        client.recommend(user_id="42", k=2, **{field: value})
+    assert error.value.argument == field and f"feature {field!r} of user 0: {value} is out of range" in str(error.value)
+    assert f"DT_INT64: it must be an integer in {INT64_RANGE}" in str(error.value)
+    assert sum(toy_server_plain.servicer.calls.values()) == 0
+
+
+def test_an_int64_list_feature_is_checked_item_by_item(toy_server_plain):
+    users = [{"user_id": "1"}, {"user_id": "2", "watch_history": ["i1", "i2"], "watch_history_times": [1, 2**63]}]
+    with RecommenderClient(toy_server_plain.target) as client, pytest.raises(InvalidArgumentError,
+                                                                             match="'watch_history_times' of user 1"):
+        client.recommend_batch(users, k=2)
+    assert sum(toy_server_plain.servicer.calls.values()) == 0
+
+
+@pytest.mark.parametrize("value", BEYOND_INT64, ids=repr)
+@pytest.mark.parametrize("field", ["request_time", "age"])
+def test_a_user_context_beyond_int64_is_refused_when_made(field, value):
+    with pytest.raises(ValueError, match=rf"feature '{field}': {value} is out of range for DT_INT64") as error:
+        UserContext(user_id="42", **{field: value})
+    assert isinstance(error.value, InvalidArgumentError) and error.value.argument == field
+
+
+def test_the_int64_bounds_themselves_are_sent(toy_server_plain):
+    user = UserContext(user_id="42", age=0, request_time=2**63 - 1)
+    with RecommenderClient(toy_server_plain.target) as client:
+        assert len(client.recommend(user, k=2, **{"request_time": -(2**63)})) == 2
+        assert len(client.recommend(user, k=2)) == 2
+
+
+def test_a_served_integer_input_is_checked_against_its_own_dtype():
+    signature = ModelSignature("m", {"n": InputSpec("n", types_pb2.DT_INT32, 1, 0)}, {})
+    assert build_inputs(signature, [{"n": 2**31 - 1}])["n"].dtype == types_pb2.DT_INT32
+    with pytest.raises(InvalidArgumentError, match=r"feature 'n' for model 'm': 2147483648 is out of range for "
+                                                   r"DT_INT32: it must be an integer in \[-2147483648, 2147483647\]"):
+        build_inputs(signature, [{"n": 2**31}])
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999", "9223372036854775808", "-9223372036854775809"])
+@pytest.mark.parametrize("flag", ["--request-time", "--age"])
+def test_the_cli_refuses_a_value_beyond_int64_as_a_usage_error(capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--target", "localhost:1", "--user-id", "42", flag, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: argument {flag}: {value} is out of range: it must be an integer in {INT64_RANGE} (int64)" in err
+
+
+@pytest.mark.parametrize("flag", ["--request-time", "--age"])
+def test_the_cli_still_says_invalid_int_for_text(capsys, flag):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--target", "localhost:1", flag, "soon"])
+    assert exit_info.value.code == 2 and f"argument {flag}: invalid int value: 'soon'" in capsys.readouterr().err

@@ -87,6 +87,8 @@ def _items(frame: pd.DataFrame) -> pd.DataFrame:
     ("user_id,item_id,timestamp\nu1,a,10\nu1,b,5\n", r"events\.csv: line 3: timestamp 5 is earlier"),
     ("user_id,item_id,timestamp\nu1,a,10\nu1,b,x\n", r"timestamp must be an integer, line 3 has 'x'"),
     ("user_id,item_id,timestamp\nu1,a,10\n,b,11\n", r"user_id is empty in line 3"),
+    ("user_id,item_id,timestamp\nu1,a,10\n\nu1,b,11\n", r"events\.csv line 3: an empty row"),
+    ("user_id,item_id,timestamp\nu1,a,10\n  \t\nu1,b,11\n", r"events\.csv line 3: an empty row"),
     ("user_id;item_id;timestamp\nu1;a;10\n", r"lacks column\(s\) \['user_id', 'item_id', 'timestamp'\]"),
     ("user_id,item_id,timestamp,watch_time\nu1,a,10,-3\n", r"watch_time must be >= 0"),
     ("user_id,item_id,timestamp\nu1,a,10,extra\n", r"malformed CSV"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import re
 from collections.abc import Callable
@@ -62,3 +63,22 @@ def test_missing_rows_are_added_with_unknown_features(tiny_data: TrainingData) -
     assert len(users) == len(tiny_data.dataset.users) + 1 and len(items) == len(tiny_data.dataset.items) + 1
     assert users.iloc[-1].tolist() == ["new-user", "", 0, "", "", ""]
     assert items.iloc[-1]["genres"] == [] and items.iloc[-1]["release_time"] == 0
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 100])
+def test_the_event_log_drops_the_blank_lines_that_end_it_and_refuses_one_between_rows(
+        tmp_path: pathlib.Path, chunk_size: int, caplog: pytest.LogCaptureFixture) -> None:
+    rows = "user_id,item_id,timestamp\nu1,a,10\nu2,b,11\nu1,c,12\n"
+    path = tmp_path / "events.csv"
+    path.write_text(rows + "\n \n,,\n")
+    with caplog.at_level(logging.WARNING):
+        chunks = list(CsvEventSource(path, chunk_size=chunk_size).chunks())
+    events = pd.concat([chunk.events for chunk in chunks])
+    assert events["item_id"].tolist() == ["a", "b", "c"]
+    assert [chunk.first_row for chunk in chunks] == list(range(0, 3, chunk_size))
+    assert f"{path}: ignored 3 empty row(s) at the end of the file" in caplog.text
+    for blank_line in (2, 3, 4):
+        lines = rows.splitlines(keepends=True)
+        path.write_text("".join([*lines[:blank_line - 1], "\n", *lines[blank_line - 1:]]))
+        with pytest.raises(DataError, match=re.escape(f"{path} line {blank_line}: an empty row")):
+            list(CsvEventSource(path, chunk_size=chunk_size).chunks())

@@ -116,3 +116,19 @@ def test_bad_input_exits_2_with_a_message(args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_too_many_evaluation_negatives_stop_the_run_before_anything_trains(tmp_path):
+    """ml-100k's busiest user leaves fewer than 1,000 unwatched items: the data stage says so, not the ranker."""
+    ml_100k = ROOT.parent / "shared" / "data" / "ml-100k"
+    if not ml_100k.is_dir():
+        pytest.skip(f"real data {ml_100k} is not available")
+    result = run_task("--data.source", "ml-100k", "--data-dir", str(ml_100k), "--data.download", "false",
+                      "--data.eval_negatives", "1000", "--run_dir", str(tmp_path), "--run-name", "negatives",
+                      timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert re.search(r"data\.eval_negatives is 1000, but user '\d+' has interacted with \d+ of the \d+ items that "
+                     r"the .* draws negatives from, which leaves \d+; set data\.eval_negatives to at most \d+",
+                     result.stderr)
+    log = (tmp_path / "negatives" / "train.log").read_text()
+    assert "stage data: failed" in log and "stage retrieval" not in log

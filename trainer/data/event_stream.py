@@ -12,12 +12,14 @@ An empty rating, watch_time or query is missing; ids and timestamps must be pres
 An impression log (`CsvImpressionSource`) has the impression table's columns instead
 (user_id,item_id,timestamp,clicked,watch_time, see `trainer.data.schema.validate_impressions`), is read the
 same way, and `ClickedEventSource` turns it into the event log of its clicked rows.
-Line numbers in errors count the header as line 1 (a quoted field spanning lines shifts them).
+Line numbers in errors count the header as line 1 (a quoted field spanning lines shifts them). An empty row
+(a blank line) before a later row is an error; the empty rows that end the file are dropped with a warning.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pathlib
 import re
 import warnings
@@ -37,7 +39,9 @@ from trainer.data.schema import (
     validate_impressions,
 )
 from trainer.data.table_csv import csv_errors
+from trainer.run import LOGGER_NAME
 
+LOGGER = logging.getLogger(LOGGER_NAME)
 Validate = Callable[[pd.DataFrame, str], pd.DataFrame]
 _ROW = re.compile(r"\brow (\d+)\b")
 
@@ -129,13 +133,34 @@ class CsvEventSource(LogFile):
     rows: ClassVar[str] = "rows"
 
     def _raw_chunks(self) -> Iterator[pd.DataFrame]:
+        """Blank lines stay rows while parsing (so that line numbers stay true): one before a later row is an
+        error, the blank lines that end the file are dropped with a warning."""
+        blank_since: int | None = None  # the first row of a run of empty rows that no row has followed yet
+        first_row = 0
         with csv_errors(self.name, f"expected a header {','.join(self.columns)}"):
             reader = pd.read_csv(self.path, chunksize=self.chunk_size, dtype=str, keep_default_na=False,
                                  na_values={column: [""] for column in self.optional_columns}, encoding="utf-8",
-                                 index_col=False)
+                                 index_col=False, skip_blank_lines=False)
             with reader:
                 while (chunk := _next_chunk(reader)) is not None:
-                    yield chunk
+                    empty = _empty_rows(chunk)
+                    filled = np.flatnonzero(~empty)
+                    if len(filled):
+                        before_a_row = np.flatnonzero(empty[:filled[-1]])
+                        if blank_since is not None or len(before_a_row):
+                            line = blank_since if blank_since is not None else first_row + int(before_a_row[0])
+                            raise DataError(f"{self.name} {csv_line(line)}: an empty row (a blank line, or only "
+                                            "commas); every line must be a row, remove it")
+                        blank_since = None
+                    if empty[-1]:
+                        trailing = len(filled) and int(filled[-1]) + 1
+                        blank_since = first_row + trailing if blank_since is None else blank_since
+                        chunk = chunk.iloc[:trailing]
+                    first_row += len(empty)
+                    if len(chunk):
+                        yield chunk
+        if blank_since is not None:
+            LOGGER.warning("%s: ignored %d empty row(s) at the end of the file", self.name, first_row - blank_since)
 
 
 @dataclasses.dataclass
@@ -221,6 +246,16 @@ class OrderCheck:
                 f"row before ({joined[at - 1]}); streaming needs the log in time order (sort it by timestamp first)"
             )
         self.last = int(times[-1])
+
+
+def _empty_rows(chunk: pd.DataFrame) -> np.ndarray:
+    """[rows] bool: the rows whose every field is empty or whitespace (pandas reads a blank line as one)."""
+    empty = np.ones(len(chunk), dtype=bool)
+    for column in chunk.columns:  # column by column, on the rows still empty so far: most rows leave at once
+        rows = np.flatnonzero(empty)
+        values = chunk[column].iloc[rows]
+        empty[rows] = (values.isna() | values.str.strip().eq("")).to_numpy()
+    return empty
 
 
 def _next_chunk(reader: Iterator[pd.DataFrame]) -> pd.DataFrame | None:

@@ -54,7 +54,16 @@ import numpy as np
 import pandas as pd
 
 from trainer.config import MOVIELENS_SOURCES
-from trainer.data.schema import MAX_TIMESTAMP, DataError, Dataset, validate_events, validate_items, validate_users
+from trainer.data.schema import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_TIMESTAMP,
+    DataError,
+    Dataset,
+    validate_events,
+    validate_items,
+    validate_users,
+)
 from trainer.data.table_csv import LineCountingReader, blank_line_error, check_blank_lines, with_missing_rows
 from trainer.progress import progress_bar
 from trainer.run import LOGGER_NAME
@@ -65,7 +74,6 @@ DOWNLOAD_TIMEOUT_S = 60
 _CHUNK = 1 << 20
 _UNIT_SEPARATOR = "\x1f"  # stands in for ml-1m's two-character "::" so the fast C parser can read it
 _DATE_FORMAT = "%d-%b-%Y"  # ml-100k's release dates, e.g. 01-Jan-1995
-_INT64 = (int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -519,8 +527,8 @@ def _integer_problem(text: str, column: str, table: TableFormat) -> str | None:
     for allowed in table.allowed:
         if allowed.column == column and not allowed.low <= value <= allowed.high:
             return allowed.describe()
-    if not _INT64[0] <= value <= _INT64[1]:
-        return f"must be an integer from {_INT64[0]} to {_INT64[1]}"
+    if not INT64_MIN <= value <= INT64_MAX:
+        return f"must be an integer from {INT64_MIN} to {INT64_MAX}"
     return None
 
 

@@ -36,6 +36,7 @@ SECONDS_PER_DAY = 86_400  # timestamps and release times are unix seconds
 # Timestamps must be datetimes Python can represent (run bundles record them as UTC dates):
 # 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
 MIN_TIMESTAMP, MAX_TIMESTAMP = -62_135_596_800, 253_402_300_799
+INT64_MIN, INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 
 
 class DataError(ValueError):
@@ -251,7 +252,8 @@ def _ids(column: pd.Series, name: str, source: str) -> pd.Series:
 
 def _integers(column: pd.Series, name: str, source: str) -> pd.Series:
     numbers = _whole_numbers(column, name, source)
-    _refuse_values(_beyond_int64(numbers), column, f"{source}: {name} must be an integer from -2^63 to 2^63-1")
+    _refuse_values(_beyond_int64(numbers), column,
+                   f"{source}: {name} must be an integer from {INT64_MIN} to {INT64_MAX}")
     return numbers.astype(np.int64)
 
 
@@ -273,7 +275,7 @@ def _beyond_int64(numbers: pd.Series) -> np.ndarray:
     """Where a parsed integer does not fit int64 (pandas parses such text as uint64 or float64; astype wraps it)."""
     values = numbers.to_numpy()
     if values.dtype.kind == "u":
-        return values > np.iinfo(np.int64).max
+        return values > INT64_MAX
     if values.dtype.kind == "f":
         return (values < -(2.0**63)) | (values >= 2.0**63)
     return np.zeros(len(values), dtype=bool)

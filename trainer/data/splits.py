@@ -106,12 +106,7 @@ def leave_last_out(events: pd.DataFrame, num_negatives: int, seed: int) -> Leave
     Raises:
         DataError: some user has fewer than N training items they never interacted with.
     """
-    ordered = events.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
-    sizes = ordered.groupby("user_id", sort=False)["item_id"].transform("size").to_numpy()
-    is_last = ~ordered["user_id"].duplicated(keep="last").to_numpy()
-    held_out = is_last & (sizes >= 2)
-    train = ordered[~held_out].sort_index()
-    test = ordered[held_out].reset_index(drop=True)
+    train, test = hold_out_last(events)
     positives = events.groupby("user_id")["item_id"].agg(frozenset)
     negatives = sample_negatives(
         [positives[user] for user in test["user_id"]],
@@ -119,7 +114,17 @@ def leave_last_out(events: pd.DataFrame, num_negatives: int, seed: int) -> Leave
         num_negatives,
         np.random.default_rng(seed),
     )
-    return LeaveLastOut(train=train.reset_index(drop=True), test=test, negatives=negatives)
+    return LeaveLastOut(train=train, test=test, negatives=negatives)
+
+
+def hold_out_last(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`leave_last_out`'s split without its negatives: (train, test), test holding the latest event
+    (ties: the largest item id) of each user with >= 2 events, train the rest in their original order."""
+    ordered = events.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
+    sizes = ordered.groupby("user_id", sort=False)["item_id"].transform("size").to_numpy()
+    is_last = ~ordered["user_id"].duplicated(keep="last").to_numpy()
+    held_out = is_last & (sizes >= 2)
+    return ordered[~held_out].sort_index().reset_index(drop=True), ordered[held_out].reset_index(drop=True)
 
 
 def sample_negatives(

@@ -26,7 +26,7 @@ from trainer.data.catalog import ItemCatalog
 from trainer.data.examples import ITEM_ID, WATCH_TIME, event_examples, impression_examples, query_examples
 from trainer.data.pipeline import AGE_BUCKETS
 from trainer.data.schema import DataError, Dataset
-from trainer.data.splits import LeaveLastOut, leave_last_out, sample_negatives
+from trainer.data.splits import LeaveLastOut, hold_out_last, leave_last_out, sample_negatives
 from trainer.data.tfrecord import Manifest
 from trainer.data.vocab import Vocabularies
 from trainer.ranking.rows import CandidatePools, RowScores
@@ -204,6 +204,58 @@ def ncf_protocol(dataset: Dataset, config: Config, split: LeaveLastOut | None = 
             exclude=[seen.get(user, frozenset()) for user in test_examples[contract.USER_ID]],
             pool=np.asarray(space.catalog.item_ids, dtype=object)),
     )
+
+
+def check_eval_negatives(data: TrainingData, config: Config) -> None:
+    """Refuses, before anything trains, a data.eval_negatives that some held-out user cannot be given.
+
+    Each held-out item is ranked among data.eval_negatives items its user never interacted with, drawn from
+    a pool: the catalogue in the temporal protocol, the training items of the outer (test) and inner
+    (validation) leave-last-out splits in the NCF protocol.
+
+    Raises:
+        DataError: naming data.eval_negatives, the user and pool that fall short, and the largest value that works.
+    """
+    wanted = config.data.eval_negatives
+    events = data.dataset.events
+    outer_train, outer_test = hold_out_last(events)
+    inner_train, inner_test = hold_out_last(outer_train)
+    temporal_users = np.concatenate([data.validation_examples[contract.USER_ID], data.test_examples[contract.USER_ID]])
+    rooms = [room for room in (
+        _fewest_negatives(events, temporal_users, data.catalog.item_ids, "the temporal protocol (the catalogue)"),
+        _fewest_negatives(events, outer_test["user_id"], outer_train["item_id"], "the NCF protocol's test"),
+        _fewest_negatives(events, inner_test["user_id"], inner_train["item_id"], "the NCF protocol's validation"),
+    ) if room is not None]
+    tightest = min(rooms, key=lambda room: room.available, default=None)
+    if tightest is not None and tightest.available < wanted:
+        raise DataError(
+            f"data.eval_negatives is {wanted}, but user {tightest.user!r} has interacted with "
+            f"{tightest.pool_size - tightest.available} of the {tightest.pool_size} items that {tightest.pool} "
+            f"draws negatives from, which leaves {tightest.available}; set data.eval_negatives to at most "
+            f"{tightest.available}, or train on a log with more items")
+
+
+@dataclasses.dataclass(frozen=True)
+class _NegativesRoom:
+    """The user with the fewest pool items they never interacted with, and how many that is; `pool` names
+    the protocol that draws from it."""
+
+    user: str
+    available: int
+    pool_size: int
+    pool: str
+
+
+def _fewest_negatives(events: pd.DataFrame, users: np.ndarray | pd.Series, pool_items: np.ndarray | pd.Series,
+                      pool: str) -> _NegativesRoom | None:
+    users = pd.unique(pd.Series(users, dtype=object))
+    if not len(users):
+        return None
+    pool_index = pd.Index(pool_items).unique()
+    theirs = events[events["user_id"].isin(users) & events["item_id"].isin(pool_index)]
+    owned = theirs.groupby("user_id")["item_id"].nunique().reindex(users, fill_value=0)
+    user = owned.idxmax()
+    return _NegativesRoom(str(user), len(pool_index) - int(owned[user]), len(pool_index), pool)
 
 
 def items_by_user(events: pd.DataFrame) -> dict[str, frozenset[str]]:

@@ -175,12 +175,12 @@ def _fit(model: RankingModel, data: RankingData, options: FitOptions, checkpoint
     start, epochs = fitting.epochs_to_train(checkpoint_dir, options.epochs)
     if start == 0:  # a resumed model gets its statistics back with its weights
         model.fit_statistics(*_statistics_rows(recipe, examples, _ADAPT_ROWS, options.seed))
-    rows = _training_rows(data, recipe, options, strategy)
-    with strategy.scope():
-        model.compile(optimizer=make_optimizer(options.optimizer, options.learning_rate))
     if epochs == 0:  # a refit of a model whose starting weights validated best trains nothing
         LOGGER.warning("ranking %s/%s: 0 epochs to train, keeping the starting weights", data.name, model.name)
         return {}, 0
+    rows = _training_rows(data, recipe, options, strategy)
+    with strategy.scope():
+        model.compile(optimizer=make_optimizer(options.optimizer, options.learning_rate))
     history = fitting.RunHistory(VALIDATION_PREFIX, checkpoint_dir)
     validation, selection = _model_selection(data, options.patience, checkpoint_dir)
     report = fitting.Report(f"ranking {data.name}/{model.name}", rows.steps, LOGGER)
