@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 
+from bench.cli import ML_100K_DIR, missing_ml_100k
 from recsys_common import contract
 from trainer.export.server_configs import LOCAL_MODELS_CONFIG
 
@@ -64,7 +65,8 @@ def test_exports_load_in_a_fresh_process_and_answer(tiny_run):
     # A trained user and an unknown one, every other input at its contract default.
     script = textwrap.dedent(f"""
         import json, pathlib, numpy as np
-        from recsys_common import contract
+        from bench.cli import ML_100K_DIR, missing_ml_100k
+from recsys_common import contract
         from serving.session_model import SessionModel
 
         def column(spec):
@@ -120,10 +122,9 @@ def test_bad_input_exits_2_with_a_message(args, message):
 
 def test_too_many_evaluation_negatives_stop_the_run_before_anything_trains(tmp_path):
     """ml-100k's busiest user leaves fewer than 1,000 unwatched items: the data stage says so, not the ranker."""
-    ml_100k = ROOT.parent / "shared" / "data" / "ml-100k"
-    if not ml_100k.is_dir():
-        pytest.skip(f"real data {ml_100k} is not available")
-    result = run_task("--data.source", "ml-100k", "--data-dir", str(ml_100k), "--data.download", "false",
+    if missing_ml_100k(ML_100K_DIR) is not None:
+        pytest.skip(missing_ml_100k(ML_100K_DIR))
+    result = run_task("--data.source", "ml-100k", "--data-dir", str(ML_100K_DIR), "--data.download", "false",
                       "--data.eval_negatives", "1000", "--run_dir", str(tmp_path), "--run-name", "negatives",
                       timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
