@@ -65,8 +65,7 @@ def test_exports_load_in_a_fresh_process_and_answer(tiny_run):
     # A trained user and an unknown one, every other input at its contract default.
     script = textwrap.dedent(f"""
         import json, pathlib, numpy as np
-        from bench.cli import ML_100K_DIR, missing_ml_100k
-from recsys_common import contract
+        from recsys_common import contract
         from serving.session_model import SessionModel
 
         def column(spec):
