@@ -32,15 +32,31 @@ LIBRARIES = (
     "psutil",
 )
 
+CPUINFO = pathlib.Path("/proc/cpuinfo")
+# The SIMD levels the ANN kernels dispatch on, oldest first.
+VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "amx_tile")
+
 
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo, else what `platform` knows."""
-    cpuinfo = pathlib.Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
+    if CPUINFO.is_file():
+        for line in CPUINFO.read_text(errors="replace").splitlines():
             if line.lower().startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def cpu_generation(cpuinfo: pathlib.Path = CPUINFO) -> dict[str, Any]:
+    """What `cpuinfo` says of the CPU's generation where its model name does not (a cloud VM often shows
+    only "AMD EPYC"): family and model numbers (first CPU), and the vector extensions ScaNN and Faiss use."""
+    fields: dict[str, str] = {}
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip().lower(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    return {"family": fields.get("cpu family"), "model": fields.get("model"),
+            "vector_extensions": [name for name in VECTOR_EXTENSIONS if name in flags]}
 
 
 def usable_cores() -> int:
@@ -72,6 +88,7 @@ def machine_info() -> dict[str, Any]:
     memory = psutil.virtual_memory()
     return {
         "cpu_model": cpu_model(),
+        "cpu_generation": cpu_generation(),
         "logical_cores": psutil.cpu_count(logical=True),
         "physical_cores": psutil.cpu_count(logical=False),
         "usable_cores": usable_cores(),

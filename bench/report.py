@@ -275,9 +275,19 @@ def _machine_line(machine: Mapping[str, Any]) -> str:
     libraries = machine.get("libraries", {})
     versions = ", ".join(f"{name} {libraries[name]}" for name in KEY_LIBRARIES if libraries.get(name))
     load = fmt(number(machine.get("load_average_1m")))
-    return (f"{machine.get('cpu_model')}, {machine.get('usable_cores')} usable cores, "
+    return (f"{machine.get('cpu_model')}{_generation(machine.get('cpu_generation'))}, "
+            f"{machine.get('usable_cores')} usable cores, "
             f"{machine.get('ram_gib')} GiB RAM, load average {load} at start; Python {machine.get('python')}; "
             f"{versions}")
+
+
+def _generation(generation: Mapping[str, Any] | None) -> str:
+    """The CPU's generation as the machine line shows it, e.g. " (family 25, model 17; avx2, avx512f)", from
+    `bench.machine.cpu_generation`; "" where the results predate it or the OS does not say."""
+    if not generation or generation.get("family") is None:
+        return ""
+    extensions = ", ".join(generation.get("vector_extensions") or ["no vector extensions"])
+    return f" (family {generation['family']}, model {generation.get('model')}; {extensions})"
 
 
 def _anchor(title: str) -> str:

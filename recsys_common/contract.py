@@ -12,6 +12,8 @@ from collections.abc import Collection
 from typing import Literal
 
 SIGNATURE_NAME = "serving_default"
+# The range of int64, the dtype of ids-as-numbers, ages and times on both sides of the contract.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # Model names in saved_models/ and in models.config.
 RETRIEVAL = "retrieval"

@@ -63,8 +63,6 @@ from serving.client_errors import (
 )
 from serving.client_requests import (
     CONTRACT_INT64_FEATURES,
-    INT64_MAX,
-    INT64_MIN,
     InputSpec,
     ModelSignature,
     build_inputs,
@@ -666,9 +664,9 @@ def _int64(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if not INT64_MIN <= value <= INT64_MAX:
-        raise argparse.ArgumentTypeError(f"{value} is out of range: it must be an integer in [{INT64_MIN}, "
-                                         f"{INT64_MAX}] (int64)")
+    if not contract.INT64_MIN <= value <= contract.INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: it must be an integer in [{contract.INT64_MIN}, "
+                                         f"{contract.INT64_MAX}] (int64)")
     return value
 
 

@@ -37,10 +37,9 @@ _CONTRACT_DEFAULTS: dict[str, contract.Default] = {
 }
 _DTYPE_ZERO: dict[int, contract.Default] = {types_pb2.DT_STRING: "", types_pb2.DT_FLOAT: 0.0,
                                             types_pb2.DT_DOUBLE: 0.0}
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # The integer dtypes whose range the client checks (a Python int beyond it cannot be sent), by DataType.
-_INT_BOUNDS: dict[int, tuple[int, int]] = {types_pb2.DT_INT64: (INT64_MIN, INT64_MAX),
-                                           types_pb2.DT_INT32: (-(2**31), 2**31 - 1)}
+_INT_BOUNDS: dict[int, tuple[int, int]] = {
+    types_pb2.DT_INT64: (contract.INT64_MIN, contract.INT64_MAX), types_pb2.DT_INT32: (-(2**31), 2**31 - 1)}
 # The contract's int64 features (age, request_time, watch_history_times): checked before any RPC.
 CONTRACT_INT64_FEATURES = frozenset(
     spec.name for specs in contract.INPUTS_BY_MODEL.values() for spec in specs if spec.dtype == "int64")

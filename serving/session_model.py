@@ -107,11 +107,9 @@ class DeclaredShapes:
         return cls({alias: _shape_dims(info) for alias, info in proto.inputs.items()})
 
 
-def _shape_compatible(declared: Sequence[int] | None, actual: tuple[int, ...]) -> bool:
+def _shape_compatible(declared: Sequence[int], actual: tuple[int, ...]) -> bool:
     """-1 is any size; a declared 1 is any size too and may be left out, as TF Serving's Session::Run
     lets x [3] into half_plus_two's [-1, 1] (and [2] into its TF2 twin's [1])."""
-    if declared is None:
-        return True
     if len(declared) != len(actual):
         declared = [want for want in declared if want != 1]
     if len(declared) != len(actual):

@@ -174,6 +174,20 @@ def test_report_lists_every_status_with_reasons_and_relative_links(tmp_path: pat
     assert text.count("\n## ") == 1 + len(outcomes)  # the plots heading and one heading per section
 
 
+@pytest.mark.parametrize(("generation", "shown"), [
+    ({"family": "25", "model": "17", "vector_extensions": ["avx2", "avx512f"]},
+     "CPU X (family 25, model 17; avx2, avx512f), 2 usable cores"),
+    ({"family": "6", "model": "85", "vector_extensions": []}, "CPU X (family 6, model 85; no vector extensions), 2"),
+    ({"family": None, "model": None, "vector_extensions": []}, "CPU X, 2 usable cores"),
+    (None, "CPU X, 2 usable cores"),
+], ids=["avx512", "no-avx", "unknown", "older-results"])
+def test_the_machine_line_shows_the_cpu_generation_when_known(tmp_path: pathlib.Path, generation, shown) -> None:
+    machine = {"cpu_model": "CPU X", "cpu_generation": generation, "usable_cores": 2, "libraries": {}}
+    context = report.ReportContext("python -m bench", tmp_path, tmp_path / "BENCHMARKS.md", machine, {},
+                                   "2026-01-01T00:00:00+00:00", 1.0, False)
+    assert shown in report.write_report([], context).read_text()
+
+
 def test_render_plots_writes_what_the_results_allow(tmp_path: pathlib.Path) -> None:
     rng = np.random.default_rng(0)
     ann = {"scales": [{"num_items": 1000, "dim": 8, "points": [

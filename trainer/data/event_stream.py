@@ -143,24 +143,34 @@ class CsvEventSource(LogFile):
                                  index_col=False, skip_blank_lines=False)
             with reader:
                 while (chunk := _next_chunk(reader)) is not None:
-                    empty = _empty_rows(chunk)
-                    filled = np.flatnonzero(~empty)
-                    if len(filled):
-                        before_a_row = np.flatnonzero(empty[:filled[-1]])
-                        if blank_since is not None or len(before_a_row):
-                            line = blank_since if blank_since is not None else first_row + int(before_a_row[0])
-                            raise DataError(f"{self.name} {csv_line(line)}: an empty row (a blank line, or only "
-                                            "commas); every line must be a row, remove it")
-                        blank_since = None
-                    if empty[-1]:
-                        trailing = len(filled) and int(filled[-1]) + 1
-                        blank_since = first_row + trailing if blank_since is None else blank_since
-                        chunk = chunk.iloc[:trailing]
-                    first_row += len(empty)
-                    if len(chunk):
-                        yield chunk
+                    rows, blank_since = self._without_trailing_empty_rows(chunk, first_row, blank_since)
+                    first_row += len(chunk)
+                    if len(rows):
+                        yield rows
         if blank_since is not None:
             LOGGER.warning("%s: ignored %d empty row(s) at the end of the file", self.name, first_row - blank_since)
+
+    def _without_trailing_empty_rows(self, chunk: pd.DataFrame, first_row: int,
+                                     blank_since: int | None) -> tuple[pd.DataFrame, int | None]:
+        """`chunk` (the file's rows from `first_row` on) less the empty rows it ends with, and the row where the
+        run of empty rows that no row has followed yet begins (`blank_since` carries it from earlier chunks).
+
+        Raises:
+            DataError: naming the line of an empty row that a later row follows.
+        """
+        empty = _empty_rows(chunk)
+        filled = np.flatnonzero(~empty)
+        if len(filled):
+            before_a_row = np.flatnonzero(empty[:filled[-1]])
+            if blank_since is not None or len(before_a_row):
+                line = blank_since if blank_since is not None else first_row + int(before_a_row[0])
+                raise DataError(f"{self.name} {csv_line(line)}: an empty row (a blank line, or only commas); every "
+                                "line must be a row, remove it")
+            blank_since = None
+        if not empty[-1]:
+            return chunk, blank_since
+        trailing = len(filled) and int(filled[-1]) + 1
+        return chunk.iloc[:trailing], first_row + trailing if blank_since is None else blank_since
 
 
 @dataclasses.dataclass

@@ -53,10 +53,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys_common.contract import INT64_MAX, INT64_MIN
 from trainer.config import MOVIELENS_SOURCES
 from trainer.data.schema import (
-    INT64_MAX,
-    INT64_MIN,
     MAX_TIMESTAMP,
     DataError,
     Dataset,

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys_common.contract import INT64_MAX, INT64_MIN
+
 EVENT_COLUMNS = ("user_id", "item_id", "timestamp", "rating", "watch_time", "query")
 USER_COLUMNS = ("user_id", "gender", "age", "occupation", "region", "language")
 ITEM_COLUMNS = ("item_id", "title", "genres", "release_time", "channel", "language")
@@ -36,7 +38,6 @@ SECONDS_PER_DAY = 86_400  # timestamps and release times are unix seconds
 # Timestamps must be datetimes Python can represent (run bundles record them as UTC dates):
 # 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
 MIN_TIMESTAMP, MAX_TIMESTAMP = -62_135_596_800, 253_402_300_799
-INT64_MIN, INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 
 
 class DataError(ValueError):
